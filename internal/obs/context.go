@@ -1,0 +1,49 @@
+package obs
+
+import (
+	"context"
+	"log/slog"
+)
+
+type ctxKey struct{}
+
+// fields are the attributes bound to a context, rendered once as
+// `,"key":value` pairs so that every line copies them instead of encoding them.
+type fields struct {
+	json          []byte
+	correlationID string
+}
+
+// WithAttrs returns a context whose log lines carry attrs in addition to the
+// ones already bound. Bind a request's or a job's fields once, then pass the
+// context to every logging call (the *Context methods of slog.Logger).
+func WithAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
+	f := &fields{}
+	if prev := fieldsFrom(ctx); prev != nil {
+		f.correlationID = prev.correlationID
+		f.json = append(make([]byte, 0, len(prev.json)+32*len(attrs)), prev.json...)
+	}
+	for _, a := range attrs {
+		f.json, _ = appendAttr(f.json, a, false, normalLimits)
+		if a.Key == KeyCorrelationID {
+			f.correlationID = a.Value.String()
+		}
+	}
+	return context.WithValue(ctx, ctxKey{}, f)
+}
+
+// CorrelationID returns the correlation ID bound to ctx, or "".
+func CorrelationID(ctx context.Context) string {
+	if f := fieldsFrom(ctx); f != nil {
+		return f.correlationID
+	}
+	return ""
+}
+
+func fieldsFrom(ctx context.Context) *fields {
+	if ctx == nil {
+		return nil
+	}
+	f, _ := ctx.Value(ctxKey{}).(*fields)
+	return f
+}
