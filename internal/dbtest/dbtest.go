@@ -1,0 +1,167 @@
+// Package dbtest gives each test its own PostgreSQL database, migrated to the
+// current schema, so tests can run in parallel and in any order.
+//
+// The server is TEST_DATABASE_URL (default: the local server as user
+// postgres). Each test process migrates one template database once; each
+// test then gets a copy of it, dropped when the test ends.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/backtestd/backtestd/migrations"
+)
+
+// DefaultURL is the server used when TEST_DATABASE_URL is not set.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+var template struct {
+	once sync.Once
+	mu   sync.Mutex // CREATE DATABASE ... TEMPLATE wants the template to itself
+	name string
+	err  error
+}
+
+// Main runs the tests of a package and drops its template database
+// afterwards. Call it from TestMain: os.Exit(dbtest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if template.name != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := dropDatabase(ctx, template.name); err != nil {
+			fmt.Fprintln(os.Stderr, "dbtest:", err)
+		}
+	}
+	return code
+}
+
+// DB is a test's own database.
+type DB struct {
+	Name string
+	URL  string
+	Pool *pgxpool.Pool
+}
+
+// New creates a migrated database for t, dropped when t ends.
+func New(t testing.TB) *DB {
+	t.Helper()
+	ctx := t.Context()
+	template.once.Do(func() { template.name, template.err = makeTemplate(context.WithoutCancel(ctx)) })
+	if template.err != nil {
+		t.Fatalf("dbtest: template database: %v", template.err)
+	}
+	name := "bt_test_" + randomSuffix()
+	template.mu.Lock()
+	err := exec(ctx, `CREATE DATABASE `+name+` TEMPLATE `+template.name)
+	template.mu.Unlock()
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	u := URLFor(name)
+	pool, err := pgxpool.New(ctx, u)
+	if err != nil {
+		t.Fatalf("dbtest: connect to %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := dropDatabase(ctx, name); err != nil {
+			t.Errorf("dbtest: %v", err)
+		}
+	})
+	return &DB{Name: name, URL: u, Pool: pool}
+}
+
+// NewEmpty names a database that does not exist yet, and drops it when t
+// ends if something created it: for tests of the code that creates and
+// migrates databases.
+func NewEmpty(t testing.TB) (name, dbURL string) {
+	t.Helper()
+	name = "bt_test_" + randomSuffix()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := dropDatabase(ctx, name); err != nil {
+			t.Errorf("dbtest: %v", err)
+		}
+	})
+	return name, URLFor(name)
+}
+
+// ServerURL is the URL of the test server's maintenance database.
+func ServerURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// URLFor is the URL of database name on the test server.
+func URLFor(name string) string {
+	u, err := url.Parse(ServerURL())
+	if err != nil {
+		return ServerURL()
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func makeTemplate(ctx context.Context) (string, error) {
+	name := "bt_tmpl_" + randomSuffix()
+	if err := exec(ctx, `CREATE DATABASE `+name); err != nil {
+		return "", err
+	}
+	pool, err := pgxpool.New(ctx, URLFor(name))
+	if err != nil {
+		return name, fmt.Errorf("connect to %s: %w", name, err)
+	}
+	defer pool.Close()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := migrations.NewProvider(db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return name, err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return name, fmt.Errorf("migrate %s: %w", name, err)
+	}
+	return name, nil
+}
+
+func exec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return fmt.Errorf("connect to test server: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
+
+func dropDatabase(ctx context.Context, name string) error {
+	return exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

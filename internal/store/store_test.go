@@ -1,0 +1,153 @@
+package store_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+type testBundle struct {
+	q     *store.Queries
+	db    *dbtest.DB
+	alice store.User
+	bob   store.User
+	strat store.Strategy
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	db := dbtest.New(t)
+	q := store.New(db.Pool)
+	alice, err := q.EnsureUser(t.Context(), "alice")
+	require.NoError(t, err)
+	bob, err := q.EnsureUser(t.Context(), "bob")
+	require.NoError(t, err)
+	strat, err := q.CreateStrategy(t.Context(), store.NewStrategy{
+		UserID: alice.ID, Name: "s", Kind: "buy_and_hold", Params: json.RawMessage(`{}`),
+	})
+	require.NoError(t, err)
+	return &testBundle{q: q, db: db, alice: alice, bob: bob, strat: strat}
+}
+
+func (b *testBundle) newRun(t *testing.T, user store.User, cid string) (store.Run, error) {
+	t.Helper()
+	return b.q.InsertRun(t.Context(), store.NewRun{
+		ID: uuid.Must(uuid.NewV7()), UserID: user.ID, StrategyID: b.strat.ID, CorrelationID: cid, JobID: 42,
+		Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
+		InitialCash: 1000,
+	})
+}
+
+func TestUsersAndKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	again, err := b.q.EnsureUser(t.Context(), "alice")
+	require.NoError(t, err)
+	require.Equal(t, b.alice.ID, again.ID, "EnsureUser is idempotent")
+
+	require.NoError(t, b.q.AddAPIKey(t.Context(), b.alice.ID, []byte("hash-1")))
+	u, err := b.q.UserByKeyHash(t.Context(), []byte("hash-1"))
+	require.NoError(t, err)
+	require.Equal(t, b.alice.ID, u.ID)
+	_, err = b.q.UserByKeyHash(t.Context(), []byte("hash-2"))
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestStrategiesAreOwned(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, err := b.q.Strategy(t.Context(), b.alice.ID, b.strat.ID)
+	require.NoError(t, err)
+	require.JSONEq(t, `{}`, string(s.Params))
+	_, err = b.q.Strategy(t.Context(), b.bob.ID, b.strat.ID)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestInsertRunChecksTheStrategyOwner(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.newRun(t, b.bob, "cid")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs`).Scan(&n))
+	require.Zero(t, n)
+
+	r, err := b.newRun(t, b.alice, "cid")
+	require.NoError(t, err)
+	require.Equal(t, store.StatusQueued, r.Status)
+	require.Equal(t, "cid", r.CorrelationID)
+	require.Equal(t, int64(42), r.JobID)
+	_, err = b.q.Run(t.Context(), b.bob.ID, r.ID)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestRunsByCorrelationIDUsesItsIndex(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, cid := range []string{"a", "a", "b"} {
+		_, err := b.newRun(t, b.alice, cid)
+		require.NoError(t, err)
+	}
+	runs, err := b.q.RunsByCorrelationID(t.Context(), b.alice.ID, "a")
+	require.NoError(t, err)
+	require.Len(t, runs, 2)
+	require.True(t, runs[0].CreatedAt.After(runs[1].CreatedAt) || runs[0].CreatedAt.Equal(runs[1].CreatedAt))
+	other, err := b.q.RunsByCorrelationID(t.Context(), b.bob.ID, "a")
+	require.NoError(t, err)
+	require.Empty(t, other)
+
+	// With sequential scans priced out, the plan shows whether the index can
+	// serve the query at all (a three-row table would be scanned anyway).
+	tx, err := b.db.Pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(t.Context()) }()
+	_, err = tx.Exec(t.Context(), `SET LOCAL enable_seqscan = off`)
+	require.NoError(t, err)
+	rows, err := tx.Query(t.Context(), `EXPLAIN SELECT id FROM backtest_runs WHERE correlation_id = $1 AND user_id = $2`,
+		"a", b.alice.ID)
+	require.NoError(t, err)
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Contains(t, strings.Join(plan, "\n"), "backtest_runs_correlation_id_idx")
+}
+
+func TestRunLifecycle(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r, err := b.newRun(t, b.alice, "cid")
+	require.NoError(t, err)
+	ctx := t.Context()
+
+	require.ErrorIs(t, b.q.SetProgress(ctx, r.ID, 10), store.ErrNotFound, "a queued run has no progress")
+	require.NoError(t, b.q.StartRun(ctx, r.ID, 1))
+	require.NoError(t, b.q.SetProgress(ctx, r.ID, 30))
+	require.NoError(t, b.q.FailRun(ctx, r.ID, 1, "boom", "*errors.errorString"))
+	got, err := b.q.Run(ctx, b.alice.ID, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusFailed, got.Status)
+	require.Equal(t, "boom", got.ErrorMessage)
+	require.NotNil(t, got.FinishedAt)
+	require.ErrorIs(t, b.q.StartRun(ctx, r.ID, 2), store.ErrNotFound, "a finished run is not reopened")
+
+	r2, err := b.newRun(t, b.alice, "cid")
+	require.NoError(t, err)
+	require.NoError(t, b.q.StartRun(ctx, r2.ID, 1))
+	require.NoError(t, b.q.CompleteRun(ctx, r2.ID, json.RawMessage(`{"trades":3}`)))
+	require.ErrorIs(t, b.q.FailRun(ctx, r2.ID, 2, "late", "x"), store.ErrNotFound, "a succeeded run stays succeeded")
+	got, err = b.q.RunForWork(ctx, r2.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusSucceeded, got.Status)
+	require.Equal(t, 100, got.ProgressPct)
+	require.JSONEq(t, `{"trades":3}`, string(got.Result))
+}
