@@ -107,19 +107,26 @@ func TestRunsByCorrelationIDUsesItsIndex(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, other)
 
-	// With sequential scans priced out, the plan shows whether the index can
-	// serve the query at all (a three-row table would be scanned anyway).
-	tx, err := b.db.Pool.Begin(t.Context())
+	// A user with thousands of runs: the planner must pick the correlation
+	// index for both the API's query and the operator's SQL lookup.
+	_, err = b.db.Pool.Exec(t.Context(), `
+		INSERT INTO backtest_runs (id, user_id, strategy_id, correlation_id, river_job_id, symbol,
+		                           start_date, end_date, initial_cash)
+		SELECT gen_random_uuid(), $1, $2, 'cid-' || i, i, 'ACME', '2020-01-01', '2021-01-01', 1000
+		FROM generate_series(1, 5000) AS i`, b.alice.ID, b.strat.ID)
 	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(t.Context()) }()
-	_, err = tx.Exec(t.Context(), `SET LOCAL enable_seqscan = off`)
+	_, err = b.db.Pool.Exec(t.Context(), `ANALYZE backtest_runs`)
 	require.NoError(t, err)
-	rows, err := tx.Query(t.Context(), `EXPLAIN SELECT id FROM backtest_runs WHERE correlation_id = $1 AND user_id = $2`,
-		"a", b.alice.ID)
-	require.NoError(t, err)
-	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	require.Contains(t, strings.Join(plan, "\n"), "backtest_runs_correlation_id_idx")
+	for _, query := range []string{
+		`EXPLAIN SELECT id FROM backtest_runs WHERE correlation_id = 'a' AND user_id = '` + b.alice.ID.String() + `'`,
+		`EXPLAIN SELECT id FROM backtest_runs WHERE correlation_id = 'a'`,
+	} {
+		rows, err := b.db.Pool.Query(t.Context(), query)
+		require.NoError(t, err)
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Contains(t, strings.Join(plan, "\n"), "backtest_runs_correlation_id_idx", query)
+	}
 }
 
 func TestRunLifecycle(t *testing.T) {
