@@ -1,0 +1,180 @@
+// Package backtest is the engine: it runs a strategy over a daily price
+// series and measures the result. It does no I/O and no logging; progress is
+// reported through a callback at every tenth of the bars.
+package backtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Strategy kinds.
+const (
+	KindSMACrossover = "sma_crossover"
+	KindBuyAndHold   = "buy_and_hold"
+	KindRSIReversion = "rsi_reversion"
+)
+
+// kindList names the kinds in error messages.
+const kindList = KindSMACrossover + ", " + KindBuyAndHold + ", " + KindRSIReversion
+
+// Bounds on parameters, so that one request cannot ask for absurd work.
+const (
+	maxWindow = 10_000
+	maxPeriod = 1_000
+)
+
+// Strategy is a validated strategy: its kind and the parameters of that kind.
+type Strategy struct {
+	Kind string
+	// FastWindow and SlowWindow are the SMA lengths of sma_crossover, in bars.
+	FastWindow, SlowWindow int
+	// Period, Oversold and Overbought configure rsi_reversion.
+	Period               int
+	Oversold, Overbought float64
+}
+
+// ValidationError says which input is wrong and why.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string {
+	return e.Field + ": " + e.Message
+}
+
+type smaParams struct {
+	FastWindow *int `json:"fast_window"`
+	SlowWindow *int `json:"slow_window"`
+}
+
+type rsiParams struct {
+	Period     *int     `json:"period"`
+	Oversold   *float64 `json:"oversold"`
+	Overbought *float64 `json:"overbought"`
+}
+
+// ParseStrategy validates a kind and its JSON parameters. Parameters the
+// kind does not have, missing required ones and values out of range give a
+// *ValidationError.
+func ParseStrategy(kind string, params json.RawMessage) (Strategy, error) {
+	switch kind {
+	case KindSMACrossover:
+		var p smaParams
+		if err := decodeParams(params, &p); err != nil {
+			return Strategy{}, err
+		}
+		if p.FastWindow == nil {
+			return Strategy{}, &ValidationError{"params.fast_window", "is required"}
+		}
+		if p.SlowWindow == nil {
+			return Strategy{}, &ValidationError{"params.slow_window", "is required"}
+		}
+		s := Strategy{Kind: kind, FastWindow: *p.FastWindow, SlowWindow: *p.SlowWindow}
+		switch {
+		case s.FastWindow < 1:
+			return Strategy{}, &ValidationError{"params.fast_window", "must be at least 1"}
+		case s.SlowWindow > maxWindow:
+			return Strategy{}, &ValidationError{"params.slow_window", fmt.Sprintf("must be at most %d", maxWindow)}
+		case s.FastWindow >= s.SlowWindow:
+			return Strategy{}, &ValidationError{"params.fast_window", "must be less than slow_window"}
+		}
+		return s, nil
+	case KindBuyAndHold:
+		var p struct{}
+		if err := decodeParams(params, &p); err != nil {
+			return Strategy{}, err
+		}
+		return Strategy{Kind: kind}, nil
+	case KindRSIReversion:
+		var p rsiParams
+		if err := decodeParams(params, &p); err != nil {
+			return Strategy{}, err
+		}
+		s := Strategy{Kind: kind, Period: 14, Oversold: 30, Overbought: 70}
+		if p.Period != nil {
+			s.Period = *p.Period
+		}
+		if p.Oversold != nil {
+			s.Oversold = *p.Oversold
+		}
+		if p.Overbought != nil {
+			s.Overbought = *p.Overbought
+		}
+		switch {
+		case s.Period < 2 || s.Period > maxPeriod:
+			return Strategy{}, &ValidationError{"params.period", fmt.Sprintf("must be between 2 and %d", maxPeriod)}
+		case !(s.Oversold > 0 && s.Oversold < 100):
+			return Strategy{}, &ValidationError{"params.oversold", "must be between 0 and 100"}
+		case !(s.Overbought > s.Oversold && s.Overbought < 100):
+			return Strategy{}, &ValidationError{"params.overbought", "must be above oversold and below 100"}
+		}
+		return s, nil
+	case "":
+		return Strategy{}, &ValidationError{"kind", "is required"}
+	default:
+		return Strategy{}, &ValidationError{"kind", "must be one of " + kindList}
+	}
+}
+
+// decodeParams decodes params strictly: one JSON object, no unknown fields.
+// Absent or null params are an empty object.
+func decodeParams(params json.RawMessage, into any) error {
+	params = bytes.TrimSpace(params)
+	if len(params) == 0 || string(params) == "null" {
+		params = json.RawMessage(`{}`)
+	}
+	dec := json.NewDecoder(bytes.NewReader(params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr) && typeErr.Field != "":
+			return &ValidationError{"params." + typeErr.Field, "must be a " + typeErr.Type.String()}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return &ValidationError{"params", strings.TrimPrefix(err.Error(), "json: ") + " for this kind"}
+		default:
+			return &ValidationError{"params", "must be a JSON object"}
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return &ValidationError{"params", "must be a single JSON object"}
+	}
+	return nil
+}
+
+// Params returns the strategy's parameters as JSON, defaults filled in: what
+// is stored and shown back to the user.
+func (s Strategy) Params() json.RawMessage {
+	var v any
+	switch s.Kind {
+	case KindSMACrossover:
+		v = smaParams{FastWindow: &s.FastWindow, SlowWindow: &s.SlowWindow}
+	case KindRSIReversion:
+		v = rsiParams{Period: &s.Period, Oversold: &s.Oversold, Overbought: &s.Overbought}
+	default:
+		return json.RawMessage(`{}`)
+	}
+	b, err := json.Marshal(v)
+	if err != nil { // cannot happen: plain numbers
+		return json.RawMessage(`{}`)
+	}
+	return b
+}
+
+// warmup is how many bars the strategy needs before its first signal.
+func (s Strategy) warmup() int {
+	switch s.Kind {
+	case KindSMACrossover:
+		return s.SlowWindow
+	case KindRSIReversion:
+		return s.Period + 1
+	default:
+		return 1
+	}
+}
