@@ -267,6 +267,15 @@ func (q *Queries) CompleteRun(ctx context.Context, id uuid.UUID, result json.Raw
 	return affectedOne(tag, err, "complete run %s", id)
 }
 
+// RequeueRun puts a running run back to queued: its job was interrupted by
+// a shutdown and River will run it again.
+func (q *Queries) RequeueRun(ctx context.Context, id uuid.UUID) error {
+	tag, err := q.db.Exec(ctx, `
+		UPDATE backtest_runs SET status = 'queued', progress_pct = 0, updated_at = now()
+		WHERE id = $1 AND status = 'running'`, id)
+	return affectedOne(tag, err, "requeue run %s", id)
+}
+
 // FailRun marks a run failed with its error. A run that already succeeded
 // stays succeeded: the failure came after its result was committed.
 func (q *Queries) FailRun(ctx context.Context, id uuid.UUID, attempt int, message, errorType string) error {

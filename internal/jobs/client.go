@@ -1,0 +1,84 @@
+package jobs
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/backtestd/backtestd/internal/obs"
+)
+
+// ClientConfig configures the worker's River client.
+type ClientConfig struct {
+	// Concurrency is how many backtests run at once. Defaults to 4.
+	Concurrency int
+	// JobTimeout bounds one attempt. Defaults to 30 minutes.
+	JobTimeout time.Duration
+	// RescueAfter is how long a job may stay running before River presumes
+	// its worker dead and retries it. Defaults to JobTimeout plus 10 minutes.
+	RescueAfter time.Duration
+	// RiverLogLevel is the lowest level of River's own lines that is
+	// written. Defaults to warn.
+	RiverLogLevel slog.Leveler
+	// Engine runs the backtests. Defaults to backtest.Run.
+	Engine Engine
+	// RetryPolicy, if set, replaces River's exponential retry delays.
+	RetryPolicy river.ClientRetryPolicy
+	// ID names this client in River's tables; defaults to River's choice.
+	ID string
+}
+
+// NewWorkerClient returns a River client that works backtest jobs with the
+// lifecycle middleware, logging River's own lines through h.
+func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cfg ClientConfig) (*river.Client[pgx.Tx], error) {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.JobTimeout <= 0 {
+		cfg.JobTimeout = 30 * time.Minute
+	}
+	if cfg.RescueAfter <= 0 {
+		cfg.RescueAfter = cfg.JobTimeout + 10*time.Minute
+	}
+	if cfg.RiverLogLevel == nil {
+		cfg.RiverLogLevel = slog.LevelWarn
+	}
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, NewWorker(pool, logger, WorkerConfig{
+		Timeout: cfg.JobTimeout, Engine: cfg.Engine,
+	})); err != nil {
+		return nil, fmt.Errorf("register backtest worker: %w", err)
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		ID:                   cfg.ID,
+		Logger:               obs.NewLibraryLogger(h, obs.EventRiverLog, cfg.RiverLogLevel.Level()),
+		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}},
+		Workers:              workers,
+		Middleware:           []rivertype.Middleware{NewLifecycle(logger, pool)},
+		JobTimeout:           cfg.JobTimeout,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		RetryPolicy:          cfg.RetryPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river worker client: %w", err)
+	}
+	return client, nil
+}
+
+// NewInsertClient returns a River client that only inserts jobs: it has no
+// workers and is never started.
+func NewInsertClient(pool *pgxpool.Pool, h slog.Handler) (*river.Client[pgx.Tx], error) {
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Logger: obs.NewLibraryLogger(h, obs.EventRiverLog, slog.LevelWarn),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client: %w", err)
+	}
+	return client, nil
+}

@@ -1,0 +1,373 @@
+package jobs_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+// logSink collects log lines; the handler writes from River's goroutines
+// while the test reads.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *logSink) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(s.buf.Bytes()), []byte("\n")) {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(line, &m), "%s", line)
+		out = append(out, m)
+	}
+	return out
+}
+
+type testBundle struct {
+	db      *dbtest.DB
+	q       *store.Queries
+	user    store.User
+	logs    *logSink
+	handler *obs.Handler
+	logger  *slog.Logger
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	db := dbtest.New(t)
+	q := store.New(db.Pool)
+	user, err := q.EnsureUser(t.Context(), "alice")
+	require.NoError(t, err)
+	logs := &logSink{}
+	h := obs.NewHandler(logs, obs.Options{Service: "worker", Level: slog.LevelDebug})
+	return &testBundle{db: db, q: q, user: user, logs: logs, handler: h, logger: slog.New(h)}
+}
+
+func (b *testBundle) strategy(t *testing.T, q *store.Queries, kind, params string) store.Strategy {
+	t.Helper()
+	s, err := q.CreateStrategy(t.Context(), store.NewStrategy{UserID: b.user.ID, Name: kind, Kind: kind, Params: json.RawMessage(params)})
+	require.NoError(t, err)
+	return s
+}
+
+func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) jobs.NewBacktest {
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	return jobs.NewBacktest{
+		UserID: userID, StrategyID: strategyID, CorrelationID: cid, Symbol: symbol,
+		Start: start, End: start.AddDate(0, 0, days), InitialCash: 10_000,
+	}
+}
+
+func count(t *testing.T, db store.DBTX, table string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, db.QueryRow(t.Context(), `SELECT count(*) FROM `+table).Scan(&n))
+	return n
+}
+
+func TestEnqueueWritesRunAndJobTogether(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	strat := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
+	require.NoError(t, err)
+
+	tx, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	run, err := jobs.NewEnqueuer(tx, client).Enqueue(ctx, newBacktest(b.user.ID, strat.ID, "cid-1", "ACME", 30))
+	require.NoError(t, err)
+	job := rivertest.RequireInsertedTx[*riverpgxv5.Driver](ctx, t, tx, &jobs.BacktestArgs{},
+		&rivertest.RequireInsertedOpts{Queue: jobs.Queue, MaxAttempts: jobs.DefaultMaxAttempts})
+	require.Equal(t, "cid-1", job.Args.CorrelationID)
+	require.Equal(t, run.ID, job.Args.RunID)
+	require.Equal(t, b.user.ID, job.Args.UserID)
+	require.Equal(t, strat.ID, job.Args.StrategyID)
+	require.Equal(t, job.ID, run.JobID)
+	require.Equal(t, "cid-1", run.CorrelationID)
+}
+
+func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	strat := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+
+	failing, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
+		Logger: slog.New(slog.DiscardHandler),
+		Middleware: []rivertype.Middleware{river.JobInsertMiddlewareFunc(
+			func(context.Context, []*rivertype.JobInsertParams, func(context.Context) ([]*rivertype.JobInsertResult, error)) ([]*rivertype.JobInsertResult, error) {
+				return nil, errors.New("insert refused")
+			})},
+	})
+	require.NoError(t, err)
+	_, err = jobs.NewEnqueuer(b.db.Pool, failing).Enqueue(ctx, newBacktest(b.user.ID, strat.ID, "cid", "ACME", 30))
+	require.ErrorContains(t, err, "insert refused")
+	require.Zero(t, count(t, b.db.Pool, "backtest_runs"), "a failed job insert leaves no run")
+	require.Zero(t, count(t, b.db.Pool, "river_job"))
+
+	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
+	require.NoError(t, err)
+	other, err := b.q.EnsureUser(ctx, "mallory")
+	require.NoError(t, err)
+	_, err = jobs.NewEnqueuer(b.db.Pool, client).Enqueue(ctx, newBacktest(other.ID, strat.ID, "cid", "ACME", 30))
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
+	require.Zero(t, count(t, b.db.Pool, "river_job"), "a refused run insert leaves no job")
+}
+
+// requireJobLines checks that every line of the run carries the job's fields.
+func requireJobLines(t *testing.T, lines []map[string]any, runID uuid.UUID, cid string) map[string][]map[string]any {
+	t.Helper()
+	byEvent := map[string][]map[string]any{}
+	for _, l := range lines {
+		if l[obs.KeyRunID] != runID.String() {
+			continue
+		}
+		for _, k := range []string{obs.KeyUserID, obs.KeyStrategyID, obs.KeyJobID, obs.KeyJobKind, obs.KeyAttempt} {
+			require.NotEmpty(t, l[k], "%s missing from %v", k, l)
+		}
+		require.Equal(t, cid, l[obs.KeyCorrelationID])
+		ev, _ := l[obs.KeyEvent].(string)
+		byEvent[ev] = append(byEvent[ev], l)
+	}
+	return byEvent
+}
+
+func TestWorkerWithRivertest(t *testing.T) {
+	t.Parallel()
+	panicking := func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
+		var m map[string]int
+		m["x"]++
+		return backtest.Result{}, nil
+	}
+	tests := []struct {
+		name        string
+		kind        string
+		params      string
+		days        int
+		engine      jobs.Engine
+		maxAttempts int
+		wantEvent   river.EventKind
+		wantStatus  string
+		wantPanic   bool
+		wantRetry   bool
+	}{
+		{name: "success", kind: backtest.KindSMACrossover, params: `{"fast_window":5,"slow_window":20}`, days: 365,
+			wantEvent: river.EventKindJobCompleted, wantStatus: store.StatusSucceeded},
+		{name: "too few bars is permanent", kind: backtest.KindSMACrossover, params: `{"fast_window":5,"slow_window":200}`,
+			days: 30, wantEvent: river.EventKindJobCancelled, wantStatus: store.StatusFailed},
+		{name: "panic with attempts left retries", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
+			engine: panicking, wantStatus: store.StatusRunning, wantPanic: true, wantRetry: true},
+		{name: "panic on the last attempt fails the run", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
+			engine: panicking, maxAttempts: 1, wantStatus: store.StatusFailed, wantPanic: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := t.Context()
+			tx, err := b.db.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			q := store.New(tx)
+			strat := b.strategy(t, q, tt.kind, tt.params)
+			nb := newBacktest(b.user.ID, strat.ID, "cid-"+tt.name, "ACME", tt.days)
+			run, err := q.InsertRun(ctx, store.NewRun{ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strat.ID,
+				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash})
+			require.NoError(t, err)
+
+			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
+			args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strat.ID}
+			res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
+			if tt.wantPanic {
+				var pe *rivertest.PanicError
+				require.ErrorAs(t, err, &pe)
+			} else {
+				require.NoError(t, err)
+				require.Equal(t, tt.wantEvent, res.EventKind)
+			}
+
+			got, err := q.Run(ctx, b.user.ID, run.ID)
+			require.NoError(t, err)
+			require.Equal(t, tt.wantStatus, got.Status)
+			byEvent := requireJobLines(t, b.logs.lines(t), run.ID, nb.CorrelationID)
+			require.Len(t, byEvent[obs.EventJobStarted], 1)
+			if tt.wantStatus == store.StatusSucceeded {
+				require.Len(t, byEvent[obs.EventJobProgress], backtest.Checkpoints)
+				require.Len(t, byEvent[obs.EventJobCompleted], 1)
+				require.Contains(t, byEvent[obs.EventJobCompleted][0], obs.KeySharpe)
+				require.NotEmpty(t, got.Result)
+				return
+			}
+			require.Len(t, byEvent[obs.EventJobFailed], 1)
+			failed := byEvent[obs.EventJobFailed][0]
+			require.Equal(t, tt.wantRetry, failed[obs.KeyWillRetry])
+			require.NotEmpty(t, failed[obs.KeyTraceback])
+			require.NotEmpty(t, failed[obs.KeyErrorType])
+			if tt.wantPanic {
+				require.Equal(t, true, failed[obs.KeyPanic])
+				require.Equal(t, "runtime.plainError", failed[obs.KeyErrorType])
+				frames, _ := failed[obs.KeyTraceback].([]any)
+				first, _ := frames[0].(map[string]any)
+				require.Contains(t, first["function"], "TestWorkerWithRivertest", "the first frame is where it panicked")
+			}
+			if tt.wantStatus == store.StatusFailed {
+				require.NotEmpty(t, got.ErrorMessage)
+				require.NotEmpty(t, got.ErrorType)
+				require.Equal(t, "error", failed[obs.KeyLevel])
+			}
+		})
+	}
+}
+
+// flakyEngine fails or panics on the first attempt of some symbols.
+type flakyEngine struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (f *flakyEngine) run(ctx context.Context, s backtest.Strategy, prices []float64, cash float64, p backtest.Progress) (backtest.Result, error) {
+	f.mu.Lock()
+	sym := "?"
+	if len(prices) > 0 {
+		sym = symbolOf(prices)
+	}
+	f.calls[sym]++
+	n := f.calls[sym]
+	f.mu.Unlock()
+	switch {
+	case sym == "FLAKY" && n == 1:
+		return backtest.Result{}, errors.New("market data service unavailable")
+	case sym == "BOOM" && n == 1:
+		panic("engine exploded")
+	}
+	return backtest.Run(ctx, s, prices, cash, p)
+}
+
+// symbolOf recognises the test symbols by their first synthetic price.
+func symbolOf(prices []float64) string {
+	for _, sym := range []string{"FLAKY", "BOOM", "ACME"} {
+		if backtest.SyntheticPrices(sym, 1)[0] == prices[0] {
+			return sym
+		}
+	}
+	return "?"
+}
+
+type fastRetry struct{}
+
+func (fastRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(50 * time.Millisecond) }
+
+func TestWorkerWithRealClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	engine := &flakyEngine{calls: map[string]int{}}
+	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, jobs.ClientConfig{
+		Concurrency: 2, Engine: engine.run, RetryPolicy: fastRetry{},
+	})
+	require.NoError(t, err)
+	events, cancelSub := client.Subscribe(river.EventKindJobCompleted, river.EventKindJobCancelled, river.EventKindJobFailed)
+	defer cancelSub()
+	require.NoError(t, client.Start(ctx))
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		require.NoError(t, client.Stop(stopCtx))
+	}()
+
+	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+	enq := jobs.NewEnqueuer(b.db.Pool, client)
+	cases := []struct {
+		symbol      string
+		days        int
+		wantStatus  string
+		wantAttempt int
+	}{
+		{symbol: "ACME", days: 365, wantStatus: store.StatusSucceeded, wantAttempt: 1},
+		{symbol: "ACME", days: 20, wantStatus: store.StatusFailed, wantAttempt: 1}, // fewer bars than slow_window
+		{symbol: "FLAKY", days: 365, wantStatus: store.StatusSucceeded, wantAttempt: 2},
+		{symbol: "BOOM", days: 365, wantStatus: store.StatusSucceeded, wantAttempt: 2},
+	}
+	runs := make([]store.Run, len(cases))
+	for i, c := range cases {
+		runs[i], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-"+c.symbol+time.Now().String(), c.symbol, c.days))
+		require.NoError(t, err)
+	}
+
+	final := map[int64]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(final) < len(cases) {
+		select {
+		case ev := <-events:
+			if ev.Job.State == rivertype.JobStateCompleted || ev.Job.State == rivertype.JobStateCancelled ||
+				ev.Job.State == rivertype.JobStateDiscarded {
+				final[ev.Job.ID] = true
+			}
+		case <-deadline:
+			t.Fatalf("jobs did not finish: %d of %d", len(final), len(cases))
+		}
+	}
+
+	lines := b.logs.lines(t)
+	for i, c := range cases {
+		got, err := b.q.Run(ctx, b.user.ID, runs[i].ID)
+		require.NoError(t, err)
+		require.Equal(t, c.wantStatus, got.Status, c.symbol)
+		require.Equal(t, c.wantAttempt, got.Attempt, c.symbol)
+		byEvent := requireJobLines(t, lines, runs[i].ID, runs[i].CorrelationID)
+		require.Len(t, byEvent[obs.EventJobStarted], c.wantAttempt, c.symbol)
+		if c.wantStatus == store.StatusSucceeded {
+			require.Len(t, byEvent[obs.EventJobCompleted], 1)
+			require.InDelta(t, c.wantAttempt, byEvent[obs.EventJobCompleted][0][obs.KeyAttempt], 0)
+			require.NotEmpty(t, byEvent[obs.EventJobProgress])
+		}
+		if c.wantAttempt > 1 {
+			first := byEvent[obs.EventJobFailed][0]
+			require.Equal(t, true, first[obs.KeyWillRetry])
+			require.InDelta(t, 1, first[obs.KeyAttempt], 0)
+			require.Equal(t, c.symbol == "BOOM", first[obs.KeyPanic] == true)
+		}
+		if c.wantStatus == store.StatusFailed {
+			require.Contains(t, got.ErrorMessage, "needs at least 50 bars")
+			require.Equal(t, "*backtest.InsufficientDataError", got.ErrorType)
+			require.Len(t, byEvent[obs.EventJobFailed], 1)
+			require.Equal(t, false, byEvent[obs.EventJobFailed][0][obs.KeyWillRetry])
+		}
+	}
+}
+

@@ -1,0 +1,191 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+// runWrites is what the lifecycle does to a run whose job did not complete.
+type runWrites interface {
+	FailRun(ctx context.Context, id uuid.UUID, attempt int, message, errorType string) error
+	RequeueRun(ctx context.Context, id uuid.UUID) error
+}
+
+// Lifecycle is River worker middleware that binds a job's fields to its
+// context, so every line logged while working it carries them, and logs the
+// job's start and end. When a job will not be tried again it marks the run
+// failed; when a shutdown interrupts it, it puts the run back in the queue.
+//
+// It must be the first middleware: it binds the fields before anything that
+// might fail, and it recovers panics before River does, since River's own
+// recovery happens outside all middleware and knows nothing of the run.
+type Lifecycle struct {
+	river.MiddlewareDefaults
+
+	logger *slog.Logger
+	runs   runWrites
+}
+
+var _ rivertype.WorkerMiddleware = (*Lifecycle)(nil)
+
+// NewLifecycle returns the middleware, logging to logger and updating runs
+// through db.
+func NewLifecycle(logger *slog.Logger, db store.DBTX) *Lifecycle {
+	return &Lifecycle{logger: logger, runs: store.New(db)}
+}
+
+// jobFields are the arguments every job kind of this service carries.
+type jobFields struct {
+	RunID         string `json:"run_id"`
+	CorrelationID string `json:"correlation_id"`
+	UserID        string `json:"user_id"`
+	StrategyID    string `json:"strategy_id"`
+}
+
+// Work binds, logs and runs one attempt of job.
+func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
+	var f jobFields
+	_ = json.Unmarshal(job.EncodedArgs, &f) // bad args fail in River's own decoding, logged below
+	ctx = obs.WithAttrs(ctx,
+		slog.String(obs.KeyCorrelationID, f.CorrelationID),
+		slog.String(obs.KeyUserID, f.UserID),
+		slog.String(obs.KeyStrategyID, f.StrategyID),
+		slog.String(obs.KeyRunID, f.RunID),
+		slog.Int64(obs.KeyJobID, job.ID),
+		slog.String(obs.KeyJobKind, job.Kind),
+		slog.Int(obs.KeyAttempt, job.Attempt),
+	)
+	out := &outcome{}
+	ctx = context.WithValue(ctx, outcomeKey{}, out)
+
+	start := time.Now()
+	var wait time.Duration
+	if job.AttemptedAt != nil {
+		wait = job.AttemptedAt.Sub(job.ScheduledAt)
+	}
+	l.logger.InfoContext(ctx, obs.EventJobStarted,
+		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
+		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
+
+	defer func() {
+		if r := recover(); r != nil {
+			tb := obs.PanicStack()
+			perr := fmt.Errorf("panic: %v", r)
+			l.failed(ctx, job, f, start, perr, fmt.Sprintf("%T", r), tb, true, job.Attempt < job.MaxAttempts)
+			panic(r) // River records the panic and schedules the retry
+		}
+	}()
+	err = doInner(ctx)
+	switch {
+	case err == nil:
+		l.logger.LogAttrs(ctx, slog.LevelInfo, obs.EventJobCompleted, append([]slog.Attr{
+			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
+		}, out.attrs...)...)
+	case interrupted(ctx, err):
+		l.logger.WarnContext(ctx, obs.EventJobInterrupted,
+			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
+			slog.String(obs.KeyError, err.Error()))
+		l.requeue(ctx, f)
+	default:
+		var cancel *rivertype.JobCancelError
+		willRetry := !errors.As(err, &cancel) && job.Attempt < job.MaxAttempts
+		tb, ok := obs.StackOf(err)
+		if !ok {
+			tb = obs.CaptureStack(0)
+		}
+		l.failed(ctx, job, f, start, err, obs.ErrorType(err), tb, false, willRetry)
+	}
+	return err
+}
+
+// failed logs job_failed and, when River will not try again, marks the run
+// failed with the error (never its stack: that is for the logs).
+func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFields, start time.Time,
+	err error, errType string, tb obs.Traceback, panicked, willRetry bool,
+) {
+	level := slog.LevelError
+	if willRetry {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
+		slog.String(obs.KeyError, err.Error()),
+		slog.String(obs.KeyErrorType, errType),
+		slog.Any(obs.KeyTraceback, tb),
+		slog.Bool(obs.KeyWillRetry, willRetry),
+	}
+	if panicked {
+		attrs = append(attrs, slog.Bool(obs.KeyPanic, true))
+	}
+	l.logger.LogAttrs(ctx, level, obs.EventJobFailed, attrs...)
+	if willRetry {
+		return
+	}
+	id, perr := uuid.Parse(f.RunID)
+	if perr != nil {
+		return // no run to mark: the args were not ours
+	}
+	// The job's context may be cancelled already; the run must be marked
+	// failed all the same.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if uerr := l.runs.FailRun(wctx, id, job.Attempt, err.Error(), errType); uerr != nil && !errors.Is(uerr, store.ErrNotFound) {
+		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, uerr.Error()),
+			slog.String(obs.KeyStatus, store.StatusFailed))
+	}
+}
+
+func (l *Lifecycle) requeue(ctx context.Context, f jobFields) {
+	id, err := uuid.Parse(f.RunID)
+	if err != nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := l.runs.RequeueRun(wctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()),
+			slog.String(obs.KeyStatus, store.StatusQueued))
+	}
+}
+
+// interrupted reports whether the attempt stopped because its context was
+// cancelled by the client shutting down: River puts such a job back in the
+// queue without counting the attempt. A remote cancel is a real end.
+func interrupted(ctx context.Context, err error) bool {
+	return errors.Is(err, context.Canceled) && ctx.Err() != nil &&
+		!errors.Is(context.Cause(ctx), rivertype.ErrJobCancelledRemotely)
+}
+
+// outcome carries what the worker wants on the job_completed line back to
+// the middleware that writes it.
+type outcome struct {
+	attrs []slog.Attr
+}
+
+type outcomeKey struct{}
+
+func setResult(ctx context.Context, r backtest.Result) {
+	if out, ok := ctx.Value(outcomeKey{}).(*outcome); ok {
+		out.attrs = append(out.attrs,
+			slog.Int(obs.KeyBars, r.Bars),
+			slog.Float64(obs.KeyFinalEquity, r.FinalEquity),
+			slog.Float64(obs.KeyTotalReturn, r.TotalReturn),
+			slog.Float64(obs.KeyCAGR, r.CAGR),
+			slog.Float64(obs.KeyMaxDrawdown, r.MaxDrawdown),
+			slog.Float64(obs.KeySharpe, r.Sharpe),
+			slog.Int(obs.KeyTrades, r.Trades),
+		)
+	}
+}
