@@ -4,7 +4,9 @@
 package migrations
 
 import (
+	"context"
 	"database/sql"
+	"errors"
 	"embed"
 	"fmt"
 	"log/slog"
@@ -33,4 +35,24 @@ func NewProvider(db *sql.DB, logger *slog.Logger) (*goose.Provider, error) {
 		return nil, fmt.Errorf("goose provider: %w", err)
 	}
 	return p, nil
+}
+
+// ErrPending is returned by Check when the database lacks migrations.
+var ErrPending = errors.New("the database schema is out of date: run `server migrate up`")
+
+// Check returns ErrPending unless every migration is applied, so a process
+// refuses to start on a schema it does not know.
+func Check(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
+	p, err := NewProvider(db, logger)
+	if err != nil {
+		return err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("check migrations: %w", err)
+	}
+	if pending {
+		return ErrPending
+	}
+	return nil
 }

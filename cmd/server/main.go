@@ -1,0 +1,250 @@
+// Command server runs the backtest API, and the operator's one-shot
+// commands:
+//
+//	server                          serve the API (HTTP_ADDR, default :8080)
+//	server migrate up               create the database if missing, apply migrations
+//	server migrate status           list migrations and whether they are applied
+//	server migrate down-to VERSION  roll back to VERSION
+//	server create-api-key -user NAME  create the user if missing, print a new API key
+//
+// Settings come from the environment (see docs/operations.md). Log lines are
+// JSON on stdout.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/backtestd/backtestd/internal/config"
+	"github.com/backtestd/backtestd/internal/httpx"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/migrations"
+)
+
+func main() {
+	// A reader of stdout that goes away must not kill the server: with
+	// SIGPIPE ignored, writes fail with EPIPE and the logger drops them.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 1 {
+		cmd, args = args[1], args[2:]
+	} else {
+		args = nil
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, getenv, stdout)
+	case "migrate":
+		return migrate(ctx, args, getenv, stdout)
+	case "create-api-key":
+		return createAPIKey(ctx, args, getenv, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+const usage = `usage:
+  server                            serve the API
+  server migrate up|status|down-to VERSION
+  server create-api-key -user NAME`
+
+func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.LoadServer(getenv)
+	if err != nil {
+		return err
+	}
+	h := obs.NewHandler(stdout, obs.Options{Service: "server", Level: cfg.LogLevel})
+	logger := slog.New(h)
+	pool, err := openChecked(ctx, cfg.DatabaseURL, h)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	inserter, err := jobs.NewInsertClient(pool, h)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler: httpx.NewServer(logger, httpx.Deps{
+			Queries: store.New(pool), Enqueuer: jobs.NewEnqueuer(pool, inserter), DB: pool,
+		}),
+		// net/http's own complaints (TLS probes, bad requests) become lines
+		// of the contract too: nothing on stdout may be anything but JSON.
+		ErrorLog: slog.NewLogLogger(
+			obs.NewLibraryLogger(h, obs.EventHTTPServerLog, slog.LevelWarn).Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	addr := ln.Addr().String()
+	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.InfoContext(ctx, obs.EventServerStopping, slog.String(obs.KeyAddr, addr))
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	logger.InfoContext(ctx, obs.EventServerStopped, slog.String(obs.KeyAddr, addr))
+	if err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
+}
+
+// openChecked connects and refuses a database whose schema is behind.
+func openChecked(ctx context.Context, databaseURL string, h slog.Handler) (*pgxpool.Pool, error) {
+	pool, err := store.Connect(ctx, databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	if err := migrations.Check(ctx, db, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.LoadCommon(getenv)
+	if err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		return errors.New("migrate needs up, status or down-to VERSION")
+	}
+	h := obs.NewHandler(stdout, obs.Options{Service: "migrate", Level: cfg.LogLevel})
+	logger := slog.New(h)
+	if args[0] == "up" {
+		created, err := store.EnsureDatabase(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		if created {
+			logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.String(obs.KeyStatus, "database_created"))
+		}
+	}
+	pool, err := store.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := migrations.NewProvider(db, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelInfo))
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "up":
+		results, err := p.Up(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate up: %w", err)
+		}
+		v, err := p.GetDBVersion(ctx)
+		if err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.Int(obs.KeyApplied, len(results)), slog.Int64(obs.KeyVersion, v))
+	case "status":
+		statuses, err := p.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("migration status: %w", err)
+		}
+		for _, s := range statuses {
+			logger.InfoContext(ctx, obs.EventMigrationStatus, slog.Int64(obs.KeyVersion, s.Source.Version),
+				slog.String(obs.KeyName, s.Source.Path), slog.String(obs.KeyStatus, string(s.State)))
+		}
+	case "down-to":
+		if len(args) != 2 {
+			return errors.New("migrate down-to needs a VERSION")
+		}
+		v, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil || v < 0 {
+			return fmt.Errorf("migrate down-to: %q is not a version number", args[1])
+		}
+		if _, err := p.DownTo(ctx, v); err != nil {
+			return fmt.Errorf("migrate down-to %d: %w", v, err)
+		}
+		logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.Int64(obs.KeyVersion, v))
+	default:
+		return fmt.Errorf("migrate: unknown action %q (up, status or down-to VERSION)", args[0])
+	}
+	return nil
+}
+
+// createAPIKey prints a new key on stdout, alone, so scripts can capture it;
+// its log line goes to stderr.
+func createAPIKey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("create-api-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	userName := fs.String("user", "", "name of the user (created if missing)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *userName == "" || len(*userName) > 100 {
+		return errors.New("create-api-key needs -user NAME (1 to 100 characters)")
+	}
+	cfg, err := config.LoadCommon(getenv)
+	if err != nil {
+		return err
+	}
+	logger := obs.NewLogger(stderr, obs.Options{Service: "create-api-key", Level: cfg.LogLevel})
+	pool, err := openChecked(ctx, cfg.DatabaseURL, logger.Handler())
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	q := store.New(pool)
+	user, err := q.EnsureUser(ctx, *userName)
+	if err != nil {
+		return err
+	}
+	key, hash := httpx.NewAPIKey()
+	if err := q.AddAPIKey(ctx, user.ID, hash); err != nil {
+		return err
+	}
+	ctx = obs.WithAttrs(ctx, slog.String(obs.KeyUserID, user.ID.String()))
+	logger.InfoContext(ctx, obs.EventAPIKeyCreated, slog.String(obs.KeyName, user.Name))
+	_, err = fmt.Fprintln(stdout, key)
+	return err
+}

@@ -1,0 +1,96 @@
+// Command worker runs backtest jobs from the River queue "backtests".
+//
+// Settings come from the environment (see docs/operations.md). Log lines are
+// JSON on stdout. On SIGTERM it stops taking jobs, waits SHUTDOWN_TIMEOUT for
+// the running ones, then cancels them: River puts those back in the queue.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/backtestd/backtestd/internal/config"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/migrations"
+)
+
+func main() {
+	// A reader of stdout that goes away must not kill the worker: with
+	// SIGPIPE ignored, writes fail with EPIPE and the logger drops them.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 1 {
+		return fmt.Errorf("worker takes no arguments (got %q); settings come from the environment", args[1:])
+	}
+	cfg, err := config.LoadWorker(getenv)
+	if err != nil {
+		return err
+	}
+	h := obs.NewHandler(stdout, obs.Options{Service: "worker", Level: cfg.LogLevel})
+	logger := slog.New(h)
+
+	pool, err := store.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	db := stdlib.OpenDBFromPool(pool)
+	err = migrations.Check(ctx, db, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn))
+	_ = db.Close()
+	if err != nil {
+		return err
+	}
+
+	client, err := jobs.NewWorkerClient(pool, h, logger, jobs.ClientConfig{
+		Concurrency:   cfg.Concurrency,
+		JobTimeout:    cfg.JobTimeout,
+		RescueAfter:   cfg.RescueAfter,
+		RiverLogLevel: cfg.RiverLogLevel,
+	})
+	if err != nil {
+		return err
+	}
+	// The client's own context outlives the signal: stopping is done below,
+	// softly first, so running jobs get the chance to finish.
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start river client: %w", err)
+	}
+	queues := []string{jobs.Queue}
+	logger.InfoContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+	<-ctx.Done()
+
+	logger.InfoContext(ctx, obs.EventWorkerStopping, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	err = client.Stop(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Jobs still running are cancelled; River returns them to the queue.
+		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer hcancel()
+		err = client.StopAndCancel(hctx)
+	}
+	logger.InfoContext(ctx, obs.EventWorkerStopped, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("stop river client: %w", err)
+	}
+	return nil
+}

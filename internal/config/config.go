@@ -1,0 +1,144 @@
+// Package config reads the processes' settings from the environment. Every
+// setting has a default that works on a development machine.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultDatabaseURL is the local development database.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/backtest?sslmode=disable"
+
+// Common are the settings of every process.
+type Common struct {
+	// DatabaseURL is DATABASE_URL. Defaults to DefaultDatabaseURL.
+	DatabaseURL string
+	// LogLevel is LOG_LEVEL: debug, info, warn or error. Defaults to info.
+	LogLevel slog.Level
+	// ShutdownTimeout is SHUTDOWN_TIMEOUT: how long a stopping process waits
+	// for requests or jobs in flight. Defaults to 8s, inside Docker's 10s.
+	ShutdownTimeout time.Duration
+}
+
+// Server are the API server's settings.
+type Server struct {
+	Common
+	// HTTPAddr is HTTP_ADDR, the listen address. Defaults to ":8080".
+	HTTPAddr string
+}
+
+// Worker are the worker's settings.
+type Worker struct {
+	Common
+	// Concurrency is WORKER_CONCURRENCY: backtests run at once. Defaults to 4.
+	Concurrency int
+	// JobTimeout is JOB_TIMEOUT: the limit of one attempt. Defaults to 30m.
+	JobTimeout time.Duration
+	// RescueAfter is JOB_RESCUE_AFTER: how long a job may stay running before
+	// it is presumed lost with its worker and retried. Defaults to
+	// JOB_TIMEOUT plus 10m.
+	RescueAfter time.Duration
+	// RiverLogLevel is RIVER_LOG_LEVEL: the lowest level of River's own
+	// lines that is written. Defaults to warn.
+	RiverLogLevel slog.Level
+}
+
+// LoadServer reads the server's settings.
+func LoadServer(getenv func(string) string) (Server, error) {
+	r := reader{getenv: getenv}
+	s := Server{Common: r.common(), HTTPAddr: r.str("HTTP_ADDR", ":8080")}
+	return s, r.err
+}
+
+// LoadWorker reads the worker's settings.
+func LoadWorker(getenv func(string) string) (Worker, error) {
+	r := reader{getenv: getenv}
+	w := Worker{
+		Common:        r.common(),
+		Concurrency:   r.integer("WORKER_CONCURRENCY", 4, 1, 1000),
+		JobTimeout:    r.duration("JOB_TIMEOUT", 30*time.Minute),
+		RiverLogLevel: r.level("RIVER_LOG_LEVEL", slog.LevelWarn),
+	}
+	w.RescueAfter = r.duration("JOB_RESCUE_AFTER", w.JobTimeout+10*time.Minute)
+	if r.err == nil && w.RescueAfter <= w.JobTimeout {
+		r.fail("JOB_RESCUE_AFTER", w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")
+	}
+	return w, r.err
+}
+
+// LoadCommon reads the settings of the one-shot commands.
+func LoadCommon(getenv func(string) string) (Common, error) {
+	r := reader{getenv: getenv}
+	c := r.common()
+	return c, r.err
+}
+
+// reader collects the first error, so a caller checks once.
+type reader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (r *reader) fail(name, value, why string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%s=%q %s", name, value, why)
+	}
+}
+
+func (r *reader) common() Common {
+	return Common{
+		DatabaseURL:     r.str("DATABASE_URL", DefaultDatabaseURL),
+		LogLevel:        r.level("LOG_LEVEL", slog.LevelInfo),
+		ShutdownTimeout: r.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
+	}
+}
+
+func (r *reader) str(name, def string) string {
+	if v := strings.TrimSpace(r.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) integer(name string, def, lo, hi int) int {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.fail(name, v, fmt.Sprintf("must be a whole number from %d to %d", lo, hi))
+		return def
+	}
+	return n
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		r.fail(name, v, "must be a positive duration such as 30s or 10m")
+		return def
+	}
+	return d
+}
+
+func (r *reader) level(name string, def slog.Level) slog.Level {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		r.fail(name, v, "must be debug, info, warn or error")
+		return def
+	}
+	return l
+}

@@ -1,0 +1,301 @@
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+
+	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+func handleHealthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, "application/json", http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+func handleReadyz(logger *slog.Logger, db Pinger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := db.Ping(ctx); err != nil {
+			logger.WarnContext(r.Context(), obs.EventRequestFailed, slog.String(obs.KeyError, err.Error()),
+				slog.String(obs.KeyErrorType, obs.ErrorType(err)))
+			w.Header().Set("Retry-After", "5")
+			writeProblem(w, r, http.StatusServiceUnavailable, "The database is not reachable.")
+			return
+		}
+		writeJSON(w, "application/json", http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+// strategyJSON is a strategy as the API shows it.
+type strategyJSON struct {
+	ID        uuid.UUID       `json:"id"`
+	Name      string          `json:"name"`
+	Kind      string          `json:"kind"`
+	Params    json.RawMessage `json:"params"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+func toStrategyJSON(s store.Strategy) strategyJSON {
+	return strategyJSON{ID: s.ID, Name: s.Name, Kind: s.Kind, Params: s.Params, CreatedAt: s.CreatedAt}
+}
+
+type createStrategyRequest struct {
+	Name   string          `json:"name"`
+	Kind   string          `json:"kind"`
+	Params json.RawMessage `json:"params"`
+}
+
+const maxNameLength = 100
+
+func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, ok := decode[createStrategyRequest](w, r)
+		if !ok {
+			return
+		}
+		spec, err := backtest.ParseStrategy(req.Kind, req.Params)
+		var ve *backtest.ValidationError
+		if errors.As(err, &ve) {
+			writeInvalid(w, r, ve.Field, ve.Message)
+			return
+		}
+		name := strings.TrimSpace(req.Name)
+		switch {
+		case name == "":
+			name = spec.Kind
+		case utf8.RuneCountInString(name) > maxNameLength || !utf8.ValidString(name):
+			writeInvalid(w, r, "name", "must be valid text of at most 100 characters")
+			return
+		}
+		user := userFrom(r.Context())
+		s, err := q.CreateStrategy(r.Context(), store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
+		if err != nil {
+			serverError(logger, w, r, err)
+			return
+		}
+		logger.InfoContext(r.Context(), obs.EventStrategyCreated, slog.String(obs.KeyStrategyID, s.ID.String()))
+		w.Header().Set("Location", "/strategies/"+s.ID.String())
+		writeJSON(w, "application/json", http.StatusCreated, toStrategyJSON(s))
+	})
+}
+
+func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		s, err := q.Strategy(r.Context(), userFrom(r.Context()).ID, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			writeProblem(w, r, http.StatusNotFound, "No such strategy.")
+		case err != nil:
+			serverError(logger, w, r, err)
+		default:
+			writeJSON(w, "application/json", http.StatusOK, toStrategyJSON(s))
+		}
+	})
+}
+
+// pathID reads the {id} of the route; an ID that is not a UUID cannot name
+// anything, so it is a 404 like any unknown ID.
+func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
+	id, err := uuid.Parse(mux.Vars(r)["id"])
+	if err != nil {
+		writeProblem(w, r, http.StatusNotFound, "No such resource.")
+		return uuid.UUID{}, false
+	}
+	return id, true
+}
+
+type createBacktestRequest struct {
+	StrategyID  string   `json:"strategy_id"`
+	Symbol      string   `json:"symbol"`
+	Start       string   `json:"start"`
+	End         string   `json:"end"`
+	InitialCash *float64 `json:"initial_cash"`
+}
+
+// Bounds on a backtest request.
+const (
+	maxSpanYears   = 100
+	maxInitialCash = 1e12
+)
+
+var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
+
+// validate checks a backtest request, returning the rejected field and why.
+func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason string) {
+	id, err := uuid.Parse(req.StrategyID)
+	if err != nil {
+		return nb, "strategy_id", "must be a strategy's id (a UUID)"
+	}
+	if !symbolPattern.MatchString(req.Symbol) {
+		return nb, "symbol", "must be 1 to 16 letters, digits, '.' or '-'"
+	}
+	start, err := time.Parse(time.DateOnly, req.Start)
+	if err != nil {
+		return nb, "start", "must be a date, YYYY-MM-DD"
+	}
+	end, err := time.Parse(time.DateOnly, req.End)
+	if err != nil {
+		return nb, "end", "must be a date, YYYY-MM-DD"
+	}
+	switch {
+	case !end.After(start):
+		return nb, "end", "must be after start"
+	case end.After(start.AddDate(maxSpanYears, 0, 0)):
+		return nb, "end", "must be at most 100 years after start"
+	case req.InitialCash == nil:
+		return nb, "initial_cash", "is required"
+	case !(*req.InitialCash > 0 && *req.InitialCash <= maxInitialCash) || math.IsNaN(*req.InitialCash):
+		return nb, "initial_cash", "must be above 0 and at most 1e12"
+	}
+	return jobs.NewBacktest{
+		StrategyID: id, Symbol: strings.ToUpper(req.Symbol), Start: start, End: end, InitialCash: *req.InitialCash,
+	}, "", ""
+}
+
+type enqueuedJSON struct {
+	RunID         uuid.UUID `json:"run_id"`
+	Status        string    `json:"status"`
+	CorrelationID string    `json:"correlation_id"`
+}
+
+func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, ok := decode[createBacktestRequest](w, r)
+		if !ok {
+			return
+		}
+		nb, field, reason := req.validate()
+		if field != "" {
+			writeInvalid(w, r, field, reason)
+			return
+		}
+		ctx := r.Context()
+		nb.UserID = userFrom(ctx).ID
+		nb.CorrelationID = obs.CorrelationID(ctx)
+		run, err := enq.Enqueue(ctx, nb)
+		if errors.Is(err, store.ErrNotFound) {
+			writeInvalid(w, r, "strategy_id", "no such strategy")
+			return
+		}
+		if err != nil {
+			serverError(logger, w, r, err)
+			return
+		}
+		logger.InfoContext(ctx, obs.EventBacktestEnqueued,
+			slog.String(obs.KeyRunID, run.ID.String()),
+			slog.Int64(obs.KeyJobID, run.JobID),
+			slog.String(obs.KeyStrategyID, run.StrategyID.String()))
+		w.Header().Set("Location", "/backtests/"+run.ID.String())
+		writeJSON(w, "application/json", http.StatusAccepted,
+			enqueuedJSON{RunID: run.ID, Status: run.Status, CorrelationID: run.CorrelationID})
+	})
+}
+
+// runJSON is a run as the API shows it.
+type runJSON struct {
+	ID            uuid.UUID        `json:"id"`
+	StrategyID    uuid.UUID        `json:"strategy_id"`
+	Symbol        string           `json:"symbol"`
+	Start         string           `json:"start"`
+	End           string           `json:"end"`
+	InitialCash   float64          `json:"initial_cash"`
+	Status        string           `json:"status"`
+	ProgressPct   int              `json:"progress_pct"`
+	Attempt       int              `json:"attempt"`
+	Result        *json.RawMessage `json:"result"`
+	Error         *runErrorJSON    `json:"error"`
+	CorrelationID string           `json:"correlation_id"`
+	CreatedAt     time.Time        `json:"created_at"`
+	StartedAt     *time.Time       `json:"started_at"`
+	FinishedAt    *time.Time       `json:"finished_at"`
+	UpdatedAt     time.Time        `json:"updated_at"`
+}
+
+type runErrorJSON struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+}
+
+func toRunJSON(r store.Run) runJSON {
+	out := runJSON{
+		ID: r.ID, StrategyID: r.StrategyID, Symbol: r.Symbol,
+		Start: r.Start.Format(time.DateOnly), End: r.End.Format(time.DateOnly), InitialCash: r.InitialCash,
+		Status: r.Status, ProgressPct: r.ProgressPct, Attempt: r.Attempt, CorrelationID: r.CorrelationID,
+		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
+	}
+	if len(r.Result) > 0 {
+		out.Result = &r.Result
+	}
+	if r.ErrorMessage != "" {
+		out.Error = &runErrorJSON{Message: r.ErrorMessage, Type: r.ErrorType}
+	}
+	return out
+}
+
+func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		run, err := q.Run(r.Context(), userFrom(r.Context()).ID, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			writeProblem(w, r, http.StatusNotFound, "No such backtest.")
+		case err != nil:
+			serverError(logger, w, r, err)
+		default:
+			writeJSON(w, "application/json", http.StatusOK, toRunJSON(run))
+		}
+	})
+}
+
+const listLimit = 100
+
+func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		userID := userFrom(r.Context()).ID
+		var (
+			runs []store.Run
+			err  error
+		)
+		if values, filtered := r.URL.Query()["correlation_id"]; filtered {
+			if len(values) != 1 || values[0] == "" || len(values[0]) > obs.MaxCorrelationIDLength {
+				writeInvalid(w, r, "correlation_id", "must be given once, 1 to 128 characters")
+				return
+			}
+			runs, err = q.RunsByCorrelationID(r.Context(), userID, values[0])
+		} else {
+			runs, err = q.RecentRuns(r.Context(), userID, listLimit)
+		}
+		if err != nil {
+			serverError(logger, w, r, err)
+			return
+		}
+		out := make([]runJSON, len(runs))
+		for i, run := range runs {
+			out[i] = toRunJSON(run)
+		}
+		writeJSON(w, "application/json", http.StatusOK, map[string][]runJSON{"runs": out})
+	})
+}

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Connect opens a pool on databaseURL and checks that the database answers.
+// Its errors are one line an operator can act on, without the password.
+func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, describeConnectError(cfg.ConnConfig, err)
+	}
+	return pool, nil
+}
+
+// EnsureDatabase creates the database named in databaseURL if it does not
+// exist, connecting to the server's postgres database to do so. It reports
+// whether it created it.
+func EnsureDatabase(ctx context.Context, databaseURL string) (bool, error) {
+	cfg, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		return false, errors.New("DATABASE_URL is not a valid PostgreSQL URL")
+	}
+	name := cfg.Database
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, admin)
+	if err != nil {
+		return false, describeConnectError(cfg, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look for database %s: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created meanwhile
+			return false, nil
+		}
+		return false, fmt.Errorf("create database %s: %w", name, err)
+	}
+	return true, nil
+}
+
+func describeConnectError(cfg *pgx.ConnConfig, err error) error {
+	where := fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if pgErr.Code == "3D000" {
+			return fmt.Errorf("database %s does not exist on %s:%d: create it with `server migrate up`",
+				cfg.Database, cfg.Host, cfg.Port)
+		}
+		return fmt.Errorf("PostgreSQL at %s refused the connection: %s", where, pgErr.Message)
+	}
+	reason := err.Error()
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		reason = opErr.Err.Error() // "connect: connection refused", "i/o timeout"
+	} else if errors.Is(err, context.DeadlineExceeded) {
+		reason = "no answer within 5s"
+	}
+	return fmt.Errorf("cannot reach PostgreSQL at %s: %s (set DATABASE_URL)", where, reason)
+}
