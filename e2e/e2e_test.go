@@ -1,0 +1,347 @@
+// Package e2e runs the real binaries against a fresh database and checks the
+// log contract on their combined output with the real jq.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/obs"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "backtestd-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	build := exec.Command("go", "build", "-race", "-o", dir+string(os.PathSeparator), "../cmd/server", "../cmd/worker")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.Exit(1)
+	}
+	code := dbtest.Main(m)
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a running binary whose stdout goes to a file.
+type process struct {
+	cmd    *exec.Cmd
+	stdout string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func start(t *testing.T, name string, env []string, args ...string) *process {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(out)
+	require.NoError(t, err)
+	cmd := exec.Command(filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
+	cmd.Env = env
+	cmd.Stdout = f
+	p := &process{cmd: cmd, stdout: out, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	require.NoError(t, cmd.Start())
+	go func() {
+		p.done <- cmd.Wait()
+		_ = f.Close()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.done:
+		require.NoError(t, err, "stderr: %s", p.stderr)
+		p.done <- err // for Cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop", p.cmd.Path)
+	}
+}
+
+func (p *process) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(p.stdout)
+	require.NoError(t, err)
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "not JSON: %q", line)
+		out = append(out, m)
+	}
+	return out
+}
+
+func (p *process) waitFor(t *testing.T, event string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, l := range p.lines(t) {
+			if l[obs.KeyEvent] == event {
+				return l
+			}
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("%s exited (%v) before %s; stderr: %s", p.cmd.Path, err, event, p.stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no %s line from %s", event, p.cmd.Path)
+	return nil
+}
+
+func runCommand(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "%s %v: %s", name, args, stderr.String())
+	return string(out)
+}
+
+// client talks to the API with one user's key.
+type client struct {
+	base, key string
+}
+
+func (c client) do(t *testing.T, method, path, correlationID string, body any) (*http.Response, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, c.base+path, rd)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Content-Type", "application/json")
+	if correlationID != "" {
+		req.Header.Set("X-Correlation-ID", correlationID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	return resp, m
+}
+
+// Events that belong to a process, not to a request or a job.
+var processEvents = map[string]bool{
+	obs.EventServerStarted: true, obs.EventServerStopping: true, obs.EventServerStopped: true,
+	obs.EventWorkerStarted: true, obs.EventWorkerStopping: true, obs.EventWorkerStopped: true,
+	obs.EventRiverLog: true, obs.EventHTTPServerLog: true, obs.EventGooseLog: true,
+}
+
+func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
+	t.Parallel()
+	jq, err := exec.LookPath("jq")
+	require.NoError(t, err, "the end-to-end test needs the jq binary")
+	_, dbURL := dbtest.NewEmpty(t)
+	env := []string{
+		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
+	}
+	runCommand(t, env, "server", "migrate", "up")
+	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
+	require.True(t, strings.HasPrefix(key, "bt_"))
+
+	server := start(t, "server", env)
+	worker := start(t, "worker", env)
+	addr, _ := server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
+	worker.waitFor(t, obs.EventWorkerStarted)
+	api := client{base: "http://" + addr, key: key}
+
+	strategy := func(params map[string]int) string {
+		resp, body := api.do(t, http.MethodPost, "/strategies", "", map[string]any{
+			"name": "e2e", "kind": "sma_crossover", "params": params,
+		})
+		require.Equal(t, http.StatusCreated, resp.StatusCode, body)
+		id, _ := body["id"].(string)
+		return id
+	}
+	good := strategy(map[string]int{"fast_window": 5, "slow_window": 20})
+	tooLong := strategy(map[string]int{"fast_window": 5, "slow_window": 200})
+
+	type submitted struct {
+		name, correlationID, runID string
+		wantStatus                 string
+	}
+	given := "bug-report-" + uuid.NewString()[:8]
+	runs := []*submitted{
+		{name: "with header", correlationID: given, wantStatus: "succeeded"},
+		{name: "without header", wantStatus: "succeeded"},
+		{name: "fails at run time", wantStatus: "failed"},
+	}
+	for _, r := range runs {
+		strat := good
+		if r.wantStatus == "failed" {
+			strat = tooLong // 200 bars wanted, about 130 in the range
+		}
+		resp, body := api.do(t, http.MethodPost, "/backtests", r.correlationID, map[string]any{
+			"strategy_id": strat, "symbol": "ACME", "start": "2025-01-01", "end": "2025-07-01", "initial_cash": 10000,
+		})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
+		cid := resp.Header.Get("X-Correlation-ID")
+		require.Equal(t, cid, body["correlation_id"])
+		if r.correlationID != "" {
+			require.Equal(t, r.correlationID, cid, "a valid client ID is reused")
+		} else {
+			u, err := uuid.Parse(cid)
+			require.NoError(t, err)
+			require.Equal(t, uuid.Version(7), u.Version())
+			r.correlationID = cid
+		}
+		r.runID, _ = body["run_id"].(string)
+		require.Equal(t, "/backtests/"+r.runID, resp.Header.Get("Location"))
+	}
+
+	for _, r := range runs {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			resp, body := api.do(t, http.MethodGet, "/backtests/"+r.runID, "", nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			if body["status"] == "succeeded" || body["status"] == "failed" {
+				require.Equal(t, r.wantStatus, body["status"], r.name)
+				require.Equal(t, r.correlationID, body["correlation_id"])
+				if r.wantStatus == "failed" {
+					e, _ := body["error"].(map[string]any)
+					require.Contains(t, e["message"], "needs at least 200 bars")
+					require.NotContains(t, e, "traceback", "the API shows no stack")
+				}
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "%s did not finish", r.name)
+			time.Sleep(100 * time.Millisecond)
+		}
+		resp, body := api.do(t, http.MethodGet, "/backtests?correlation_id="+r.correlationID, "", nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		found, _ := body["runs"].([]any)
+		require.Len(t, found, 1, "runs are found by correlation ID")
+	}
+
+	server.stop(t)
+	worker.stop(t)
+
+	// Every line of both processes is JSON; request and job lines all carry
+	// a correlation ID.
+	all := append(server.lines(t), worker.lines(t)...)
+	scoped, withID := 0, 0
+	for _, l := range all {
+		for _, k := range []string{obs.KeyTimestamp, obs.KeyLevel, obs.KeyEvent, obs.KeyService} {
+			require.NotEmpty(t, l[k], "%s missing: %v", k, l)
+		}
+		if ev, _ := l[obs.KeyEvent].(string); processEvents[ev] {
+			continue
+		}
+		scoped++
+		if l[obs.KeyCorrelationID] != nil && l[obs.KeyCorrelationID] != "" {
+			withID++
+		}
+	}
+	require.Equal(t, scoped, withID, "every request and job line carries correlation_id")
+	t.Logf("lines: %d in all, %d request or job lines, %d (%.0f%%) with correlation_id",
+		len(all), scoped, withID, 100*float64(withID)/float64(max(scoped, 1)))
+	require.Equal(t, obs.EventServerStopped, server.lines(t)[len(server.lines(t))-1][obs.KeyEvent])
+	require.Equal(t, obs.EventWorkerStopped, worker.lines(t)[len(worker.lines(t))-1][obs.KeyEvent])
+
+	// The developer's recipe, with the real jq, over both outputs merged.
+	merged := filepath.Join(t.TempDir(), "merged.log")
+	var both []byte
+	for _, p := range []*process{server, worker} {
+		data, err := os.ReadFile(p.stdout)
+		require.NoError(t, err)
+		both = append(both, data...)
+	}
+	require.NoError(t, os.WriteFile(merged, both, 0o600))
+	runIDs := map[string]bool{}
+	for _, r := range runs {
+		runIDs[r.runID] = true
+	}
+	for _, r := range runs {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, jq, "-cR", "--arg", "id", r.correlationID,
+			`fromjson? | select(.correlation_id == $id)`, merged).Output()
+		cancel()
+		require.NoError(t, err)
+		events := map[string]int{}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		sc.Buffer(make([]byte, obs.MaxLineBytes), obs.MaxLineBytes)
+		for sc.Scan() {
+			var l map[string]any
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &l))
+			ev, _ := l[obs.KeyEvent].(string)
+			events[ev]++
+			if rid, ok := l[obs.KeyRunID].(string); ok {
+				require.Equal(t, r.runID, rid, "%s: a line of another run: %v", r.name, l)
+			}
+			if l[obs.KeyService] == "worker" {
+				for _, k := range []string{obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID, obs.KeyAttempt} {
+					require.NotEmpty(t, l[k], "%s: job line without %s: %v", r.name, k, l)
+				}
+			}
+			if ev == obs.EventJobFailed {
+				tb, _ := l[obs.KeyTraceback].([]any)
+				require.NotEmpty(t, tb, "job_failed carries a traceback")
+				require.Equal(t, false, l[obs.KeyWillRetry])
+			}
+		}
+		require.NoError(t, sc.Err())
+		// Exactly the POST's lines, then the job's.
+		require.Equal(t, 1, events[obs.EventRequestFinished], "%s: %v", r.name, events)
+		require.Equal(t, 1, events[obs.EventBacktestEnqueued], "%s: %v", r.name, events)
+		require.Equal(t, 1, events[obs.EventJobStarted], "%s: %v", r.name, events)
+		if r.wantStatus == "succeeded" {
+			require.Equal(t, 10, events[obs.EventJobProgress], "%s: %v", r.name, events)
+			require.Equal(t, 1, events[obs.EventJobCompleted], "%s: %v", r.name, events)
+			require.Equal(t, 0, events[obs.EventJobFailed])
+		} else {
+			// Too few bars is found before the first checkpoint: no progress.
+			require.Equal(t, 1, events[obs.EventJobFailed], "%s: %v", r.name, events)
+			require.Equal(t, 0, events[obs.EventJobCompleted])
+		}
+		known := events[obs.EventRequestFinished] + events[obs.EventBacktestEnqueued] + events[obs.EventJobStarted] +
+			events[obs.EventJobProgress] + events[obs.EventJobCompleted] + events[obs.EventJobFailed]
+		total := 0
+		for _, n := range events {
+			total += n
+		}
+		require.Equal(t, known, total, "%s: unexpected lines: %v", r.name, events)
+	}
+}
