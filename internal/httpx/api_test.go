@@ -1,0 +1,262 @@
+package httpx_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/httpx"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+type testBundle struct {
+	db       *dbtest.DB
+	handler  http.Handler
+	logs     *syncBuffer
+	aliceKey string
+	bobKey   string
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	db := dbtest.New(t)
+	logs := &syncBuffer{}
+	h := obs.NewHandler(logs, obs.Options{Service: "server"})
+	inserter, err := jobs.NewInsertClient(db.Pool, h)
+	require.NoError(t, err)
+	q := store.New(db.Pool)
+	keyOf := func(name string) string {
+		u, err := q.EnsureUser(t.Context(), name)
+		require.NoError(t, err)
+		key, hash := httpx.NewAPIKey()
+		require.NoError(t, q.AddAPIKey(t.Context(), u.ID, hash))
+		return key
+	}
+	return &testBundle{
+		db:      db,
+		handler: httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter), DB: db.Pool}),
+		logs:    logs, aliceKey: keyOf("alice"), bobKey: keyOf("bob"),
+	}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (b *testBundle) call(t *testing.T, method, path, key, contentType, body string) response {
+	t.Helper()
+	req := httptest.NewRequestWithContext(t.Context(), method, path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	rec := httptest.NewRecorder()
+	b.handler.ServeHTTP(rec, req)
+	r := response{status: rec.Code, header: rec.Header(), raw: rec.Body.String()}
+	if rec.Body.Len() > 0 {
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), rec.Body.String())
+	}
+	return r
+}
+
+func (b *testBundle) post(t *testing.T, path, key, body string) response {
+	t.Helper()
+	return b.call(t, http.MethodPost, path, key, "application/json", body)
+}
+
+func (b *testBundle) rows(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, table := range []string{"strategies", "backtest_runs", "river_job"} {
+		var n int
+		require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM `+table).Scan(&n))
+		out[table] = n
+	}
+	return out
+}
+
+func requireProblem(t *testing.T, r response, status int) {
+	t.Helper()
+	require.Equal(t, status, r.status, r.raw)
+	require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+	require.Equal(t, r.header.Get(httpx.HeaderCorrelationID), r.body["correlation_id"])
+	require.NotEmpty(t, r.body["correlation_id"])
+	require.InDelta(t, status, r.body["status"], 0)
+	require.NotEmpty(t, r.body["title"])
+}
+
+func TestBadInputWritesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	created := b.post(t, "/strategies", b.aliceKey, `{"name":"s","kind":"sma_crossover","params":{"fast_window":5,"slow_window":20}}`)
+	require.Equal(t, http.StatusCreated, created.status, created.raw)
+	sid, _ := created.body["id"].(string)
+	bobs := b.post(t, "/strategies", b.bobKey, `{"kind":"buy_and_hold"}`)
+	require.Equal(t, http.StatusCreated, bobs.status)
+	bobSID, _ := bobs.body["id"].(string)
+	backtest := func(fields string) string {
+		return `{"strategy_id":"` + sid + `","symbol":"ACME",` + fields + `}`
+	}
+	valid := `"start":"2020-01-01","end":"2021-01-01","initial_cash":1000`
+
+	tests := []struct {
+		name, path, contentType, body string
+		wantStatus                    int
+		wantParam                     string
+	}{
+		{"malformed json", "/strategies", "application/json", `{"kind":`, 400, ""},
+		{"not json at all", "/backtests", "application/json", `strategy=1`, 400, ""},
+		{"empty body", "/strategies", "application/json", ``, 400, ""},
+		{"unknown field", "/strategies", "application/json", `{"kind":"buy_and_hold","colour":"red"}`, 400, ""},
+		{"wrong type", "/strategies", "application/json", `{"kind":5}`, 400, ""},
+		{"array instead of object", "/backtests", "application/json", `[1,2]`, 400, ""},
+		{"two objects", "/strategies", "application/json", `{"kind":"buy_and_hold"}{}`, 400, ""},
+		{"body over 1 MiB", "/strategies", "application/json",
+			`{"kind":"buy_and_hold","name":"` + strings.Repeat("x", httpx.MaxBodyBytes) + `"}`, 413, ""},
+		{"not json content type", "/strategies", "text/plain", `{"kind":"buy_and_hold"}`, 415, ""},
+		{"unknown kind", "/strategies", "application/json", `{"kind":"martingale"}`, 422, "kind"},
+		{"fast not below slow", "/strategies", "application/json",
+			`{"kind":"sma_crossover","params":{"fast_window":20,"slow_window":20}}`, 422, "params.fast_window"},
+		{"param of another kind", "/strategies", "application/json",
+			`{"kind":"buy_and_hold","params":{"fast_window":2}}`, 422, "params"},
+		{"unknown strategy", "/backtests", "application/json",
+			`{"strategy_id":"01a2175f-0000-7000-8000-000000000000","symbol":"ACME",` + valid + `}`, 422, "strategy_id"},
+		{"another user's strategy", "/backtests", "application/json",
+			`{"strategy_id":"` + bobSID + `","symbol":"ACME",` + valid + `}`, 422, "strategy_id"},
+		{"strategy id not a uuid", "/backtests", "application/json",
+			`{"strategy_id":"7","symbol":"ACME",` + valid + `}`, 422, "strategy_id"},
+		{"end before start", "/backtests", "application/json",
+			backtest(`"start":"2021-01-01","end":"2020-01-01","initial_cash":1000`), 422, "end"},
+		{"bad date", "/backtests", "application/json",
+			backtest(`"start":"01/02/2020","end":"2021-01-01","initial_cash":1000`), 422, "start"},
+		{"no cash", "/backtests", "application/json", backtest(`"start":"2020-01-01","end":"2021-01-01"`), 422, "initial_cash"},
+		{"negative cash", "/backtests", "application/json",
+			backtest(`"start":"2020-01-01","end":"2021-01-01","initial_cash":-5`), 422, "initial_cash"},
+		{"cash as a string", "/backtests", "application/json",
+			backtest(`"start":"2020-01-01","end":"2021-01-01","initial_cash":"5"`), 400, ""},
+		{"bad symbol", "/backtests", "application/json",
+			`{"strategy_id":"` + sid + `","symbol":"AC ME",` + valid + `}`, 422, "symbol"},
+	}
+	before := b.rows(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := b.call(t, http.MethodPost, tt.path, b.aliceKey, tt.contentType, tt.body)
+			requireProblem(t, r, tt.wantStatus)
+			require.NotEmpty(t, r.body["detail"])
+			if tt.wantParam != "" {
+				params, _ := r.body["invalid_params"].([]any)
+				require.Len(t, params, 1)
+				p, _ := params[0].(map[string]any)
+				require.Equal(t, tt.wantParam, p["name"])
+			}
+		})
+	}
+	require.Equal(t, before, b.rows(t), "no rejected request wrote anything")
+}
+
+func TestAuthAndIsolation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, key := range []string{"", "bt_not-a-key"} {
+		r := b.call(t, http.MethodGet, "/backtests", key, "", "")
+		requireProblem(t, r, http.StatusUnauthorized)
+		require.Contains(t, r.header.Get("WWW-Authenticate"), "Bearer")
+	}
+
+	s := b.post(t, "/strategies", b.aliceKey, `{"kind":"rsi_reversion","params":{"period":10}}`)
+	require.Equal(t, http.StatusCreated, s.status, s.raw)
+	sid, _ := s.body["id"].(string)
+	require.Equal(t, "/strategies/"+sid, s.header.Get("Location"))
+	require.JSONEq(t, `{"period":10,"oversold":30,"overbought":70}`, mustJSON(t, s.body["params"]), "defaults are filled in")
+
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/backtests",
+		strings.NewReader(`{"strategy_id":"`+sid+`","symbol":"acme","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`))
+	req.Header.Set("Authorization", "Bearer "+b.aliceKey)
+	req.Header.Set(httpx.HeaderCorrelationID, "ticket-42")
+	rec := httptest.NewRecorder()
+	b.handler.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusAccepted, rec.Code, rec.Body.String())
+	var accepted map[string]any
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &accepted))
+	require.Equal(t, "queued", accepted["status"])
+	require.Equal(t, "ticket-42", accepted["correlation_id"])
+	runID, _ := accepted["run_id"].(string)
+	require.Equal(t, "/backtests/"+runID, rec.Header().Get("Location"))
+
+	got := b.call(t, http.MethodGet, "/backtests/"+runID, b.aliceKey, "", "")
+	require.Equal(t, http.StatusOK, got.status)
+	require.Equal(t, "queued", got.body["status"])
+	require.Equal(t, "ACME", got.body["symbol"])
+	require.Equal(t, "ticket-42", got.body["correlation_id"])
+	require.Nil(t, got.body["result"])
+	require.Nil(t, got.body["error"])
+
+	list := b.call(t, http.MethodGet, "/backtests?correlation_id=ticket-42", b.aliceKey, "", "")
+	require.Equal(t, http.StatusOK, list.status)
+	require.Len(t, list.body["runs"], 1)
+	requireProblem(t, b.call(t, http.MethodGet, "/backtests?correlation_id=", b.aliceKey, "", ""), http.StatusUnprocessableEntity)
+
+	// Bob sees none of it.
+	requireProblem(t, b.call(t, http.MethodGet, "/strategies/"+sid, b.bobKey, "", ""), http.StatusNotFound)
+	requireProblem(t, b.call(t, http.MethodGet, "/backtests/"+runID, b.bobKey, "", ""), http.StatusNotFound)
+	requireProblem(t, b.call(t, http.MethodGet, "/backtests/not-a-uuid", b.bobKey, "", ""), http.StatusNotFound)
+	bobList := b.call(t, http.MethodGet, "/backtests?correlation_id=ticket-42", b.bobKey, "", "")
+	require.Equal(t, http.StatusOK, bobList.status)
+	require.Empty(t, bobList.body["runs"])
+	bobAll := b.call(t, http.MethodGet, "/backtests", b.bobKey, "", "")
+	require.Empty(t, bobAll.body["runs"])
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		r := b.call(t, http.MethodGet, path, "", "", "")
+		require.Equal(t, http.StatusOK, r.status, path)
+	}
+
+	logs := b.logs.String()
+	require.NotContains(t, logs, b.aliceKey, "keys are never logged")
+	require.NotContains(t, logs, b.bobKey)
+	require.NotContains(t, logs, "Bearer")
+	var hash []byte
+	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT key_hash FROM api_keys LIMIT 1`).Scan(&hash))
+	require.Len(t, hash, 32, "only a SHA-256 hash is stored")
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
