@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	build := exec.Command("go", "build", "-race", "-o", dir+string(os.PathSeparator), "../cmd/server", "../cmd/worker")
+	build := exec.CommandContext(context.Background(), "go", "build", "-race", "-o", dir+string(os.PathSeparator), "../cmd/server", "../cmd/worker")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)
@@ -58,7 +58,8 @@ func start(t *testing.T, name string, env []string, args ...string) *process {
 	out := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(out)
 	require.NoError(t, err)
-	cmd := exec.Command(filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
+	// Killed when the test ends, if a failed test did not stop it.
+	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
 	cmd.Env = env
 	cmd.Stdout = f
 	p := &process{cmd: cmd, stdout: out, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
@@ -70,7 +71,7 @@ func start(t *testing.T, name string, env []string, args ...string) *process {
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.done
+		<-p.done //nolint:errcheck // a killed process's exit status says nothing
 	})
 	return p
 }
@@ -125,7 +126,7 @@ func (p *process) waitFor(t *testing.T, event string) map[string]any {
 
 func runCommand(t *testing.T, env []string, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
+	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
 	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -210,12 +211,12 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 		{name: "fails at run time", wantStatus: "failed"},
 	}
 	for _, r := range runs {
-		strat := good
+		start := good
 		if r.wantStatus == "failed" {
-			strat = tooLong // 200 bars wanted, about 130 in the range
+			start = tooLong // 200 bars wanted, about 130 in the range
 		}
 		resp, body := api.do(t, http.MethodPost, "/backtests", r.correlationID, map[string]any{
-			"strategy_id": strat, "symbol": "ACME", "start": "2025-01-01", "end": "2025-07-01", "initial_cash": 10000,
+			"strategy_id": start, "symbol": "ACME", "start": "2025-01-01", "end": "2025-07-01", "initial_cash": 10000,
 		})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
 		cid := resp.Header.Get("X-Correlation-ID")

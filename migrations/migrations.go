@@ -6,8 +6,8 @@ package migrations
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"embed"
+	"errors"
 	"fmt"
 	"log/slog"
 

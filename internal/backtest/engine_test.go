@@ -134,8 +134,10 @@ func TestParseStrategy(t *testing.T) {
 		want         backtest.Strategy
 		wantField    string
 	}{
-		{kind: "sma_crossover", params: `{"fast_window":5,"slow_window":20}`,
-			want: backtest.Strategy{Kind: "sma_crossover", FastWindow: 5, SlowWindow: 20}},
+		{
+			kind: "sma_crossover", params: `{"fast_window":5,"slow_window":20}`,
+			want: backtest.Strategy{Kind: "sma_crossover", FastWindow: 5, SlowWindow: 20},
+		},
 		{kind: "sma_crossover", params: `{"fast_window":20,"slow_window":20}`, wantField: "params.fast_window"},
 		{kind: "sma_crossover", params: `{"fast_window":0,"slow_window":20}`, wantField: "params.fast_window"},
 		{kind: "sma_crossover", params: `{"slow_window":20}`, wantField: "params.fast_window"},
@@ -146,8 +148,10 @@ func TestParseStrategy(t *testing.T) {
 		{kind: "buy_and_hold", params: `null`, want: backtest.Strategy{Kind: "buy_and_hold"}},
 		{kind: "buy_and_hold", params: `{"fast_window":1}`, wantField: "params"},
 		{kind: "buy_and_hold", params: `[1]`, wantField: "params"},
-		{kind: "rsi_reversion", params: `{}`,
-			want: backtest.Strategy{Kind: "rsi_reversion", Period: 14, Oversold: 30, Overbought: 70}},
+		{
+			kind: "rsi_reversion", params: `{}`,
+			want: backtest.Strategy{Kind: "rsi_reversion", Period: 14, Oversold: 30, Overbought: 70},
+		},
 		{kind: "rsi_reversion", params: `{"oversold":80}`, wantField: "params.overbought"},
 		{kind: "rsi_reversion", params: `{"period":1}`, wantField: "params.period"},
 		{kind: "", params: `{}`, wantField: "kind"},

@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -58,8 +57,9 @@ type DB struct {
 }
 
 // New creates a migrated database for t, dropped when t ends.
-func New(t testing.TB) *DB {
-	t.Helper()
+func New(tb testing.TB) *DB {
+	tb.Helper()
+	t := tb
 	ctx := t.Context()
 	template.once.Do(func() { template.name, template.err = makeTemplate(context.WithoutCancel(ctx)) })
 	if template.err != nil {
@@ -91,8 +91,9 @@ func New(t testing.TB) *DB {
 // NewEmpty names a database that does not exist yet, and drops it when t
 // ends if something created it: for tests of the code that creates and
 // migrates databases.
-func NewEmpty(t testing.TB) (name, dbURL string) {
-	t.Helper()
+func NewEmpty(tb testing.TB) (name, dbURL string) {
+	tb.Helper()
+	t := tb
 	name = "bt_test_" + randomSuffix()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -134,7 +135,7 @@ func makeTemplate(ctx context.Context) (string, error) {
 	defer pool.Close()
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	p, err := migrations.NewProvider(db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := migrations.NewProvider(db, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return name, err
 	}

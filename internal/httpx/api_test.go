@@ -1,13 +1,11 @@
 package httpx_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -15,33 +13,17 @@ import (
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 type testBundle struct {
 	db       *dbtest.DB
 	handler  http.Handler
-	logs     *syncBuffer
+	logs     *logtest.Sink
 	aliceKey string
 	bobKey   string
 }
@@ -49,7 +31,7 @@ type testBundle struct {
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	db := dbtest.New(t)
-	logs := &syncBuffer{}
+	logs := &logtest.Sink{}
 	h := obs.NewHandler(logs, obs.Options{Service: "server"})
 	inserter, err := jobs.NewInsertClient(db.Pool, h)
 	require.NoError(t, err)
@@ -119,7 +101,7 @@ func requireProblem(t *testing.T, r response, status int) {
 	require.NotEmpty(t, r.body["title"])
 }
 
-func TestBadInputWritesNothing(t *testing.T) {
+func TestBadInputWritesNothing(t *testing.T) { //nolint:tparallel // the "cases" group waits for its parallel cases
 	t.Parallel()
 	b := setup(t)
 	created := b.post(t, "/strategies", b.aliceKey, `{"name":"s","kind":"sma_crossover","params":{"fast_window":5,"slow_window":20}}`)
@@ -145,46 +127,72 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"wrong type", "/strategies", "application/json", `{"kind":5}`, 400, ""},
 		{"array instead of object", "/backtests", "application/json", `[1,2]`, 400, ""},
 		{"two objects", "/strategies", "application/json", `{"kind":"buy_and_hold"}{}`, 400, ""},
-		{"body over 1 MiB", "/strategies", "application/json",
-			`{"kind":"buy_and_hold","name":"` + strings.Repeat("x", httpx.MaxBodyBytes) + `"}`, 413, ""},
+		{
+			"body over 1 MiB", "/strategies", "application/json",
+			`{"kind":"buy_and_hold","name":"` + strings.Repeat("x", httpx.MaxBodyBytes) + `"}`, 413, "",
+		},
 		{"not json content type", "/strategies", "text/plain", `{"kind":"buy_and_hold"}`, 415, ""},
 		{"unknown kind", "/strategies", "application/json", `{"kind":"martingale"}`, 422, "kind"},
-		{"fast not below slow", "/strategies", "application/json",
-			`{"kind":"sma_crossover","params":{"fast_window":20,"slow_window":20}}`, 422, "params.fast_window"},
-		{"param of another kind", "/strategies", "application/json",
-			`{"kind":"buy_and_hold","params":{"fast_window":2}}`, 422, "params"},
-		{"unknown strategy", "/backtests", "application/json",
-			`{"strategy_id":"01a2175f-0000-7000-8000-000000000000","symbol":"ACME",` + valid + `}`, 422, "strategy_id"},
-		{"another user's strategy", "/backtests", "application/json",
-			`{"strategy_id":"` + bobSID + `","symbol":"ACME",` + valid + `}`, 422, "strategy_id"},
-		{"strategy id not a uuid", "/backtests", "application/json",
-			`{"strategy_id":"7","symbol":"ACME",` + valid + `}`, 422, "strategy_id"},
-		{"end before start", "/backtests", "application/json",
-			backtest(`"start":"2021-01-01","end":"2020-01-01","initial_cash":1000`), 422, "end"},
-		{"bad date", "/backtests", "application/json",
-			backtest(`"start":"01/02/2020","end":"2021-01-01","initial_cash":1000`), 422, "start"},
+		{
+			"fast not below slow", "/strategies", "application/json",
+			`{"kind":"sma_crossover","params":{"fast_window":20,"slow_window":20}}`, 422, "params.fast_window",
+		},
+		{
+			"param of another kind", "/strategies", "application/json",
+			`{"kind":"buy_and_hold","params":{"fast_window":2}}`, 422, "params",
+		},
+		{
+			"unknown strategy", "/backtests", "application/json",
+			`{"strategy_id":"01a2175f-0000-7000-8000-000000000000","symbol":"ACME",` + valid + `}`, 422, "strategy_id",
+		},
+		{
+			"another user's strategy", "/backtests", "application/json",
+			`{"strategy_id":"` + bobSID + `","symbol":"ACME",` + valid + `}`, 422, "strategy_id",
+		},
+		{
+			"strategy id not a uuid", "/backtests", "application/json",
+			`{"strategy_id":"7","symbol":"ACME",` + valid + `}`, 422, "strategy_id",
+		},
+		{
+			"end before start", "/backtests", "application/json",
+			backtest(`"start":"2021-01-01","end":"2020-01-01","initial_cash":1000`), 422, "end",
+		},
+		{
+			"bad date", "/backtests", "application/json",
+			backtest(`"start":"01/02/2020","end":"2021-01-01","initial_cash":1000`), 422, "start",
+		},
 		{"no cash", "/backtests", "application/json", backtest(`"start":"2020-01-01","end":"2021-01-01"`), 422, "initial_cash"},
-		{"negative cash", "/backtests", "application/json",
-			backtest(`"start":"2020-01-01","end":"2021-01-01","initial_cash":-5`), 422, "initial_cash"},
-		{"cash as a string", "/backtests", "application/json",
-			backtest(`"start":"2020-01-01","end":"2021-01-01","initial_cash":"5"`), 400, ""},
-		{"bad symbol", "/backtests", "application/json",
-			`{"strategy_id":"` + sid + `","symbol":"AC ME",` + valid + `}`, 422, "symbol"},
+		{
+			"negative cash", "/backtests", "application/json",
+			backtest(`"start":"2020-01-01","end":"2021-01-01","initial_cash":-5`), 422, "initial_cash",
+		},
+		{
+			"cash as a string", "/backtests", "application/json",
+			backtest(`"start":"2020-01-01","end":"2021-01-01","initial_cash":"5"`), 400, "",
+		},
+		{
+			"bad symbol", "/backtests", "application/json",
+			`{"strategy_id":"` + sid + `","symbol":"AC ME",` + valid + `}`, 422, "symbol",
+		},
 	}
 	before := b.rows(t)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := b.call(t, http.MethodPost, tt.path, b.aliceKey, tt.contentType, tt.body)
-			requireProblem(t, r, tt.wantStatus)
-			require.NotEmpty(t, r.body["detail"])
-			if tt.wantParam != "" {
-				params, _ := r.body["invalid_params"].([]any)
-				require.Len(t, params, 1)
-				p, _ := params[0].(map[string]any)
-				require.Equal(t, tt.wantParam, p["name"])
-			}
-		})
-	}
+	// The group waits for its parallel cases, then the table is checked.
+	t.Run("cases", func(t *testing.T) { //nolint:paralleltest // see above
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				r := b.call(t, http.MethodPost, tt.path, b.aliceKey, tt.contentType, tt.body)
+				requireProblem(t, r, tt.wantStatus)
+				require.NotEmpty(t, r.body["detail"])
+				if tt.wantParam != "" {
+					params, _ := r.body["invalid_params"].([]any)
+					require.Len(t, params, 1)
+					p, _ := params[0].(map[string]any)
+					require.Equal(t, tt.wantParam, p["name"])
+				}
+			})
+		}
+	})
 	require.Equal(t, before, b.rows(t), "no rejected request wrote anything")
 }
 

@@ -61,25 +61,39 @@ func TestObserve(t *testing.T) {
 		wantEvents []string
 		wantLevel  string
 	}{
-		{name: "matched route, id reused", method: "GET", path: "/items/7", header: []string{"abc-123"},
+		{
+			name: "matched route, id reused", method: "GET", path: "/items/7", header: []string{"abc-123"},
 			wantStatus: 200, wantReuse: true, wantRoute: "/items/{id}",
-			wantEvents: []string{"handler_ran", obs.EventRequestFinished}, wantLevel: "info"},
-		{name: "router 404", method: "GET", path: "/nowhere", wantStatus: 404,
-			wantEvents: []string{obs.EventRequestFinished}, wantLevel: "info"},
-		{name: "router 405", method: "DELETE", path: "/items/7", wantStatus: 405,
-			wantEvents: []string{obs.EventRequestFinished}, wantLevel: "info"},
-		{name: "bad id replaced and logged once", method: "GET", path: "/items/7", header: []string{"has space"},
+			wantEvents: []string{"handler_ran", obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "router 404", method: "GET", path: "/nowhere", wantStatus: 404,
+			wantEvents: []string{obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "router 405", method: "DELETE", path: "/items/7", wantStatus: 405,
+			wantEvents: []string{obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "bad id replaced and logged once", method: "GET", path: "/items/7", header: []string{"has space"},
 			wantStatus: 200, wantReject: obs.RejectInvalid, wantRoute: "/items/{id}",
-			wantEvents: []string{obs.EventCorrelationIDRejected, "handler_ran", obs.EventRequestFinished}, wantLevel: "info"},
-		{name: "duplicate header replaced", method: "GET", path: "/items/7", header: []string{"first-value", "second-value"},
+			wantEvents: []string{obs.EventCorrelationIDRejected, "handler_ran", obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "duplicate header replaced", method: "GET", path: "/items/7", header: []string{"first-value", "second-value"},
 			wantStatus: 200, wantReject: obs.RejectMultiple, wantRoute: "/items/{id}",
-			wantEvents: []string{obs.EventCorrelationIDRejected, "handler_ran", obs.EventRequestFinished}, wantLevel: "info"},
-		{name: "panic becomes a 500 problem", method: "GET", path: "/panic", header: []string{"p-1"},
+			wantEvents: []string{obs.EventCorrelationIDRejected, "handler_ran", obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "panic becomes a 500 problem", method: "GET", path: "/panic", header: []string{"p-1"},
 			wantStatus: 500, wantReuse: true, wantRoute: "/panic",
-			wantEvents: []string{obs.EventRequestPanicked, obs.EventRequestFinished}, wantLevel: "error"},
-		{name: "panic after the header keeps the status", method: "GET", path: "/panic-after-write",
+			wantEvents: []string{obs.EventRequestPanicked, obs.EventRequestFinished}, wantLevel: "error",
+		},
+		{
+			name: "panic after the header keeps the status", method: "GET", path: "/panic-after-write",
 			wantStatus: 200, wantRoute: "/panic-after-write",
-			wantEvents: []string{obs.EventRequestPanicked, obs.EventRequestFinished}, wantLevel: "info"},
+			wantEvents: []string{obs.EventRequestPanicked, obs.EventRequestFinished}, wantLevel: "info",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

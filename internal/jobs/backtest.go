@@ -153,13 +153,13 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[BacktestArgs]) error {
 	if err != nil {
 		return failure(err)
 	}
-	strat, err := w.q.Strategy(ctx, run.UserID, run.StrategyID)
+	start, err := w.q.Strategy(ctx, run.UserID, run.StrategyID)
 	if err != nil {
 		return failure(err)
 	}
-	spec, err := backtest.ParseStrategy(strat.Kind, strat.Params)
+	spec, err := backtest.ParseStrategy(start.Kind, start.Params)
 	if err != nil {
-		return failure(fmt.Errorf("strategy %s: %w", strat.ID, err))
+		return failure(fmt.Errorf("strategy %s: %w", start.ID, err))
 	}
 	if err := w.q.StartRun(ctx, runID, job.Attempt); err != nil {
 		return failure(err)

@@ -1,7 +1,6 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,43 +20,18 @@ import (
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
 
-// logSink collects log lines; the handler writes from River's goroutines
-// while the test reads.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(s.buf.Bytes()), []byte("\n")) {
-		var m map[string]any
-		require.NoError(t, json.Unmarshal(line, &m), "%s", line)
-		out = append(out, m)
-	}
-	return out
-}
-
 type testBundle struct {
 	db      *dbtest.DB
 	q       *store.Queries
 	user    store.User
-	logs    *logSink
+	logs    *logtest.Sink
 	handler *obs.Handler
 	logger  *slog.Logger
 }
@@ -68,7 +42,7 @@ func setup(t *testing.T) *testBundle {
 	q := store.New(db.Pool)
 	user, err := q.EnsureUser(t.Context(), "alice")
 	require.NoError(t, err)
-	logs := &logSink{}
+	logs := &logtest.Sink{}
 	h := obs.NewHandler(logs, obs.Options{Service: "worker", Level: slog.LevelDebug})
 	return &testBundle{db: db, q: q, user: user, logs: logs, handler: h, logger: slog.New(h)}
 }
@@ -99,21 +73,21 @@ func TestEnqueueWritesRunAndJobTogether(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	strat := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
 	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
 	require.NoError(t, err)
 
 	tx, err := b.db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
-	run, err := jobs.NewEnqueuer(tx, client).Enqueue(ctx, newBacktest(b.user.ID, strat.ID, "cid-1", "ACME", 30))
+	run, err := jobs.NewEnqueuer(tx, client).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-1", "ACME", 30))
 	require.NoError(t, err)
 	job := rivertest.RequireInsertedTx[*riverpgxv5.Driver](ctx, t, tx, &jobs.BacktestArgs{},
 		&rivertest.RequireInsertedOpts{Queue: jobs.Queue, MaxAttempts: jobs.DefaultMaxAttempts})
 	require.Equal(t, "cid-1", job.Args.CorrelationID)
 	require.Equal(t, run.ID, job.Args.RunID)
 	require.Equal(t, b.user.ID, job.Args.UserID)
-	require.Equal(t, strat.ID, job.Args.StrategyID)
+	require.Equal(t, strategy.ID, job.Args.StrategyID)
 	require.Equal(t, job.ID, run.JobID)
 	require.Equal(t, "cid-1", run.CorrelationID)
 }
@@ -122,7 +96,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	strat := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
 
 	failing, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
 		Logger: slog.New(slog.DiscardHandler),
@@ -132,7 +106,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 			})},
 	})
 	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, failing).Enqueue(ctx, newBacktest(b.user.ID, strat.ID, "cid", "ACME", 30))
+	_, err = jobs.NewEnqueuer(b.db.Pool, failing).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorContains(t, err, "insert refused")
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"), "a failed job insert leaves no run")
 	require.Zero(t, count(t, b.db.Pool, "river_job"))
@@ -141,7 +115,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	require.NoError(t, err)
 	other, err := b.q.EnsureUser(ctx, "mallory")
 	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, client).Enqueue(ctx, newBacktest(other.ID, strat.ID, "cid", "ACME", 30))
+	_, err = jobs.NewEnqueuer(b.db.Pool, client).Enqueue(ctx, newBacktest(other.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
 	require.Zero(t, count(t, b.db.Pool, "river_job"), "a refused run insert leaves no job")
@@ -168,9 +142,8 @@ func requireJobLines(t *testing.T, lines []map[string]any, runID uuid.UUID, cid 
 func TestWorkerWithRivertest(t *testing.T) {
 	t.Parallel()
 	panicking := func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
-		var m map[string]int
-		m["x"]++
-		return backtest.Result{}, nil
+		var bars []float64
+		return backtest.Result{Bars: int(bars[len(bars)-1])}, nil // index out of range
 	}
 	tests := []struct {
 		name        string
@@ -184,14 +157,22 @@ func TestWorkerWithRivertest(t *testing.T) {
 		wantPanic   bool
 		wantRetry   bool
 	}{
-		{name: "success", kind: backtest.KindSMACrossover, params: `{"fast_window":5,"slow_window":20}`, days: 365,
-			wantEvent: river.EventKindJobCompleted, wantStatus: store.StatusSucceeded},
-		{name: "too few bars is permanent", kind: backtest.KindSMACrossover, params: `{"fast_window":5,"slow_window":200}`,
-			days: 30, wantEvent: river.EventKindJobCancelled, wantStatus: store.StatusFailed},
-		{name: "panic with attempts left retries", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
-			engine: panicking, wantStatus: store.StatusRunning, wantPanic: true, wantRetry: true},
-		{name: "panic on the last attempt fails the run", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
-			engine: panicking, maxAttempts: 1, wantStatus: store.StatusFailed, wantPanic: true},
+		{
+			name: "success", kind: backtest.KindSMACrossover, params: `{"fast_window":5,"slow_window":20}`, days: 365,
+			wantEvent: river.EventKindJobCompleted, wantStatus: store.StatusSucceeded,
+		},
+		{
+			name: "too few bars is permanent", kind: backtest.KindSMACrossover, params: `{"fast_window":5,"slow_window":200}`,
+			days: 30, wantEvent: river.EventKindJobCancelled, wantStatus: store.StatusFailed,
+		},
+		{
+			name: "panic with attempts left retries", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
+			engine: panicking, wantStatus: store.StatusRunning, wantPanic: true, wantRetry: true,
+		},
+		{
+			name: "panic on the last attempt fails the run", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
+			engine: panicking, maxAttempts: 1, wantStatus: store.StatusFailed, wantPanic: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,16 +183,18 @@ func TestWorkerWithRivertest(t *testing.T) {
 			require.NoError(t, err)
 			defer func() { _ = tx.Rollback(ctx) }()
 			q := store.New(tx)
-			strat := b.strategy(t, q, tt.kind, tt.params)
-			nb := newBacktest(b.user.ID, strat.ID, "cid-"+tt.name, "ACME", tt.days)
-			run, err := q.InsertRun(ctx, store.NewRun{ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strat.ID,
-				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash})
+			strategy := b.strategy(t, q, tt.kind, tt.params)
+			nb := newBacktest(b.user.ID, strategy.ID, "cid-"+tt.name, "ACME", tt.days)
+			run, err := q.InsertRun(ctx, store.NewRun{
+				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
+				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+			})
 			require.NoError(t, err)
 
 			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
 				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
 			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
-			args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strat.ID}
+			args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
 			res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
 			if tt.wantPanic {
 				var pe *rivertest.PanicError
@@ -224,7 +207,7 @@ func TestWorkerWithRivertest(t *testing.T) {
 			got, err := q.Run(ctx, b.user.ID, run.ID)
 			require.NoError(t, err)
 			require.Equal(t, tt.wantStatus, got.Status)
-			byEvent := requireJobLines(t, b.logs.lines(t), run.ID, nb.CorrelationID)
+			byEvent := requireJobLines(t, b.logs.Lines(t), run.ID, nb.CorrelationID)
 			require.Len(t, byEvent[obs.EventJobStarted], 1)
 			if tt.wantStatus == store.StatusSucceeded {
 				require.Len(t, byEvent[obs.EventJobProgress], backtest.Checkpoints)
@@ -240,7 +223,7 @@ func TestWorkerWithRivertest(t *testing.T) {
 			require.NotEmpty(t, failed[obs.KeyErrorType])
 			if tt.wantPanic {
 				require.Equal(t, true, failed[obs.KeyPanic])
-				require.Equal(t, "runtime.plainError", failed[obs.KeyErrorType])
+				require.Equal(t, "runtime.boundsError", failed[obs.KeyErrorType])
 				frames, _ := failed[obs.KeyTraceback].([]any)
 				first, _ := frames[0].(map[string]any)
 				require.Contains(t, first["function"], "TestWorkerWithRivertest", "the first frame is where it panicked")
@@ -343,7 +326,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 		}
 	}
 
-	lines := b.logs.lines(t)
+	lines := b.logs.Lines(t)
 	for i, c := range cases {
 		got, err := b.q.Run(ctx, b.user.ID, runs[i].ID)
 		require.NoError(t, err)
@@ -370,4 +353,3 @@ func TestWorkerWithRealClient(t *testing.T) {
 		}
 	}
 }
-

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,7 +71,9 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 		return h
 	}
 	h2 := *h
-	h2.attrs = h.openGroups(append([]byte(nil), h.attrs...))
+	own := make([]byte, len(h.attrs), len(h.attrs)+len(rendered)+32)
+	copy(own, h.attrs)
+	h2.attrs = h.openGroups(own)
 	h2.opened += len(h.groups)
 	h2.groups = nil
 	if n := len(h2.attrs); n > 0 && h2.attrs[n-1] == '{' {
@@ -87,7 +90,7 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 		return h
 	}
 	h2 := *h
-	h2.groups = append(h.groups[:len(h.groups):len(h.groups)], name)
+	h2.groups = append(slices.Clip(h.groups), name)
 	return &h2
 }
 
@@ -107,11 +110,11 @@ func (h *Handler) openGroups(b []byte) []byte {
 // Handle writes r as one line.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	bp := bufPool.Get().(*[]byte)
-	b := h.render((*bp)[:0], ctx, r, normalLimits)
+	b := h.render(ctx, (*bp)[:0], r, normalLimits)
 	if len(b) > MaxLineBytes {
-		b = h.render(b[:0], ctx, r, tightLimits)
+		b = h.render(ctx, b[:0], r, tightLimits)
 		if len(b) > MaxLineBytes {
-			b = h.renderMinimal(b, ctx, r)
+			b = h.renderMinimal(ctx, b, r)
 		}
 	}
 	h.out.write(b)
@@ -122,7 +125,7 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	return nil
 }
 
-func (h *Handler) render(b []byte, ctx context.Context, r slog.Record, lim limits) []byte {
+func (h *Handler) render(ctx context.Context, b []byte, r slog.Record, lim limits) []byte {
 	b = h.appendHeader(b, r, lim)
 	if f := fieldsFrom(ctx); f != nil {
 		b = append(b, f.json...)
@@ -172,7 +175,7 @@ func (h *Handler) appendHeader(b []byte, r slog.Record, lim limits) []byte {
 // renderMinimal is the last resort for a line that stays too long even with
 // tight limits (thousands of attributes, say): the header, the context fields
 // and a note of what was dropped.
-func (h *Handler) renderMinimal(b []byte, ctx context.Context, r slog.Record) []byte {
+func (h *Handler) renderMinimal(ctx context.Context, b []byte, r slog.Record) []byte {
 	size := len(b)
 	b = h.appendHeader(b[:0], r, tightLimits)
 	if f := fieldsFrom(ctx); f != nil && len(f.json) < MaxLineBytes/2 {

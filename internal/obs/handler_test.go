@@ -84,7 +84,8 @@ func TestHandlerGoldenLines(t *testing.T) {
 				return obs.WithAttrs(ctx, slog.String(obs.KeyCorrelationID, "abc"))
 			},
 			log: func(l *slog.Logger, ctx context.Context) {
-				l.With(slog.String("a", "1")).WithGroup("g").With(slog.Int("b", 2)).ErrorContext(ctx, "e", slog.Int("c", 3))
+				grouped := l.With(slog.String("a", "1")).WithGroup("g") //nolint:forbidigo // the handler must cope all the same
+				grouped.With(slog.Int("b", 2)).ErrorContext(ctx, "e", slog.Int("c", 3))
 			},
 			want: `{"timestamp":"2026-11-26T09:09:14.123456Z","level":"error","event":"e","service":"server",
 				"correlation_id":"abc","a":"1","g":{"b":2,"c":3}}`,
@@ -242,14 +243,16 @@ func deepPanic(depth int) (tb obs.Traceback) {
 			tb = obs.PanicStack()
 		}
 	}()
-	recurse(depth)
+	if recurse(depth) >= 0 {
+		panic("unreachable: recurse always panics")
+	}
 	return tb
 }
 
 func recurse(n int) int {
 	if n == 0 {
-		var m map[string]int
-		m["boom"] = 1 // a runtime error: the first frame must still be ours
+		var s []int
+		return s[n] // a runtime error: the first frame must still be ours
 	}
 	return recurse(n-1) + 1
 }

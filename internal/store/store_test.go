@@ -18,11 +18,11 @@ import (
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
 
 type testBundle struct {
-	q     *store.Queries
-	db    *dbtest.DB
-	alice store.User
-	bob   store.User
-	strat store.Strategy
+	q        *store.Queries
+	db       *dbtest.DB
+	alice    store.User
+	bob      store.User
+	strategy store.Strategy
 }
 
 func setup(t *testing.T) *testBundle {
@@ -33,17 +33,17 @@ func setup(t *testing.T) *testBundle {
 	require.NoError(t, err)
 	bob, err := q.EnsureUser(t.Context(), "bob")
 	require.NoError(t, err)
-	strat, err := q.CreateStrategy(t.Context(), store.NewStrategy{
+	strategy, err := q.CreateStrategy(t.Context(), store.NewStrategy{
 		UserID: alice.ID, Name: "s", Kind: "buy_and_hold", Params: json.RawMessage(`{}`),
 	})
 	require.NoError(t, err)
-	return &testBundle{q: q, db: db, alice: alice, bob: bob, strat: strat}
+	return &testBundle{q: q, db: db, alice: alice, bob: bob, strategy: strategy}
 }
 
 func (b *testBundle) newRun(t *testing.T, user store.User, cid string) (store.Run, error) {
 	t.Helper()
 	return b.q.InsertRun(t.Context(), store.NewRun{
-		ID: uuid.Must(uuid.NewV7()), UserID: user.ID, StrategyID: b.strat.ID, CorrelationID: cid, JobID: 42,
+		ID: uuid.Must(uuid.NewV7()), UserID: user.ID, StrategyID: b.strategy.ID, CorrelationID: cid, JobID: 42,
 		Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
 		InitialCash: 1000,
 	})
@@ -67,10 +67,10 @@ func TestUsersAndKeys(t *testing.T) {
 func TestStrategiesAreOwned(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s, err := b.q.Strategy(t.Context(), b.alice.ID, b.strat.ID)
+	s, err := b.q.Strategy(t.Context(), b.alice.ID, b.strategy.ID)
 	require.NoError(t, err)
 	require.JSONEq(t, `{}`, string(s.Params))
-	_, err = b.q.Strategy(t.Context(), b.bob.ID, b.strat.ID)
+	_, err = b.q.Strategy(t.Context(), b.bob.ID, b.strategy.ID)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
@@ -113,7 +113,7 @@ func TestRunsByCorrelationIDUsesItsIndex(t *testing.T) {
 		INSERT INTO backtest_runs (id, user_id, strategy_id, correlation_id, river_job_id, symbol,
 		                           start_date, end_date, initial_cash)
 		SELECT gen_random_uuid(), $1, $2, 'cid-' || i, i, 'ACME', '2020-01-01', '2021-01-01', 1000
-		FROM generate_series(1, 5000) AS i`, b.alice.ID, b.strat.ID)
+		FROM generate_series(1, 5000) AS i`, b.alice.ID, b.strategy.ID)
 	require.NoError(t, err)
 	_, err = b.db.Pool.Exec(t.Context(), `ANALYZE backtest_runs`)
 	require.NoError(t, err)

@@ -1,0 +1,73 @@
+package config_test
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/config"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	s, err := config.LoadServer(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, config.DefaultDatabaseURL, s.DatabaseURL)
+	require.Equal(t, ":8080", s.HTTPAddr)
+	require.Equal(t, slog.LevelInfo, s.LogLevel)
+	w, err := config.LoadWorker(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 4, w.Concurrency)
+	require.Equal(t, 30*time.Minute, w.JobTimeout)
+	require.Equal(t, 40*time.Minute, w.RescueAfter)
+	require.Equal(t, slog.LevelWarn, w.RiverLogLevel)
+}
+
+func TestWorkerSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, w config.Worker)
+	}{
+		{name: "values", env: map[string]string{
+			"WORKER_CONCURRENCY": "8", "JOB_TIMEOUT": "2m", "LOG_LEVEL": "DEBUG", "SHUTDOWN_TIMEOUT": "3s",
+			"DATABASE_URL": "postgres://db/x",
+		}, check: func(t *testing.T, w config.Worker) {
+			t.Helper()
+			require.Equal(t, 8, w.Concurrency)
+			require.Equal(t, 2*time.Minute, w.JobTimeout)
+			require.Equal(t, 12*time.Minute, w.RescueAfter, "follows JOB_TIMEOUT")
+			require.Equal(t, slog.LevelDebug, w.LogLevel)
+			require.Equal(t, 3*time.Second, w.ShutdownTimeout)
+			require.Equal(t, "postgres://db/x", w.DatabaseURL)
+		}},
+		{name: "concurrency not a number", env: map[string]string{"WORKER_CONCURRENCY": "many"}, wantErr: "WORKER_CONCURRENCY"},
+		{name: "concurrency zero", env: map[string]string{"WORKER_CONCURRENCY": "0"}, wantErr: "from 1 to 1000"},
+		{name: "bad duration", env: map[string]string{"JOB_TIMEOUT": "10"}, wantErr: "JOB_TIMEOUT"},
+		{name: "bad level", env: map[string]string{"LOG_LEVEL": "loud"}, wantErr: "LOG_LEVEL"},
+		{
+			name: "rescue not after timeout", env: map[string]string{"JOB_TIMEOUT": "10m", "JOB_RESCUE_AFTER": "5m"},
+			wantErr: "JOB_RESCUE_AFTER",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			w, err := config.LoadWorker(env(tt.env))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, w)
+		})
+	}
+}
