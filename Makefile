@@ -1,0 +1,44 @@
+# Run `make help` for the targets.
+
+GOLANGCI_LINT_VERSION := v2.15.0
+BIN := bin
+
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backtest?sslmode=disable
+export HTTP_ADDR ?= 127.0.0.1:8080
+
+.PHONY: help
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/server and bin/worker
+	@go build -trimpath -o $(BIN)/ ./cmd/server ./cmd/worker
+
+.PHONY: run
+run: build ## Migrate the local database, print a dev API key, run server and worker
+	@scripts/run-dev
+
+.PHONY: migrate
+migrate: build ## Create the database if missing and apply migrations
+	@$(BIN)/server migrate up
+
+.PHONY: test
+test: ## Run every test (needs PostgreSQL and jq; TEST_DATABASE_URL to override)
+	go test -race -count=1 ./...
+
+.PHONY: lint
+lint: ## Run golangci-lint and go vet
+	go vet ./...
+	golangci-lint run ./...
+
+.PHONY: tools
+tools: ## Install golangci-lint
+	GOBIN=$$(go env GOPATH)/bin go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: bench
+bench: ## Run the Go benchmarks
+	go test -run '^$$' -bench . -benchmem ./internal/...
+
+.PHONY: river-migrations
+river-migrations: ## Write goose files for new River schema versions (after a River upgrade)
+	go generate ./migrations
