@@ -353,3 +353,43 @@ func TestWorkerWithRealClient(t *testing.T) {
 		}
 	}
 }
+
+func TestShutdownPutsTheJobBackInTheQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	started := make(chan struct{})
+	var once sync.Once
+	blocking := func(ctx context.Context, _ backtest.Strategy, _ []float64, _ float64, _ backtest.Progress) (backtest.Result, error) {
+		once.Do(func() { close(started) })
+		<-ctx.Done()
+		return backtest.Result{}, ctx.Err()
+	}
+	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, jobs.ClientConfig{Engine: blocking})
+	require.NoError(t, err)
+	require.NoError(t, client.Start(ctx))
+	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	run, err := jobs.NewEnqueuer(b.db.Pool, client).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
+	require.NoError(t, err)
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job did not start")
+	}
+
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, client.StopAndCancel(stopCtx))
+
+	got, err := b.q.Run(ctx, b.user.ID, run.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusQueued, got.Status, "an interrupted run is not failed")
+	var state string
+	var attempt int
+	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT state, attempt FROM river_job WHERE id = $1`, run.JobID).Scan(&state, &attempt))
+	require.Equal(t, "available", state)
+	require.Zero(t, attempt, "the interrupted attempt is not counted")
+	byEvent := requireJobLines(t, b.logs.Lines(t), run.ID, "cid-stop")
+	require.Len(t, byEvent[obs.EventJobInterrupted], 1)
+	require.Empty(t, byEvent[obs.EventJobFailed])
+}
