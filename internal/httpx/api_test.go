@@ -199,6 +199,13 @@ func TestBadInputWritesNothing(t *testing.T) { //nolint:tparallel // the "cases"
 func TestAuthAndIsolation(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	lower := b.call(t, http.MethodGet, "/backtests", "", "", "")
+	require.Equal(t, http.StatusUnauthorized, lower.status)
+	req0 := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/backtests", nil)
+	req0.Header.Set("Authorization", "bearer "+b.aliceKey)
+	rec0 := httptest.NewRecorder()
+	b.handler.ServeHTTP(rec0, req0)
+	require.Equal(t, http.StatusOK, rec0.Code, "the scheme is case-insensitive")
 	for _, key := range []string{"", "bt_not-a-key"} {
 		r := b.call(t, http.MethodGet, "/backtests", key, "", "")
 		requireProblem(t, r, http.StatusUnauthorized)

@@ -66,6 +66,13 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 					slog.Any(obs.KeyTraceback, tb),
 					slog.Bool(obs.KeyPanic, true))
 				if !rec.wroteHeader {
+					// Drop what the handler had set (a Location, say): only
+					// the correlation ID belongs on the error.
+					for k := range rec.Header() {
+						if k != http.CanonicalHeaderKey(HeaderCorrelationID) {
+							rec.Header().Del(k)
+						}
+					}
 					writeProblem(rec, r, http.StatusInternalServerError, "The server failed to handle the request.")
 				}
 			}
@@ -137,8 +144,9 @@ func (rec *recorder) status() int {
 	return rec.code
 }
 
-// errorf is an internal failure: logged with its stack, answered with a
-// problem that reveals nothing of it.
+// serverError answers an internal failure: logged with its stack, answered
+// with a problem that reveals nothing of it (503 when the database is out of
+// reach, 500 otherwise).
 func serverError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
 	status, detail := http.StatusInternalServerError, "The server failed to handle the request."
 	if unavailable(err) {

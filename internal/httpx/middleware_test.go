@@ -25,7 +25,8 @@ func testRouter(logger *slog.Logger) http.Handler {
 		logger.InfoContext(r.Context(), "handler_ran")
 		writeJSON(w, "application/json", http.StatusOK, map[string]string{"id": mux.Vars(r)["id"]})
 	}).Methods(http.MethodGet)
-	r.HandleFunc("/panic", func(http.ResponseWriter, *http.Request) {
+	r.HandleFunc("/panic", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Location", "/half-made")
 		panic("handler exploded")
 	})
 	r.HandleFunc("/panic-after-write", func(w http.ResponseWriter, _ *http.Request) {
@@ -122,6 +123,7 @@ func TestObserve(t *testing.T) {
 				require.Equal(t, id, p.CorrelationID)
 				require.Equal(t, tt.wantStatus, p.Status)
 				require.NotContains(t, rec.Body.String(), "exploded", "no internals in the body")
+				require.Empty(t, rec.Header().Get("Location"), "a failed handler's headers are dropped")
 			}
 
 			lines := decodeLines(t, &buf)

@@ -93,12 +93,12 @@ func userFrom(ctx context.Context) store.User {
 func authenticate(logger *slog.Logger, q *store.Queries) mux.MiddlewareFunc {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || key == "" {
+			key, ok := bearerToken(r.Header.Get("Authorization"))
+			if !ok {
 				unauthorized(w, r)
 				return
 			}
-			user, err := q.UserByKeyHash(r.Context(), HashAPIKey(strings.TrimSpace(key)))
+			user, err := q.UserByKeyHash(r.Context(), HashAPIKey(key))
 			if errors.Is(err, store.ErrNotFound) {
 				unauthorized(w, r)
 				return
@@ -112,6 +112,17 @@ func authenticate(logger *slog.Logger, q *store.Queries) mux.MiddlewareFunc {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, user)))
 		})
 	}
+}
+
+// bearerToken reads "Bearer <token>"; the scheme is case-insensitive
+// (RFC 9110).
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return token, true
 }
 
 func unauthorized(w http.ResponseWriter, r *http.Request) {

@@ -276,14 +276,15 @@ func (q *Queries) RequeueRun(ctx context.Context, id uuid.UUID) error {
 	return affectedOne(tag, err, "requeue run %s", id)
 }
 
-// FailRun marks a run failed with its error. A run that already succeeded
-// stays succeeded: the failure came after its result was committed.
+// FailRun marks a queued or running run failed with its error. A finished
+// run keeps its outcome: a success was committed with its result, and a
+// failure keeps the error that ended it. It returns ErrNotFound then.
 func (q *Queries) FailRun(ctx context.Context, id uuid.UUID, attempt int, message, errorType string) error {
 	tag, err := q.db.Exec(ctx, `
 		UPDATE backtest_runs
 		SET status = 'failed', attempt = GREATEST(attempt, $2), error_message = $3, error_type = $4,
 		    finished_at = now(), updated_at = now()
-		WHERE id = $1 AND status IN ('queued', 'running', 'failed')`, id, attempt, message, errorType)
+		WHERE id = $1 AND status IN ('queued', 'running')`, id, attempt, message, errorType)
 	return affectedOne(tag, err, "fail run %s", id)
 }
 

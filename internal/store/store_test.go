@@ -146,6 +146,10 @@ func TestRunLifecycle(t *testing.T) {
 	require.Equal(t, "boom", got.ErrorMessage)
 	require.NotNil(t, got.FinishedAt)
 	require.ErrorIs(t, b.q.StartRun(ctx, r.ID, 2), store.ErrNotFound, "a finished run is not reopened")
+	require.ErrorIs(t, b.q.FailRun(ctx, r.ID, 2, "later", "x"), store.ErrNotFound)
+	got, err = b.q.Run(ctx, b.alice.ID, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, "boom", got.ErrorMessage, "the first error is kept")
 
 	r2, err := b.newRun(t, b.alice, "cid")
 	require.NoError(t, err)
