@@ -203,7 +203,7 @@ func failure(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err // River reads these itself: shutdown, timeout
 	}
-	err = obs.WithStack(err)
+	err = obs.WithStackSkip(err, 1) // from the line of Work that failed
 	var (
 		notEnough *backtest.InsufficientDataError
 		invalid   *backtest.ValidationError

@@ -228,6 +228,11 @@ func TestWorkerWithRivertest(t *testing.T) {
 				first, _ := frames[0].(map[string]any)
 				require.Contains(t, first["function"], "TestWorkerWithRivertest", "the first frame is where it panicked")
 			}
+			if !tt.wantPanic {
+				frames, _ := failed[obs.KeyTraceback].([]any)
+				first, _ := frames[0].(map[string]any)
+				require.Contains(t, first["function"], "jobs.(*Worker).Work", "the first frame is where Work failed")
+			}
 			if tt.wantStatus == store.StatusFailed {
 				require.NotEmpty(t, got.ErrorMessage)
 				require.NotEmpty(t, got.ErrorType)
@@ -347,6 +352,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 		}
 		if c.wantStatus == store.StatusFailed {
 			require.Contains(t, got.ErrorMessage, "needs at least 50 bars")
+			require.NotContains(t, got.ErrorMessage, "JobCancelError", "River's wrapper is not the user's business")
 			require.Equal(t, "*backtest.InsufficientDataError", got.ErrorType)
 			require.Len(t, byEvent[obs.EventJobFailed], 1)
 			require.Equal(t, false, byEvent[obs.EventJobFailed][0][obs.KeyWillRetry])

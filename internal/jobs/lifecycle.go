@@ -82,8 +82,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	defer func() {
 		if r := recover(); r != nil {
 			tb := obs.PanicStack()
-			perr := fmt.Errorf("panic: %v", r)
-			l.failed(ctx, job, f, start, perr, fmt.Sprintf("%T", r), tb, true, job.Attempt < job.MaxAttempts)
+			l.failed(ctx, job, f, start, fmt.Sprintf("panic: %v", r), fmt.Sprintf("%T", r), tb, true, job.Attempt < job.MaxAttempts)
 			panic(r) // River records the panic and schedules the retry
 		}
 	}()
@@ -105,7 +104,11 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 		if !ok {
 			tb = obs.CaptureStack(0)
 		}
-		l.failed(ctx, job, f, start, err, obs.ErrorType(err), tb, false, willRetry)
+		msg := err.Error()
+		if cancel != nil && cancel.Unwrap() != nil {
+			msg = cancel.Unwrap().Error() // without River's "JobCancelError: " prefix
+		}
+		l.failed(ctx, job, f, start, msg, obs.ErrorType(err), tb, false, willRetry)
 	}
 	return err
 }
@@ -113,7 +116,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 // failed logs job_failed and, when River will not try again, marks the run
 // failed with the error (never its stack: that is for the logs).
 func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFields, start time.Time,
-	err error, errType string, tb obs.Traceback, panicked, willRetry bool,
+	msg, errType string, tb obs.Traceback, panicked, willRetry bool,
 ) {
 	level := slog.LevelError
 	if willRetry {
@@ -121,7 +124,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFiel
 	}
 	attrs := []slog.Attr{
 		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
-		slog.String(obs.KeyError, err.Error()),
+		slog.String(obs.KeyError, msg),
 		slog.String(obs.KeyErrorType, errType),
 		slog.Any(obs.KeyTraceback, tb),
 		slog.Bool(obs.KeyWillRetry, willRetry),
@@ -141,7 +144,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFiel
 	// failed all the same.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if uerr := l.runs.FailRun(wctx, id, job.Attempt, err.Error(), errType); uerr != nil && !errors.Is(uerr, store.ErrNotFound) {
+	if uerr := l.runs.FailRun(wctx, id, job.Attempt, msg, errType); uerr != nil && !errors.Is(uerr, store.ErrNotFound) {
 		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, uerr.Error()),
 			slog.String(obs.KeyStatus, store.StatusFailed))
 	}

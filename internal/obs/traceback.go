@@ -188,6 +188,12 @@ func (e *stackError) Unwrap() error { return e.err }
 // carries one. Go errors have no stack of their own; call it where a failure
 // is first seen so that the log line can show where that was.
 func WithStack(err error) error {
+	return WithStackSkip(err, 1)
+}
+
+// WithStackSkip is WithStack for helpers: the stack starts skip frames
+// above the caller, so a helper that classifies errors can leave itself out.
+func WithStackSkip(err error, skip int) error {
 	if err == nil {
 		return nil
 	}
@@ -195,7 +201,7 @@ func WithStack(err error) error {
 	if errors.As(err, &se) {
 		return err
 	}
-	return &stackError{err: err, tb: CaptureStack(1)}
+	return &stackError{err: err, tb: CaptureStack(skip + 1)}
 }
 
 // StackOf returns the stack recorded by WithStack anywhere in err's chain.
