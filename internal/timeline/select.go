@@ -99,14 +99,14 @@ func scanMatches(r io.Reader, needle []byte, fn func(line []byte)) error {
 	skipping := false // inside a line too long for buf
 	for {
 		n, err := r.Read(buf[held:])
+		fresh := buf[held : held+n] // only new bytes are searched for newlines
 		held += n
 		eof := errors.Is(err, io.EOF)
 		if err != nil && !eof {
 			return fmt.Errorf("read: %w", err)
 		}
-		data := buf[:held]
 		if skipping {
-			i := bytes.IndexByte(data, '\n')
+			i := bytes.IndexByte(fresh, '\n')
 			if i < 0 {
 				held = 0
 				if eof {
@@ -114,16 +114,17 @@ func scanMatches(r io.Reader, needle []byte, fn func(line []byte)) error {
 				}
 				continue
 			}
-			held = copy(buf, data[i+1:])
-			data = buf[:held]
+			held = copy(buf, fresh[i+1:])
+			fresh = buf[:held]
 			skipping = false
 		}
-		last := bytes.LastIndexByte(data, '\n')
-		switch {
-		case eof:
+		data := buf[:held]
+		if eof {
 			eachMatch(data, needle, fn) // the last line may lack its newline
 			return nil
-		case last >= 0:
+		}
+		if j := bytes.LastIndexByte(fresh, '\n'); j >= 0 {
+			last := held - len(fresh) + j
 			eachMatch(data[:last], needle, fn)
 			held = copy(buf, data[last+1:])
 		}
