@@ -89,17 +89,25 @@ func (p *process) stop(t *testing.T) {
 	}
 }
 
-func (p *process) lines(t *testing.T) []map[string]any {
+func (p *process) rawLines(t *testing.T) [][]byte {
 	t.Helper()
 	data, err := os.ReadFile(p.stdout)
 	require.NoError(t, err)
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if line == "" {
-			continue
+	var out [][]byte
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		if len(line) > 0 {
+			out = append(out, line)
 		}
+	}
+	return out
+}
+
+func (p *process) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range p.rawLines(t) {
 		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(line), &m), "not JSON: %q", line)
+		require.NoError(t, json.Unmarshal(line, &m), "not JSON: %q", line)
 		out = append(out, m)
 	}
 	return out
@@ -233,6 +241,10 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 		require.Equal(t, "/backtests/"+r.runID, resp.Header.Get("Location"))
 	}
 
+	// A client's unusable ID is replaced, and logged once.
+	resp, _ := api.do(t, http.MethodGet, "/healthz", "bad value", nil)
+	require.NotEqual(t, "bad value", resp.Header.Get("X-Correlation-ID"))
+
 	for _, r := range runs {
 		deadline := time.Now().Add(60 * time.Second)
 		for {
@@ -345,4 +357,11 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 		}
 		require.Equal(t, known, total, "%s: unexpected lines: %v", r.name, events)
 	}
+
+	// The contract, checked on this real output: the schema, every recipe of
+	// docs/logging.md over what docker compose would show, the SQL recipes.
+	requireSchema(t, append(server.rawLines(t), worker.rawLines(t)...))
+	requireRecipes(t, server.rawLines(t), worker.rawLines(t), runs[0].correlationID, runs[0].runID)
+	requireSQLRecipes(t, dbURL, runs[0].correlationID, "succeeded")
+	requireSQLRecipes(t, dbURL, runs[2].correlationID, "failed")
 }

@@ -10,6 +10,26 @@ import (
 	"time"
 )
 
+// The environment variables the processes read.
+const (
+	EnvDatabaseURL       = "DATABASE_URL"
+	EnvLogLevel          = "LOG_LEVEL"
+	EnvShutdownTimeout   = "SHUTDOWN_TIMEOUT"
+	EnvHTTPAddr          = "HTTP_ADDR"
+	EnvWorkerConcurrency = "WORKER_CONCURRENCY"
+	EnvJobTimeout        = "JOB_TIMEOUT"
+	EnvJobRescueAfter    = "JOB_RESCUE_AFTER"
+	EnvRiverLogLevel     = "RIVER_LOG_LEVEL"
+)
+
+// Names lists every environment variable the processes read.
+func Names() []string {
+	return []string{
+		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
+		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel,
+	}
+}
+
 // DefaultDatabaseURL is the local development database.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/backtest?sslmode=disable"
 
@@ -50,7 +70,7 @@ type Worker struct {
 // LoadServer reads the server's settings.
 func LoadServer(getenv func(string) string) (Server, error) {
 	r := reader{getenv: getenv}
-	s := Server{Common: r.common(), HTTPAddr: r.str("HTTP_ADDR", ":8080")}
+	s := Server{Common: r.common(), HTTPAddr: r.str(EnvHTTPAddr, ":8080")}
 	return s, r.err
 }
 
@@ -59,13 +79,13 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 	r := reader{getenv: getenv}
 	w := Worker{
 		Common:        r.common(),
-		Concurrency:   r.integer("WORKER_CONCURRENCY", 4, 1, 1000),
-		JobTimeout:    r.duration("JOB_TIMEOUT", 30*time.Minute),
-		RiverLogLevel: r.level("RIVER_LOG_LEVEL", slog.LevelWarn),
+		Concurrency:   r.integer(EnvWorkerConcurrency, 4, 1, 1000),
+		JobTimeout:    r.duration(EnvJobTimeout, 30*time.Minute),
+		RiverLogLevel: r.level(EnvRiverLogLevel, slog.LevelWarn),
 	}
-	w.RescueAfter = r.duration("JOB_RESCUE_AFTER", w.JobTimeout+10*time.Minute)
+	w.RescueAfter = r.duration(EnvJobRescueAfter, w.JobTimeout+10*time.Minute)
 	if r.err == nil && w.RescueAfter <= w.JobTimeout {
-		r.fail("JOB_RESCUE_AFTER", w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")
+		r.fail(EnvJobRescueAfter, w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")
 	}
 	return w, r.err
 }
@@ -91,9 +111,9 @@ func (r *reader) fail(name, value, why string) {
 
 func (r *reader) common() Common {
 	return Common{
-		DatabaseURL:     r.str("DATABASE_URL", DefaultDatabaseURL),
-		LogLevel:        r.level("LOG_LEVEL", slog.LevelInfo),
-		ShutdownTimeout: r.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
+		DatabaseURL:     r.str(EnvDatabaseURL, DefaultDatabaseURL),
+		LogLevel:        r.level(EnvLogLevel, slog.LevelInfo),
+		ShutdownTimeout: r.duration(EnvShutdownTimeout, 8*time.Second),
 	}
 }
 

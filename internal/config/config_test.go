@@ -2,6 +2,8 @@ package config_test
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -69,5 +71,15 @@ func TestWorkerSettings(t *testing.T) {
 			require.NoError(t, err)
 			tt.check(t, w)
 		})
+	}
+}
+
+// Every variable the processes read is documented in the operator's table.
+func TestEveryVariableIsDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	require.NoError(t, err)
+	for _, name := range config.Names() {
+		require.Contains(t, string(doc), "| `"+name+"` |", "%s is missing from docs/operations.md", name)
 	}
 }
