@@ -6,6 +6,7 @@
 //	server migrate status           list migrations and whether they are applied
 //	server migrate down-to VERSION  roll back to VERSION
 //	server create-api-key -user NAME  create the user if missing, print a new API key
+//	server healthcheck              exit 0 if the server on HTTP_ADDR is ready (for container healthchecks)
 //
 // Settings come from the environment (see docs/operations.md). Log lines are
 // JSON on stdout.
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, args, getenv, stdout)
 	case "create-api-key":
 		return createAPIKey(ctx, args, getenv, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, getenv)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -75,7 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const usage = `usage:
   server                            serve the API
   server migrate up|status|down-to VERSION
-  server create-api-key -user NAME`
+  server create-api-key -user NAME
+  server healthcheck`
 
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := config.LoadServer(getenv)
@@ -247,4 +251,35 @@ func createAPIKey(ctx context.Context, args []string, getenv func(string) string
 	logger.InfoContext(ctx, obs.EventAPIKeyCreated, slog.String(obs.KeyName, user.Name))
 	_, err = fmt.Fprintln(stdout, key)
 	return err
+}
+
+// healthcheck asks the local server's /readyz, so a container image needs no
+// curl: the check is the binary itself.
+func healthcheck(ctx context.Context, getenv func(string) string) error {
+	cfg, err := config.LoadServer(getenv)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/readyz", nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck request: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /readyz answered %d", resp.StatusCode)
+	}
+	return nil
 }

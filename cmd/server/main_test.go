@@ -44,8 +44,13 @@ func TestServeStartsAnswersAndStops(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.NotEmpty(t, resp.Header.Get("X-Correlation-ID"))
 
+	healthEnv := getenv(map[string]string{"HTTP_ADDR": addr})
+	require.NoError(t, run(ctx, []string{"server", "healthcheck"}, healthEnv, io.Discard, io.Discard))
+
 	cancel()
 	require.NoError(t, <-done)
+	require.Error(t, run(t.Context(), []string{"server", "healthcheck"}, healthEnv, io.Discard, io.Discard),
+		"no server, no health")
 	lines := out.Lines(t)
 	require.Equal(t, obs.EventServerStopped, lines[len(lines)-1][obs.KeyEvent])
 }
