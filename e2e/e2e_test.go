@@ -178,35 +178,66 @@ var processEvents = map[string]bool{
 	obs.EventRiverLog: true, obs.EventHTTPServerLog: true, obs.EventGooseLog: true,
 }
 
+// stack is the service running from its binaries on a fresh database.
+type stack struct {
+	server, worker *process
+	api            client
+	dbURL          string
+}
+
+// newStack migrates a new database with `server migrate up`, creates an
+// API key, and starts the server and the worker with extraEnv.
+func newStack(t *testing.T, extraEnv ...string) *stack {
+	t.Helper()
+	_, dbURL := dbtest.NewEmpty(t)
+	env := append([]string{
+		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
+	}, extraEnv...)
+	runCommand(t, env, "server", "migrate", "up")
+	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
+	require.True(t, strings.HasPrefix(key, "bt_"))
+	s := &stack{server: start(t, "server", env), worker: start(t, "worker", env), dbURL: dbURL}
+	addr, _ := s.server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
+	s.worker.waitFor(t, obs.EventWorkerStarted)
+	s.api = client{base: "http://" + addr, key: key}
+	return s
+}
+
+// createStrategy saves an sma_crossover strategy and returns its ID.
+func (c client) createStrategy(t *testing.T, fast, slow int) string {
+	t.Helper()
+	resp, body := c.do(t, http.MethodPost, "/strategies", "", map[string]any{
+		"name": "e2e", "kind": "sma_crossover", "params": map[string]int{"fast_window": fast, "slow_window": slow},
+	})
+	require.Equal(t, http.StatusCreated, resp.StatusCode, body)
+	id, _ := body["id"].(string)
+	return id
+}
+
+// waitFinished polls a run until it succeeds or fails, and returns it.
+func (c client) waitFinished(t *testing.T, runID string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, body := c.do(t, http.MethodGet, "/backtests/"+runID, "", nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		if body["status"] == "succeeded" || body["status"] == "failed" {
+			return body
+		}
+		require.True(t, time.Now().Before(deadline), "run %s did not finish", runID)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	t.Parallel()
 	jq, err := exec.LookPath("jq")
 	require.NoError(t, err, "the end-to-end test needs the jq binary")
-	_, dbURL := dbtest.NewEmpty(t)
-	env := []string{
-		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
-		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
-	}
-	runCommand(t, env, "server", "migrate", "up")
-	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
-	require.True(t, strings.HasPrefix(key, "bt_"))
-
-	server := start(t, "server", env)
-	worker := start(t, "worker", env)
-	addr, _ := server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
-	worker.waitFor(t, obs.EventWorkerStarted)
-	api := client{base: "http://" + addr, key: key}
-
-	strategy := func(params map[string]int) string {
-		resp, body := api.do(t, http.MethodPost, "/strategies", "", map[string]any{
-			"name": "e2e", "kind": "sma_crossover", "params": params,
-		})
-		require.Equal(t, http.StatusCreated, resp.StatusCode, body)
-		id, _ := body["id"].(string)
-		return id
-	}
-	good := strategy(map[string]int{"fast_window": 5, "slow_window": 20})
-	tooLong := strategy(map[string]int{"fast_window": 5, "slow_window": 200})
+	st := newStack(t)
+	server, worker, api, dbURL := st.server, st.worker, st.api, st.dbURL
+	good := api.createStrategy(t, 5, 20)
+	tooLong := api.createStrategy(t, 5, 200)
 
 	type submitted struct {
 		name, correlationID, runID string
@@ -246,22 +277,13 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	require.NotEqual(t, "bad value", resp.Header.Get("X-Correlation-ID"))
 
 	for _, r := range runs {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			resp, body := api.do(t, http.MethodGet, "/backtests/"+r.runID, "", nil)
-			require.Equal(t, http.StatusOK, resp.StatusCode)
-			if body["status"] == "succeeded" || body["status"] == "failed" {
-				require.Equal(t, r.wantStatus, body["status"], r.name)
-				require.Equal(t, r.correlationID, body["correlation_id"])
-				if r.wantStatus == "failed" {
-					e, _ := body["error"].(map[string]any)
-					require.Contains(t, e["message"], "needs at least 200 bars")
-					require.NotContains(t, e, "traceback", "the API shows no stack")
-				}
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "%s did not finish", r.name)
-			time.Sleep(100 * time.Millisecond)
+		body := api.waitFinished(t, r.runID)
+		require.Equal(t, r.wantStatus, body["status"], r.name)
+		require.Equal(t, r.correlationID, body["correlation_id"])
+		if r.wantStatus == "failed" {
+			e, _ := body["error"].(map[string]any)
+			require.Contains(t, e["message"], "needs at least 200 bars")
+			require.NotContains(t, e, "traceback", "the API shows no stack")
 		}
 		resp, body := api.do(t, http.MethodGet, "/backtests?correlation_id="+r.correlationID, "", nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode)

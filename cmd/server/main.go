@@ -29,6 +29,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"riverqueue.com/riverui"
 
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/httpx"
@@ -97,13 +98,28 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
+	var admin http.Handler
+	if cfg.RiverUIEnabled() {
+		ui, err := riverui.NewHandler(&riverui.HandlerOpts{
+			Endpoints: riverui.NewEndpoints(inserter, nil),
+			Logger:    obs.NewLibraryLogger(h, obs.EventRiverUILog, slog.LevelWarn),
+			Prefix:    httpx.AdminPrefix,
+		})
+		if err != nil {
+			return fmt.Errorf("river ui: %w", err)
+		}
+		if err := ui.Start(ctx); err != nil {
+			return fmt.Errorf("start river ui: %w", err)
+		}
+		admin = httpx.BasicAuth("River UI", cfg.RiverUIUser, cfg.RiverUIPassword, ui)
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	srv := &http.Server{
 		Handler: httpx.NewServer(logger, httpx.Deps{
-			Queries: store.New(pool), Enqueuer: jobs.NewEnqueuer(pool, inserter), DB: pool,
+			Queries: store.New(pool), Enqueuer: jobs.NewEnqueuer(pool, inserter), DB: pool, Admin: admin,
 		}),
 		// net/http's own complaints (TLS probes, bad requests) become lines
 		// of the contract too: nothing on stdout may be anything but JSON.
@@ -113,7 +129,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		IdleTimeout:       2 * time.Minute,
 	}
 	addr := ln.Addr().String()
-	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr))
+	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, admin != nil))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -20,13 +20,15 @@ const (
 	EnvJobTimeout        = "JOB_TIMEOUT"
 	EnvJobRescueAfter    = "JOB_RESCUE_AFTER"
 	EnvRiverLogLevel     = "RIVER_LOG_LEVEL"
+	EnvRiverUIUser       = "RIVERUI_USER"
+	EnvRiverUIPassword   = "RIVERUI_PASSWORD" //nolint:gosec // the variable's name, not a secret
 )
 
 // Names lists every environment variable the processes read.
 func Names() []string {
 	return []string{
 		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
-		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel,
+		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword,
 	}
 }
 
@@ -49,7 +51,14 @@ type Server struct {
 	Common
 	// HTTPAddr is HTTP_ADDR, the listen address. Defaults to ":8080".
 	HTTPAddr string
+	// RiverUIUser and RiverUIPassword are RIVERUI_USER and RIVERUI_PASSWORD:
+	// the operator's credentials for River UI under /riverui. River UI is
+	// served only when both are set.
+	RiverUIUser, RiverUIPassword string
 }
+
+// RiverUIEnabled reports whether River UI is to be served.
+func (s Server) RiverUIEnabled() bool { return s.RiverUIUser != "" }
 
 // Worker are the worker's settings.
 type Worker struct {
@@ -70,7 +79,15 @@ type Worker struct {
 // LoadServer reads the server's settings.
 func LoadServer(getenv func(string) string) (Server, error) {
 	r := reader{getenv: getenv}
-	s := Server{Common: r.common(), HTTPAddr: r.str(EnvHTTPAddr, ":8080")}
+	s := Server{
+		Common:          r.common(),
+		HTTPAddr:        r.str(EnvHTTPAddr, ":8080"),
+		RiverUIUser:     r.str(EnvRiverUIUser, ""),
+		RiverUIPassword: r.getenv(EnvRiverUIPassword), // spaces count in a password
+	}
+	if (s.RiverUIUser == "") != (s.RiverUIPassword == "") {
+		r.fail(EnvRiverUIUser, s.RiverUIUser, "and "+EnvRiverUIPassword+" must be set together (or neither, to leave River UI off)")
+	}
 	return s, r.err
 }
 

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,21 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 30*time.Minute, w.JobTimeout)
 	require.Equal(t, 40*time.Minute, w.RescueAfter)
 	require.Equal(t, slog.LevelWarn, w.RiverLogLevel)
+}
+
+func TestRiverUICredentials(t *testing.T) {
+	t.Parallel()
+	s, err := config.LoadServer(env(map[string]string{"RIVERUI_USER": "ops", "RIVERUI_PASSWORD": " secret "}))
+	require.NoError(t, err)
+	require.True(t, s.RiverUIEnabled())
+	require.Equal(t, " secret ", s.RiverUIPassword)
+	_, err = config.LoadServer(env(map[string]string{"RIVERUI_USER": "ops"}))
+	require.ErrorContains(t, err, "must be set together")
+	_, err = config.LoadServer(env(map[string]string{"RIVERUI_PASSWORD": "x"}))
+	require.ErrorContains(t, err, "must be set together")
+	s, err = config.LoadServer(env(nil))
+	require.NoError(t, err)
+	require.False(t, s.RiverUIEnabled(), "off by default")
 }
 
 func TestWorkerSettings(t *testing.T) {
@@ -80,6 +96,6 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
 	require.NoError(t, err)
 	for _, name := range config.Names() {
-		require.Contains(t, string(doc), "| `"+name+"` |", "%s is missing from docs/operations.md", name)
+		require.True(t, strings.Contains(string(doc), "| `"+name+"` |"), "%s is missing from docs/operations.md", name)
 	}
 }

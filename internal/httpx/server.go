@@ -35,7 +35,13 @@ type Deps struct {
 	Queries  *store.Queries
 	Enqueuer Enqueuer
 	DB       Pinger
+	// Admin, if set, is served under AdminPrefix: River UI, already behind
+	// the operator's credentials.
+	Admin http.Handler
 }
+
+// AdminPrefix is where River UI is served when it is enabled.
+const AdminPrefix = "/riverui"
 
 // NewServer returns the API's handler.
 func NewServer(logger *slog.Logger, deps Deps) http.Handler {
@@ -50,6 +56,10 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	r.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", handleReadyz(logger, deps.DB)).Methods(http.MethodGet, http.MethodHead)
+
+	if deps.Admin != nil {
+		r.PathPrefix(AdminPrefix).Handler(deps.Admin)
+	}
 
 	api := r.NewRoute().Subrouter()
 	api.Use(authenticate(logger, deps.Queries))

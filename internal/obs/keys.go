@@ -30,6 +30,7 @@ const (
 	KeyReason       = "reason"
 	KeyHeaderLength = "header_length"
 	KeyAddr         = "addr"
+	KeyRiverUI      = "riverui"
 )
 
 // Keys of error lines.
@@ -92,4 +93,5 @@ const (
 	EventRiverLog              = "river_log"
 	EventHTTPServerLog         = "http_server_log"
 	EventGooseLog              = "goose_log"
+	EventRiverUILog            = "riverui_log"
 )
