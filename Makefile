@@ -26,6 +26,14 @@ migrate: build ## Create the database if missing and apply migrations
 test: ## Run every test (needs PostgreSQL and jq; TEST_DATABASE_URL to override)
 	go test -race -count=1 ./...
 
+FUZZTIME ?= 15s
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 15s)
+	go test -run '^$$' -fuzz '^FuzzResolveCorrelationID$$' -fuzztime $(FUZZTIME) ./internal/obs
+	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./internal/obs
+	go test -run '^$$' -fuzz '^FuzzRequestBodies$$' -fuzztime $(FUZZTIME) ./internal/httpx
+
 .PHONY: lint
 lint: ## Run golangci-lint and go vet
 	go vet ./...

@@ -387,3 +387,10 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	requireSQLRecipes(t, dbURL, runs[0].correlationID, "succeeded")
 	requireSQLRecipes(t, dbURL, runs[2].correlationID, "failed")
 }
+
+func readAll(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return data
+}

@@ -61,10 +61,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	client, err := jobs.NewWorkerClient(pool, h, logger, jobs.ClientConfig{
-		Concurrency:   cfg.Concurrency,
-		JobTimeout:    cfg.JobTimeout,
-		RescueAfter:   cfg.RescueAfter,
-		RiverLogLevel: cfg.RiverLogLevel,
+		Concurrency:    cfg.Concurrency,
+		JobTimeout:     cfg.JobTimeout,
+		RescueAfter:    cfg.RescueAfter,
+		RiverLogLevel:  cfg.RiverLogLevel,
+		FaultInjection: cfg.FaultInjection,
 	})
 	if err != nil {
 		return err
@@ -75,7 +76,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("start river client: %w", err)
 	}
 	queues := []string{jobs.Queue}
-	logger.InfoContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+	if cfg.FaultInjection {
+		logger.WarnContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues),
+			slog.Int(obs.KeyConcurrency, cfg.Concurrency), slog.Bool(obs.KeyFaultInject, true))
+	} else {
+		logger.InfoContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+	}
 	<-ctx.Done()
 
 	logger.InfoContext(ctx, obs.EventWorkerStopping, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))

@@ -22,13 +22,14 @@ const (
 	EnvRiverLogLevel     = "RIVER_LOG_LEVEL"
 	EnvRiverUIUser       = "RIVERUI_USER"
 	EnvRiverUIPassword   = "RIVERUI_PASSWORD" //nolint:gosec // the variable's name, not a secret
+	EnvFaultInjection    = "FAULT_INJECTION"
 )
 
 // Names lists every environment variable the processes read.
 func Names() []string {
 	return []string{
 		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
-		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword,
+		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword, EnvFaultInjection,
 	}
 }
 
@@ -74,6 +75,9 @@ type Worker struct {
 	// RiverLogLevel is RIVER_LOG_LEVEL: the lowest level of River's own
 	// lines that is written. Defaults to warn.
 	RiverLogLevel slog.Level
+	// FaultInjection is FAULT_INJECTION=1: backtests of symbols starting
+	// with SLOW, FLAKY, PANIC or CRASH misbehave on purpose. For tests only.
+	FaultInjection bool
 }
 
 // LoadServer reads the server's settings.
@@ -100,6 +104,7 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 		JobTimeout:    r.duration(EnvJobTimeout, 30*time.Minute),
 		RiverLogLevel: r.level(EnvRiverLogLevel, slog.LevelWarn),
 	}
+	w.FaultInjection = r.integer(EnvFaultInjection, 0, 0, 1) == 1
 	w.RescueAfter = r.duration(EnvJobRescueAfter, w.JobTimeout+10*time.Minute)
 	if r.err == nil && w.RescueAfter <= w.JobTimeout {
 		r.fail(EnvJobRescueAfter, w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")

@@ -113,6 +113,7 @@ type Worker struct {
 	logger  *slog.Logger
 	engine  Engine
 	timeout time.Duration
+	faults  bool
 }
 
 // WorkerConfig configures a Worker.
@@ -121,6 +122,8 @@ type WorkerConfig struct {
 	Timeout time.Duration
 	// Engine runs the backtest. Defaults to backtest.Run.
 	Engine Engine
+	// FaultInjection wraps the engine with FaultEngine: for tests only.
+	FaultInjection bool
 }
 
 // DBTX is a pool: queries, and transactions for completing jobs.
@@ -137,7 +140,7 @@ func NewWorker(db DBTX, logger *slog.Logger, cfg WorkerConfig) *Worker {
 	if cfg.Engine == nil {
 		cfg.Engine = backtest.Run
 	}
-	return &Worker{db: db, q: store.New(db), logger: logger, engine: cfg.Engine, timeout: cfg.Timeout}
+	return &Worker{db: db, q: store.New(db), logger: logger, engine: cfg.Engine, timeout: cfg.Timeout, faults: cfg.FaultInjection}
 }
 
 // Timeout bounds one attempt; River's default of one minute is too short
@@ -165,7 +168,11 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[BacktestArgs]) error {
 		return failure(err)
 	}
 	prices := backtest.SyntheticPrices(run.Symbol, backtest.TradingDays(run.Start, run.End))
-	result, err := w.engine(ctx, spec, prices, run.InitialCash, func(pct int) {
+	engine := w.engine
+	if w.faults {
+		engine = FaultEngine(run.Symbol, engine)
+	}
+	result, err := engine(withAttempt(ctx, job.Attempt), spec, prices, run.InitialCash, func(pct int) {
 		w.logger.InfoContext(ctx, obs.EventJobProgress, slog.Int(obs.KeyProgressPct, pct))
 		if err := w.q.SetProgress(ctx, runID, pct); err != nil {
 			// Progress is informative: losing one update must not fail the run.

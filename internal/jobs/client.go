@@ -32,6 +32,8 @@ type ClientConfig struct {
 	RetryPolicy river.ClientRetryPolicy
 	// ID names this client in River's tables; defaults to River's choice.
 	ID string
+	// FaultInjection turns on FaultEngine: for tests only.
+	FaultInjection bool
 }
 
 // NewWorkerClient returns a River client that works backtest jobs with the
@@ -51,7 +53,7 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, NewWorker(pool, logger, WorkerConfig{
-		Timeout: cfg.JobTimeout, Engine: cfg.Engine,
+		Timeout: cfg.JobTimeout, Engine: cfg.Engine, FaultInjection: cfg.FaultInjection,
 	})); err != nil {
 		return nil, fmt.Errorf("register backtest worker: %w", err)
 	}

@@ -31,6 +31,7 @@ const (
 	KeyHeaderLength = "header_length"
 	KeyAddr         = "addr"
 	KeyRiverUI      = "riverui"
+	KeyFaultInject  = "fault_injection"
 )
 
 // Keys of error lines.
