@@ -183,21 +183,37 @@ type stack struct {
 	server, worker *process
 	api            client
 	dbURL          string
+	env            []string // the processes' environment
 }
 
 // newStack migrates a new database with `server migrate up`, creates an
 // API key, and starts the server and the worker with extraEnv.
 func newStack(t *testing.T, extraEnv ...string) *stack {
 	t.Helper()
+	return newStackWith(t, stackOptions{env: extraEnv})
+}
+
+// stackOptions vary a stack for the fault tests.
+type stackOptions struct {
+	env []string
+	// via, if set, gives the database URL the processes use (a proxy's).
+	via func(dbURL string) string
+}
+
+func newStackWith(t *testing.T, opts stackOptions) *stack {
+	t.Helper()
 	_, dbURL := dbtest.NewEmpty(t)
 	env := append([]string{
 		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
 		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
-	}, extraEnv...)
+	}, opts.env...)
 	runCommand(t, env, "server", "migrate", "up")
 	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
 	require.True(t, strings.HasPrefix(key, "bt_"))
-	s := &stack{server: start(t, "server", env), worker: start(t, "worker", env), dbURL: dbURL}
+	if opts.via != nil {
+		env = append(env, "DATABASE_URL="+opts.via(dbURL)) // the last one wins
+	}
+	s := &stack{server: start(t, "server", env), worker: start(t, "worker", env), dbURL: dbURL, env: env}
 	addr, _ := s.server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
 	s.worker.waitFor(t, obs.EventWorkerStarted)
 	s.api = client{base: "http://" + addr, key: key}

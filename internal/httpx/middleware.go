@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/backtestd/backtestd/internal/obs"
 )
@@ -166,8 +170,23 @@ func serverError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, er
 	writeProblem(w, r, status, detail)
 }
 
-// unavailable reports whether err means the database could not be reached
-// in time: worth a 503 and a retry, not a 500.
+// unavailable reports whether err means the database is out of reach (down,
+// restarting, the connection cut, too slow): worth a 503 and a retry later,
+// not a 500.
 func unavailable(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || isConnectError(err)
+	var (
+		connectErr *pgconn.ConnectError
+		netErr     net.Error
+		pgErr      *pgconn.PgError
+	)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.Timeout(err):
+		return true
+	case errors.As(err, &pgErr):
+		// Class 08: connection exceptions; 57P01-03: shutting down, starting.
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	default:
+		return false
+	}
 }

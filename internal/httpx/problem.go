@@ -2,10 +2,7 @@ package httpx
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/backtestd/backtestd/internal/obs"
 )
@@ -57,11 +54,6 @@ func writeJSON(w http.ResponseWriter, contentType string, status int, v any) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
-}
-
-func isConnectError(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
 }
 
 // statusHandler answers with a problem: the router's 404 and 405.
