@@ -103,3 +103,66 @@ func TestPostgresOutage(t *testing.T) {
 		require.Equal(t, 1, finished, cid)
 	}
 }
+
+// killMidJob starts a slow backtest, kills the worker with SIGKILL while it
+// runs, starts a new worker, and returns the run once it has finished.
+func killMidJob(t *testing.T, st *stack, correlationID string) (map[string]any, *process) {
+	t.Helper()
+	strategy := st.api.createStrategy(t, 5, 20)
+	resp, body := st.api.do(t, http.MethodPost, "/backtests", correlationID, backtestBody(strategy, "SLOW1"))
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
+	runID, _ := body["run_id"].(string)
+	st.worker.waitFor(t, obs.EventJobProgress) // it is running
+	require.NoError(t, st.worker.cmd.Process.Kill())
+	<-st.worker.done //nolint:errcheck // killed on purpose
+	st.worker.done <- nil
+	_, body = st.api.do(t, http.MethodGet, "/backtests/"+runID, "", nil)
+	require.Equal(t, "running", body["status"], "the dead worker left its run running")
+
+	// River's leader (the new worker, once the dead one's lease runs out)
+	// rescues the job after JOB_RESCUE_AFTER.
+	next := start(t, "worker", st.env)
+	return st.api.waitFinished(t, runID), next
+}
+
+func TestKilledWorkersJobIsRetried(t *testing.T) {
+	t.Parallel()
+	st := newStack(t, "FAULT_INJECTION=1", "JOB_TIMEOUT=5s", "JOB_RESCUE_AFTER=6s", "RECONCILE_INTERVAL=1s")
+	run, next := killMidJob(t, st, "killed-then-retried")
+	require.Equal(t, "succeeded", run["status"])
+	require.InDelta(t, 2, run["attempt"], 0)
+	next.stop(t)
+	var started, completed bool
+	for _, l := range next.lines(t) {
+		if l[obs.KeyRunID] != run["id"] {
+			continue
+		}
+		require.Equal(t, "killed-then-retried", l[obs.KeyCorrelationID], "the same correlation_id on the next attempt")
+		require.InDelta(t, 2, l[obs.KeyAttempt], 0)
+		started = started || l[obs.KeyEvent] == obs.EventJobStarted
+		completed = completed || l[obs.KeyEvent] == obs.EventJobCompleted
+	}
+	require.True(t, started && completed, "the new worker ran attempt 2 to the end")
+}
+
+func TestCrashOnTheLastAttemptFailsTheRun(t *testing.T) {
+	t.Parallel()
+	st := newStack(t, "FAULT_INJECTION=1", "JOB_TIMEOUT=5s", "JOB_RESCUE_AFTER=6s", "RECONCILE_INTERVAL=1s",
+		"JOB_MAX_ATTEMPTS=1")
+	run, next := killMidJob(t, st, "killed-on-last-attempt")
+	require.Equal(t, "failed", run["status"], "not running forever")
+	runErr, _ := run["error"].(map[string]any)
+	require.Equal(t, "job_discarded", runErr["type"])
+	require.NotEmpty(t, runErr["message"])
+	next.stop(t)
+	var failed map[string]any
+	for _, l := range next.lines(t) {
+		if l[obs.KeyEvent] == obs.EventRunFailed && l[obs.KeyRunID] == run["id"] {
+			failed = l
+		}
+	}
+	require.NotNil(t, failed, "run_failed is logged")
+	require.Equal(t, "killed-on-last-attempt", failed[obs.KeyCorrelationID])
+	require.Equal(t, "error", failed[obs.KeyLevel])
+	requireSchema(t, next.rawLines(t))
+}

@@ -119,7 +119,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	srv := &http.Server{
 		Handler: httpx.NewServer(logger, httpx.Deps{
-			Queries: store.New(pool), Enqueuer: jobs.NewEnqueuer(pool, inserter), DB: pool, Admin: admin,
+			Queries: store.New(pool), Enqueuer: jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts), DB: pool, Admin: admin,
 		}),
 		// net/http's own complaints (TLS probes, bad requests) become lines
 		// of the contract too: nothing on stdout may be anything but JSON.

@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		RescueAfter:    cfg.RescueAfter,
 		RiverLogLevel:  cfg.RiverLogLevel,
 		FaultInjection: cfg.FaultInjection,
+		ReconcileEvery: cfg.ReconcileInterval,
 	})
 	if err != nil {
 		return err

@@ -23,6 +23,8 @@ const (
 	EnvRiverUIUser       = "RIVERUI_USER"
 	EnvRiverUIPassword   = "RIVERUI_PASSWORD" //nolint:gosec // the variable's name, not a secret
 	EnvFaultInjection    = "FAULT_INJECTION"
+	EnvJobMaxAttempts    = "JOB_MAX_ATTEMPTS"
+	EnvReconcileInterval = "RECONCILE_INTERVAL"
 )
 
 // Names lists every environment variable the processes read.
@@ -30,6 +32,7 @@ func Names() []string {
 	return []string{
 		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
 		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword, EnvFaultInjection,
+		EnvJobMaxAttempts, EnvReconcileInterval,
 	}
 }
 
@@ -56,6 +59,9 @@ type Server struct {
 	// the operator's credentials for River UI under /riverui. River UI is
 	// served only when both are set.
 	RiverUIUser, RiverUIPassword string
+	// JobMaxAttempts is JOB_MAX_ATTEMPTS: how many times a backtest is
+	// tried. Defaults to 5.
+	JobMaxAttempts int
 }
 
 // RiverUIEnabled reports whether River UI is to be served.
@@ -78,6 +84,10 @@ type Worker struct {
 	// FaultInjection is FAULT_INJECTION=1: backtests of symbols starting
 	// with SLOW, FLAKY, PANIC or CRASH misbehave on purpose. For tests only.
 	FaultInjection bool
+	// ReconcileInterval is RECONCILE_INTERVAL: how often the leading worker
+	// marks failed the runs whose job ended without finishing them.
+	// Defaults to 1m.
+	ReconcileInterval time.Duration
 }
 
 // LoadServer reads the server's settings.
@@ -88,6 +98,7 @@ func LoadServer(getenv func(string) string) (Server, error) {
 		HTTPAddr:        r.str(EnvHTTPAddr, ":8080"),
 		RiverUIUser:     r.str(EnvRiverUIUser, ""),
 		RiverUIPassword: r.getenv(EnvRiverUIPassword), // spaces count in a password
+		JobMaxAttempts:  r.integer(EnvJobMaxAttempts, 5, 1, 25),
 	}
 	if (s.RiverUIUser == "") != (s.RiverUIPassword == "") {
 		r.fail(EnvRiverUIUser, s.RiverUIUser, "and "+EnvRiverUIPassword+" must be set together (or neither, to leave River UI off)")
@@ -105,6 +116,7 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 		RiverLogLevel: r.level(EnvRiverLogLevel, slog.LevelWarn),
 	}
 	w.FaultInjection = r.integer(EnvFaultInjection, 0, 0, 1) == 1
+	w.ReconcileInterval = r.duration(EnvReconcileInterval, time.Minute)
 	w.RescueAfter = r.duration(EnvJobRescueAfter, w.JobTimeout+10*time.Minute)
 	if r.err == nil && w.RescueAfter <= w.JobTimeout {
 		r.fail(EnvJobRescueAfter, w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")

@@ -45,7 +45,7 @@ func setup(t *testing.T) *testBundle {
 	}
 	return &testBundle{
 		db:      db,
-		handler: httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter), DB: db.Pool}),
+		handler: httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool}),
 		logs:    logs, aliceKey: keyOf("alice"), bobKey: keyOf("bob"),
 	}
 }

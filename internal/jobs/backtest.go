@@ -52,14 +52,19 @@ type Beginner interface {
 
 // Enqueuer creates runs and their jobs.
 type Enqueuer struct {
-	db    Beginner
-	river *river.Client[pgx.Tx]
+	db          Beginner
+	river       *river.Client[pgx.Tx]
+	maxAttempts int
 }
 
 // NewEnqueuer returns an Enqueuer inserting with client, which may be an
-// insert-only client (no workers, never started).
-func NewEnqueuer(db Beginner, client *river.Client[pgx.Tx]) *Enqueuer {
-	return &Enqueuer{db: db, river: client}
+// insert-only client (no workers, never started). Each job is tried up to
+// maxAttempts times (DefaultMaxAttempts if 0).
+func NewEnqueuer(db Beginner, client *river.Client[pgx.Tx], maxAttempts int) *Enqueuer {
+	if maxAttempts <= 0 {
+		maxAttempts = DefaultMaxAttempts
+	}
+	return &Enqueuer{db: db, river: client, maxAttempts: maxAttempts}
 }
 
 // NewBacktest is a backtest a user asked for.
@@ -84,7 +89,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 	err = pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) error {
 		res, err := e.river.InsertTx(ctx, tx, BacktestArgs{
 			RunID: runID, CorrelationID: nb.CorrelationID, UserID: nb.UserID, StrategyID: nb.StrategyID,
-		}, nil)
+		}, &river.InsertOpts{MaxAttempts: e.maxAttempts})
 		if err != nil {
 			return fmt.Errorf("insert job: %w", err)
 		}

@@ -34,6 +34,9 @@ type ClientConfig struct {
 	ID string
 	// FaultInjection turns on FaultEngine: for tests only.
 	FaultInjection bool
+	// ReconcileEvery is how often the leader reconciles runs with their
+	// jobs. Defaults to 1 minute.
+	ReconcileEvery time.Duration
 }
 
 // NewWorkerClient returns a River client that works backtest jobs with the
@@ -51,16 +54,30 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	if cfg.RiverLogLevel == nil {
 		cfg.RiverLogLevel = slog.LevelWarn
 	}
+	if cfg.ReconcileEvery <= 0 {
+		cfg.ReconcileEvery = time.Minute
+	}
 	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, NewReconcileWorker(pool, logger)); err != nil {
+		return nil, fmt.Errorf("register reconcile worker: %w", err)
+	}
 	if err := river.AddWorkerSafely(workers, NewWorker(pool, logger, WorkerConfig{
 		Timeout: cfg.JobTimeout, Engine: cfg.Engine, FaultInjection: cfg.FaultInjection,
 	})); err != nil {
 		return nil, fmt.Errorf("register backtest worker: %w", err)
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		ID:                   cfg.ID,
-		Logger:               obs.NewLibraryLogger(h, obs.EventRiverLog, cfg.RiverLogLevel.Level()),
-		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}},
+		ID:     cfg.ID,
+		Logger: obs.NewLibraryLogger(h, obs.EventRiverLog, cfg.RiverLogLevel.Level()),
+		Queues: map[string]river.QueueConfig{
+			Queue:            {MaxWorkers: cfg.Concurrency},
+			MaintenanceQueue: {MaxWorkers: 1},
+		},
+		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(
+			river.PeriodicInterval(cfg.ReconcileEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true},
+		)},
 		Workers:              workers,
 		Middleware:           []rivertype.Middleware{NewLifecycle(logger, pool)},
 		JobTimeout:           cfg.JobTimeout,

@@ -80,7 +80,7 @@ func TestEnqueueWritesRunAndJobTogether(t *testing.T) {
 	tx, err := b.db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
-	run, err := jobs.NewEnqueuer(tx, client).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-1", "ACME", 30))
+	run, err := jobs.NewEnqueuer(tx, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-1", "ACME", 30))
 	require.NoError(t, err)
 	job := rivertest.RequireInsertedTx[*riverpgxv5.Driver](ctx, t, tx, &jobs.BacktestArgs{},
 		&rivertest.RequireInsertedOpts{Queue: jobs.Queue, MaxAttempts: jobs.DefaultMaxAttempts})
@@ -106,7 +106,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 			})},
 	})
 	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, failing).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
+	_, err = jobs.NewEnqueuer(b.db.Pool, failing, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorContains(t, err, "insert refused")
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"), "a failed job insert leaves no run")
 	require.Zero(t, count(t, b.db.Pool, "river_job"))
@@ -115,7 +115,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	require.NoError(t, err)
 	other, err := b.q.EnsureUser(ctx, "mallory")
 	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, client).Enqueue(ctx, newBacktest(other.ID, strategy.ID, "cid", "ACME", 30))
+	_, err = jobs.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(other.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
 	require.Zero(t, count(t, b.db.Pool, "river_job"), "a refused run insert leaves no job")
@@ -299,7 +299,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 	}()
 
 	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
-	enq := jobs.NewEnqueuer(b.db.Pool, client)
+	enq := jobs.NewEnqueuer(b.db.Pool, client, 0)
 	cases := []struct {
 		symbol      string
 		days        int
@@ -375,7 +375,7 @@ func TestShutdownPutsTheJobBackInTheQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, client.Start(ctx))
 	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	run, err := jobs.NewEnqueuer(b.db.Pool, client).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
+	run, err := jobs.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
 	require.NoError(t, err)
 	select {
 	case <-started:

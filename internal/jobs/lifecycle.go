@@ -58,15 +58,26 @@ type jobFields struct {
 func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
 	var f jobFields
 	_ = json.Unmarshal(job.EncodedArgs, &f) // bad args fail in River's own decoding, logged below
-	ctx = obs.WithAttrs(ctx,
-		slog.String(obs.KeyCorrelationID, f.CorrelationID),
-		slog.String(obs.KeyUserID, f.UserID),
-		slog.String(obs.KeyStrategyID, f.StrategyID),
-		slog.String(obs.KeyRunID, f.RunID),
+	if f.CorrelationID == "" {
+		// A job no request created (a periodic one) gets an ID of its own,
+		// so its lines can be followed like any other.
+		f.CorrelationID = obs.NewCorrelationID()
+	}
+	attrs := []slog.Attr{slog.String(obs.KeyCorrelationID, f.CorrelationID)}
+	if f.RunID != "" { // a backtest: the fields that say whose and what
+		attrs = append(attrs,
+			slog.String(obs.KeyUserID, f.UserID),
+			slog.String(obs.KeyStrategyID, f.StrategyID),
+			slog.String(obs.KeyRunID, f.RunID))
+	}
+	ctx = obs.WithAttrs(ctx, append(attrs,
 		slog.Int64(obs.KeyJobID, job.ID),
 		slog.String(obs.KeyJobKind, job.Kind),
-		slog.Int(obs.KeyAttempt, job.Attempt),
-	)
+		slog.Int(obs.KeyAttempt, job.Attempt))...)
+	quiet := slog.LevelInfo
+	if maintenanceKinds[job.Kind] {
+		quiet = slog.LevelDebug
+	}
 	out := &outcome{}
 	ctx = context.WithValue(ctx, outcomeKey{}, out)
 
@@ -75,7 +86,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	if job.AttemptedAt != nil {
 		wait = job.AttemptedAt.Sub(job.ScheduledAt)
 	}
-	l.logger.InfoContext(ctx, obs.EventJobStarted,
+	l.logger.LogAttrs(ctx, quiet, obs.EventJobStarted,
 		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
 		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
 
@@ -89,7 +100,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	err = doInner(ctx)
 	switch {
 	case err == nil:
-		l.logger.LogAttrs(ctx, slog.LevelInfo, obs.EventJobCompleted, append([]slog.Attr{
+		l.logger.LogAttrs(ctx, quiet, obs.EventJobCompleted, append([]slog.Attr{
 			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
 		}, out.attrs...)...)
 	case interrupted(ctx, err):

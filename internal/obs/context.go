@@ -32,6 +32,13 @@ func WithAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 	return context.WithValue(ctx, ctxKey{}, f)
 }
 
+// ResetAttrs returns a context with no fields bound, for work that logs on
+// behalf of something else: a maintenance job reporting on a run logs with
+// the run's fields, not its own.
+func ResetAttrs(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ctxKey{}, (*fields)(nil))
+}
+
 // CorrelationID returns the correlation ID bound to ctx, or "".
 func CorrelationID(ctx context.Context) string {
 	if f := fieldsFrom(ctx); f != nil {

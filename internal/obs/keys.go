@@ -88,6 +88,7 @@ const (
 	EventJobFailed             = "job_failed"
 	EventJobInterrupted        = "job_interrupted"
 	EventRunUpdateFailed       = "run_update_failed"
+	EventRunFailed             = "run_failed"
 	EventMigrationsApplied     = "migrations_applied"
 	EventMigrationStatus       = "migration_status"
 	EventAPIKeyCreated         = "api_key_created"

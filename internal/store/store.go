@@ -288,6 +288,56 @@ func (q *Queries) FailRun(ctx context.Context, id uuid.UUID, attempt int, messag
 	return affectedOne(tag, err, "fail run %s", id)
 }
 
+// Reconciled is a run that Reconcile marked failed.
+type Reconciled struct {
+	RunID         uuid.UUID
+	UserID        uuid.UUID
+	StrategyID    uuid.UUID
+	CorrelationID string
+	JobID         int64
+	Attempt       int
+	Error         string
+	ErrorType     string
+}
+
+// Reconcile marks failed the runs still queued or running whose River job
+// will never finish them: discarded (attempts used up, say by a worker that
+// kept crashing: River's rescuer works around the job's middleware, so
+// nothing else marks the run), cancelled, or gone. The error is the job's
+// last one.
+func (q *Queries) Reconcile(ctx context.Context) ([]Reconciled, error) {
+	rows, err := q.db.Query(ctx, `
+		WITH ended AS (
+		    SELECT r.id, COALESCE(j.attempt, r.attempt) AS attempt,
+		           'job_' || COALESCE(j.state::text, 'lost') AS error_type,
+		           COALESCE(j.errors[array_length(j.errors, 1)]->>'error',
+		                    CASE WHEN j.id IS NULL THEN 'the job was lost' ELSE 'the job was ' || j.state END) AS message
+		    FROM backtest_runs r
+		    LEFT JOIN river_job j ON j.id = r.river_job_id
+		    WHERE r.status IN ('queued', 'running')
+		      AND (j.id IS NULL OR j.state IN ('discarded', 'cancelled'))
+		    FOR UPDATE OF r SKIP LOCKED
+		)
+		UPDATE backtest_runs r
+		SET status = 'failed', attempt = ended.attempt, error_message = ended.message, error_type = ended.error_type,
+		    finished_at = now(), updated_at = now()
+		FROM ended WHERE r.id = ended.id
+		RETURNING r.id, r.user_id, r.strategy_id, r.correlation_id, r.river_job_id, r.attempt, r.error_message, r.error_type`)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile runs: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Reconciled, error) {
+		var rec Reconciled
+		err := row.Scan(&rec.RunID, &rec.UserID, &rec.StrategyID, &rec.CorrelationID, &rec.JobID, &rec.Attempt,
+			&rec.Error, &rec.ErrorType)
+		return rec, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconcile runs: %w", err)
+	}
+	return out, nil
+}
+
 const runColumns = `id, user_id, strategy_id, correlation_id, river_job_id, symbol, start_date, end_date,
 	initial_cash, status, progress_pct, attempt, result, COALESCE(error_message, ''), COALESCE(error_type, ''),
 	created_at, started_at, finished_at, updated_at`

@@ -162,3 +162,63 @@ func TestRunLifecycle(t *testing.T) {
 	require.Equal(t, 100, got.ProgressPct)
 	require.JSONEq(t, `{"trades":3}`, string(got.Result))
 }
+
+func TestReconcileFailsRunsWhoseJobEnded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	// River's job table, as River leaves it: one job discarded after its
+	// last attempt, one still running, one cancelled; one run lost its job.
+	var discarded, running, cancelled int64
+	for _, j := range []struct {
+		state string
+		id    *int64
+	}{{"discarded", &discarded}, {"running", &running}, {"cancelled", &cancelled}} {
+		require.NoError(t, b.db.Pool.QueryRow(ctx, `
+			INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, errors, finalized_at)
+			VALUES ('{}', 'backtest', 1, 'backtests', $1::river_job_state, 1,
+			        ARRAY['{"error":"Stuck job rescued by JobRescuer"}'::jsonb],
+			        CASE WHEN $1 = 'running' THEN NULL ELSE now() END)
+			RETURNING id`, j.state).Scan(j.id))
+	}
+	runFor := func(jobID int64, cid string) store.Run {
+		r, err := b.q.InsertRun(ctx, store.NewRun{
+			ID: uuid.Must(uuid.NewV7()), UserID: b.alice.ID, StrategyID: b.strategy.ID, CorrelationID: cid, JobID: jobID,
+			Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
+			InitialCash: 1000,
+		})
+		require.NoError(t, err)
+		return r
+	}
+	lostJob := runFor(999_999, "cid-lost")
+	crashed := runFor(discarded, "cid-crashed")
+	require.NoError(t, b.q.StartRun(ctx, crashed.ID, 1))
+	stillRunning := runFor(running, "cid-running")
+	cancelledRun := runFor(cancelled, "cid-cancelled")
+
+	got, err := b.q.Reconcile(ctx)
+	require.NoError(t, err)
+	byCID := map[string]store.Reconciled{}
+	for _, r := range got {
+		byCID[r.CorrelationID] = r
+	}
+	require.Len(t, byCID, 3)
+	require.Equal(t, "Stuck job rescued by JobRescuer", byCID["cid-crashed"].Error)
+	require.Equal(t, "job_discarded", byCID["cid-crashed"].ErrorType)
+	require.Equal(t, crashed.ID, byCID["cid-crashed"].RunID)
+	require.Equal(t, "job_lost", byCID["cid-lost"].ErrorType)
+	require.Equal(t, "job_cancelled", byCID["cid-cancelled"].ErrorType)
+
+	for _, r := range []store.Run{lostJob, crashed, cancelledRun} {
+		run, err := b.q.Run(ctx, b.alice.ID, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, store.StatusFailed, run.Status)
+	}
+	run, err := b.q.Run(ctx, b.alice.ID, stillRunning.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusQueued, run.Status, "a live job's run is left alone")
+
+	again, err := b.q.Reconcile(ctx)
+	require.NoError(t, err)
+	require.Empty(t, again, "each run is reconciled once")
+}

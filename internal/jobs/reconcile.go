@@ -1,0 +1,73 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+// MaintenanceQueue runs the service's own periodic jobs.
+const MaintenanceQueue = "maintenance"
+
+// ReconcileArgs are the arguments of the periodic reconciliation job.
+type ReconcileArgs struct{}
+
+// Kind is the River job kind of reconciliations.
+func (ReconcileArgs) Kind() string { return "reconcile_runs" }
+
+// InsertOpts puts reconciliations on the maintenance queue; one attempt is
+// enough, the next period tries again.
+func (ReconcileArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: MaintenanceQueue, MaxAttempts: 1}
+}
+
+// maintenanceKinds log their lifecycle at debug: they run every minute and
+// only what they find is news.
+var maintenanceKinds = map[string]bool{ReconcileArgs{}.Kind(): true}
+
+// ReconcileWorker marks failed the runs whose job ended without them: River
+// rescues the jobs of crashed workers and discards them when their attempts
+// are used up, outside any middleware, so no one else would.
+type ReconcileWorker struct {
+	river.WorkerDefaults[ReconcileArgs]
+
+	q      *store.Queries
+	logger *slog.Logger
+}
+
+// NewReconcileWorker returns the worker, using db and logging to logger.
+func NewReconcileWorker(db store.DBTX, logger *slog.Logger) *ReconcileWorker {
+	return &ReconcileWorker{q: store.New(db), logger: logger}
+}
+
+// Timeout bounds one reconciliation.
+func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return time.Minute }
+
+// Work reconciles once, logging run_failed for each run, with that run's
+// own fields so that it is found by its correlation ID.
+func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
+	runs, err := w.q.Reconcile(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	for _, r := range runs {
+		rctx := obs.WithAttrs(obs.ResetAttrs(ctx),
+			slog.String(obs.KeyCorrelationID, r.CorrelationID),
+			slog.String(obs.KeyUserID, r.UserID.String()),
+			slog.String(obs.KeyStrategyID, r.StrategyID.String()),
+			slog.String(obs.KeyRunID, r.RunID.String()),
+			slog.Int64(obs.KeyJobID, r.JobID),
+		)
+		w.logger.ErrorContext(rctx, obs.EventRunFailed,
+			slog.Int(obs.KeyAttempt, r.Attempt),
+			slog.String(obs.KeyError, r.Error),
+			slog.String(obs.KeyErrorType, r.ErrorType))
+	}
+	return nil
+}
