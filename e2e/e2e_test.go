@@ -327,6 +327,12 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 		}
 	}
 	require.Equal(t, scoped, withID, "every request and job line carries correlation_id")
+	for _, p := range []*process{server, worker} {
+		out := string(readAll(t, p.stdout))
+		require.NotContains(t, out, api.key, "API keys never reach the logs")
+		require.NotContains(t, out, "Bearer")
+		require.NotContains(t, strings.ToLower(out), "authorization")
+	}
 	t.Logf("lines: %d in all, %d request or job lines, %d (%.0f%%) with correlation_id",
 		len(all), scoped, withID, 100*float64(withID)/float64(max(scoped, 1)))
 	require.Equal(t, obs.EventServerStopped, server.lines(t)[len(server.lines(t))-1][obs.KeyEvent])

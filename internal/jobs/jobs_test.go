@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,6 +111,24 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	require.ErrorContains(t, err, "insert refused")
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"), "a failed job insert leaves no run")
 	require.Zero(t, count(t, b.db.Pool, "river_job"))
+
+	// The job insert succeeds, then a transient fault strikes before the run
+	// is inserted: the transaction takes the job back too.
+	afterInsert, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
+		Logger: slog.New(slog.DiscardHandler),
+		Middleware: []rivertype.Middleware{river.JobInsertMiddlewareFunc(
+			func(ctx context.Context, _ []*rivertype.JobInsertParams, doInner func(context.Context) ([]*rivertype.JobInsertResult, error)) ([]*rivertype.JobInsertResult, error) {
+				if _, err := doInner(ctx); err != nil {
+					return nil, err
+				}
+				return nil, errors.New("connection reset after the job insert")
+			})},
+	})
+	require.NoError(t, err)
+	_, err = jobs.NewEnqueuer(b.db.Pool, afterInsert, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
+	require.ErrorContains(t, err, "connection reset")
+	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
+	require.Zero(t, count(t, b.db.Pool, "river_job"), "the inserted job is rolled back with the rest")
 
 	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
 	require.NoError(t, err)
@@ -398,4 +417,72 @@ func TestShutdownPutsTheJobBackInTheQueue(t *testing.T) {
 	byEvent := requireJobLines(t, b.logs.Lines(t), run.ID, "cid-stop")
 	require.Len(t, byEvent[obs.EventJobInterrupted], 1)
 	require.Empty(t, byEvent[obs.EventJobFailed])
+}
+
+func deepPanic(n int) int {
+	if n == 0 {
+		panic(strings.Repeat("deep trouble ", 100_000)) // 1.3 MB of panic value too
+	}
+	return deepPanic(n-1) + 1
+}
+
+// Huge failures still make one line of at most 16 KiB, cut visibly.
+func TestHugeFailuresStayOneLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		engine jobs.Engine
+		panics bool
+	}{
+		{name: "1 MB error text", engine: func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
+			return backtest.Result{}, errors.New(strings.Repeat("x", 1<<20))
+		}},
+		{name: "panic 5000 frames deep", panics: true, engine: func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
+			return backtest.Result{Bars: deepPanic(5000)}, nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := t.Context()
+			tx, err := b.db.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			q := store.New(tx)
+			strategy := b.strategy(t, q, backtest.KindBuyAndHold, `{}`)
+			nb := newBacktest(b.user.ID, strategy.ID, "cid-huge", "ACME", 30)
+			run, err := q.InsertRun(ctx, store.NewRun{
+				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
+				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+			})
+			require.NoError(t, err)
+			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
+			_, _ = w.Work(ctx, t, tx, jobs.BacktestArgs{
+				RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID,
+				StrategyID: strategy.ID,
+			}, &river.InsertOpts{MaxAttempts: 1})
+
+			var failed string
+			for _, line := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {
+				require.LessOrEqual(t, len(line)+1, obs.MaxLineBytes)
+				if strings.Contains(line, `"event":"job_failed"`) {
+					failed = line
+				}
+			}
+			require.NotEmpty(t, failed)
+			require.Contains(t, failed, "...[truncated ", "the cut is marked")
+			require.Contains(t, failed, `"correlation_id":"cid-huge"`)
+			if tt.panics {
+				require.Contains(t, failed, "frames skipped")
+			}
+			got, err := q.Run(ctx, b.user.ID, run.ID)
+			require.NoError(t, err)
+			require.Equal(t, store.StatusFailed, got.Status)
+			require.LessOrEqual(t, len(got.ErrorMessage), store.MaxErrorBytes, "the run keeps a bounded error")
+			require.True(t, strings.HasSuffix(got.ErrorMessage, "...[truncated]"))
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -280,6 +281,7 @@ func (q *Queries) RequeueRun(ctx context.Context, id uuid.UUID) error {
 // run keeps its outcome: a success was committed with its result, and a
 // failure keeps the error that ended it. It returns ErrNotFound then.
 func (q *Queries) FailRun(ctx context.Context, id uuid.UUID, attempt int, message, errorType string) error {
+	message = capText(message, MaxErrorBytes)
 	tag, err := q.db.Exec(ctx, `
 		UPDATE backtest_runs
 		SET status = 'failed', attempt = GREATEST(attempt, $2), error_message = $3, error_type = $4,
@@ -336,6 +338,23 @@ func (q *Queries) Reconcile(ctx context.Context) ([]Reconciled, error) {
 		return nil, fmt.Errorf("reconcile runs: %w", err)
 	}
 	return out, nil
+}
+
+// MaxErrorBytes bounds the error text kept on a run: the full text, if it
+// is longer, is in the log line of the failure.
+const MaxErrorBytes = 4096
+
+// capText cuts s to at most n bytes on a character boundary, marking the cut.
+func capText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const marker = "...[truncated]"
+	cut := n - len(marker)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker
 }
 
 const runColumns = `id, user_id, strategy_id, correlation_id, river_job_id, symbol, start_date, end_date,
