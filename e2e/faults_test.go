@@ -1,8 +1,15 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,12 +81,15 @@ func TestPostgresOutage(t *testing.T) {
 	require.Equal(t, 1, countRows(t, st.dbURL, "river_job"))
 
 	px.restore()
+	restored := time.Now()
 	var recovered string
 	require.Eventually(t, func() bool {
 		resp, body := st.api.do(t, http.MethodPost, "/backtests", "after-outage", backtestBody(strategy, "ACME"))
 		recovered, _ = body["run_id"].(string)
 		return resp.StatusCode == http.StatusAccepted
 	}, 30*time.Second, 250*time.Millisecond, "the server recovers by itself")
+	t.Logf("outage: %d requests answered 503 with their correlation_id, 0 rows written; a POST succeeded %v after the database returned",
+		len(outage), time.Since(restored).Round(time.Millisecond))
 	require.Equal(t, "succeeded", st.api.waitFinished(t, recovered)["status"], "so does the worker")
 
 	st.server.stop(t)
@@ -165,4 +175,142 @@ func TestCrashOnTheLastAttemptFailsTheRun(t *testing.T) {
 	require.Equal(t, "killed-on-last-attempt", failed[obs.KeyCorrelationID])
 	require.Equal(t, "error", failed[obs.KeyLevel])
 	requireSchema(t, next.rawLines(t))
+}
+
+// SIGTERM while requests and jobs are in flight: every request the server
+// accepted is answered, running jobs finish or go back to the queue (never
+// failed), nothing accepted is lost, and the final lines are written.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	t.Parallel()
+	// A shutdown timeout shorter than a slow job: those are interrupted.
+	st := newStack(t, "FAULT_INJECTION=1", "WORKER_CONCURRENCY=2", "SHUTDOWN_TIMEOUT=1s")
+	strategy := st.api.createStrategy(t, 5, 20)
+	// Each new connection: a request is either accepted and answered, or
+	// refused once the listener is closed; never cut halfway.
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	post := func(cid, symbol string) (int, string, error) {
+		b, _ := json.Marshal(backtestBody(strategy, symbol))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, st.api.base+"/backtests", bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+st.api.key)
+		req.Header.Set("X-Correlation-ID", cid)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		id, _ := out["run_id"].(string)
+		return resp.StatusCode, id, nil
+	}
+	// Slow jobs keep both worker slots busy when the signal comes.
+	for i := range 4 {
+		status, _, err := post(fmt.Sprintf("slow-%d", i), "SLOW2")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, status)
+	}
+	st.worker.waitFor(t, obs.EventJobProgress)
+
+	var mu sync.Mutex
+	accepted, refused := []string{}, 0
+	var dropped []error // errors other than a refused or reset connection
+	var otherStatus []int
+	var reset []string // connections reset unread: must have left no trace
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cid := fmt.Sprintf("term-%d-%d", g, i)
+				status, runID, err := post(cid, "ACME")
+				mu.Lock()
+				switch {
+				case errors.Is(err, syscall.ECONNREFUSED):
+					refused++
+				case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
+					// Still in the kernel's accept queue when the listener
+					// closed: TCP resets those, unread.
+					reset = append(reset, cid)
+				case err != nil:
+					dropped = append(dropped, err)
+				case status != http.StatusAccepted:
+					otherStatus = append(otherStatus, status)
+				default:
+					accepted = append(accepted, runID)
+				}
+				mu.Unlock()
+				if err != nil {
+					return // the server is gone
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	require.NoError(t, st.server.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, st.worker.cmd.Process.Signal(syscall.SIGTERM))
+	for _, p := range []*process{st.server, st.worker} {
+		select {
+		case err := <-p.done:
+			require.NoError(t, err)
+			p.done <- err
+		case <-time.After(30 * time.Second):
+			t.Fatal("did not stop")
+		}
+	}
+	close(stop)
+	wg.Wait()
+	require.Empty(t, dropped, "accepted requests were dropped")
+	require.Empty(t, otherStatus, "requests failed during shutdown")
+	server, worker := st.server.lines(t), st.worker.lines(t)
+	require.Equal(t, obs.EventServerStopped, server[len(server)-1][obs.KeyEvent])
+	require.Equal(t, obs.EventWorkerStopped, worker[len(worker)-1][obs.KeyEvent])
+
+	// Nothing failed, nothing lost: runs are done or back in the queue.
+	conn, err := pgx.Connect(t.Context(), st.dbURL)
+	require.NoError(t, err)
+	defer conn.Close(t.Context())
+	var failed, running int
+	require.NoError(t, conn.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE status = 'failed'),
+		count(*) FILTER (WHERE status = 'running') FROM backtest_runs`).Scan(&failed, &running))
+	require.Zero(t, failed, "a shutdown fails no run")
+	require.Zero(t, running, "no run is left running")
+	for _, id := range accepted {
+		var n int
+		require.NoError(t, conn.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs WHERE id = $1`, id).Scan(&n))
+		require.Equal(t, 1, n, "accepted run %s was lost", id)
+	}
+	for _, cid := range reset {
+		var n int
+		require.NoError(t, conn.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs WHERE correlation_id = $1`, cid).Scan(&n))
+		require.Zero(t, n, "%s was reset after the server had read it", cid)
+		for _, l := range server {
+			require.NotEqual(t, cid, l[obs.KeyCorrelationID], "%s was reset after the server had read it", cid)
+		}
+	}
+
+	// A new worker picks up where the old one stopped.
+	next := start(t, "worker", append(st.env, "WORKER_CONCURRENCY=8"))
+	require.Eventually(t, func() bool {
+		var open int
+		err := conn.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs WHERE status <> 'succeeded'`).Scan(&open)
+		return err == nil && open == 0
+	}, 60*time.Second, 200*time.Millisecond, "every accepted backtest succeeds in the end")
+	next.stop(t)
+	interrupted := 0
+	for _, l := range worker {
+		if l[obs.KeyEvent] == obs.EventJobInterrupted {
+			interrupted++
+		}
+	}
+	t.Logf("SIGTERM with 20 clients posting: %d accepted (all succeeded in the end), %d refused after close, %d reset unread in the accept queue, %d jobs interrupted and requeued",
+		len(accepted), refused, len(reset), interrupted)
+	require.Positive(t, interrupted, "the slow jobs were interrupted, not failed")
 }
