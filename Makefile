@@ -44,8 +44,8 @@ tools: ## Install golangci-lint
 	GOBIN=$$(go env GOPATH)/bin go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: bench
-bench: ## Run the Go benchmarks
-	go test -run '^$$' -bench . -benchmem ./internal/...
+bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1 for the 1 GiB trace file)
+	@scripts/bench
 
 .PHONY: river-migrations
 river-migrations: ## Write goose files for new River schema versions (after a River upgrade)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -62,13 +63,19 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	}
 
 	api := r.NewRoute().Subrouter()
-	api.Use(authenticate(logger, deps.Queries))
+	api.Use(authenticate(logger, deps.Queries, newKeyCache(keyCacheTTL, keyCacheEntries)))
 	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries)).Methods(http.MethodPost)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
 	api.Handle("/backtests", handleListBacktests(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests/{id}", handleGetBacktest(logger, deps.Queries)).Methods(http.MethodGet)
 }
+
+// How long, and for how many keys, a key's owner is remembered.
+const (
+	keyCacheTTL     = 30 * time.Second
+	keyCacheEntries = 10_000
+)
 
 // APIKeyPrefix starts every API key, so a leaked key is recognisable.
 const APIKeyPrefix = "bt_"
@@ -100,7 +107,7 @@ func userFrom(ctx context.Context) store.User {
 
 // authenticate lets through requests with a valid Bearer API key and binds
 // the user's ID to the request's log lines.
-func authenticate(logger *slog.Logger, q *store.Queries) mux.MiddlewareFunc {
+func authenticate(logger *slog.Logger, q *store.Queries, cache *keyCache) mux.MiddlewareFunc {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			key, ok := bearerToken(r.Header.Get("Authorization"))
@@ -108,14 +115,20 @@ func authenticate(logger *slog.Logger, q *store.Queries) mux.MiddlewareFunc {
 				unauthorized(w, r)
 				return
 			}
-			user, err := q.UserByKeyHash(r.Context(), HashAPIKey(key))
-			if errors.Is(err, store.ErrNotFound) {
-				unauthorized(w, r)
-				return
-			}
-			if err != nil {
-				serverError(logger, w, r, err)
-				return
+			hash, now := HashAPIKey(key), time.Now()
+			user, ok := cache.get(hash, now)
+			if !ok {
+				var err error
+				user, err = q.UserByKeyHash(r.Context(), hash)
+				if errors.Is(err, store.ErrNotFound) {
+					unauthorized(w, r)
+					return
+				}
+				if err != nil {
+					serverError(logger, w, r, err)
+					return
+				}
+				cache.put(hash, user, now)
 			}
 			ctx := obs.WithAttrs(r.Context(), slog.String(obs.KeyUserID, user.ID.String()))
 			infoFrom(ctx).userID = user.ID.String()

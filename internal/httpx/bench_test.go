@@ -1,0 +1,123 @@
+package httpx_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/httpx"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+// BenchmarkEnqueuePath compares POST /backtests end to end (HTTP, auth,
+// validation, run row and River job in one transaction, the log lines)
+// with a bare loop doing the same two inserts in one transaction on the
+// same pool, at the same concurrency. One op is one backtest enqueued.
+func BenchmarkEnqueuePath(b *testing.B) {
+	const concurrency = 8
+	for _, variant := range []string{"bare", "api"} {
+		b.Run(variant, func(b *testing.B) {
+			db := dbtest.New(b)
+			ctx := b.Context()
+			h := obs.NewHandler(io.Discard, obs.Options{Service: "server"})
+			inserter, err := jobs.NewInsertClient(db.Pool, h)
+			if err != nil {
+				b.Fatal(err)
+			}
+			q := store.New(db.Pool)
+			user, err := q.EnsureUser(ctx, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			key, hash := httpx.NewAPIKey()
+			if err := q.AddAPIKey(ctx, user.ID, hash); err != nil {
+				b.Fatal(err)
+			}
+			strategy, err := q.CreateStrategy(ctx, store.NewStrategy{UserID: user.ID, Name: "s", Kind: "buy_and_hold", Params: []byte(`{}`)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := httptest.NewServer(httpx.NewServer(slog.New(h), httpx.Deps{
+				Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
+			}))
+			defer srv.Close()
+			body, _ := json.Marshal(map[string]any{
+				"strategy_id": strategy.ID, "symbol": "ACME", "start": "2020-01-01", "end": "2021-01-01", "initial_cash": 1000,
+			})
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
+
+			once := func() error {
+				if variant == "api" {
+					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/backtests", bytes.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+key)
+					resp, err := hc.Do(req)
+					if err != nil {
+						return err
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					return resp.Body.Close()
+				}
+				return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+					runID := uuid.Must(uuid.NewV7())
+					res, err := inserter.InsertTx(ctx, tx, jobs.BacktestArgs{
+						RunID: runID, CorrelationID: "bench",
+						UserID: user.ID, StrategyID: strategy.ID,
+					}, nil)
+					if err != nil {
+						return err
+					}
+					_, err = tx.Exec(ctx, `INSERT INTO backtest_runs
+						(id, user_id, strategy_id, correlation_id, river_job_id, symbol, start_date, end_date, initial_cash)
+						VALUES ($1, $2, $3, 'bench', $4, 'ACME', '2020-01-01', '2021-01-01', 1000)`,
+						runID, user.ID, strategy.ID, res.Job.ID)
+					return err
+				})
+			}
+
+			latencies := make([][]time.Duration, concurrency)
+			var wg sync.WaitGroup
+			work := make(chan struct{}, b.N)
+			for range b.N {
+				work <- struct{}{}
+			}
+			close(work)
+			b.ResetTimer()
+			start := time.Now()
+			for g := range concurrency {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range work {
+						t0 := time.Now()
+						if err := once(); err != nil {
+							b.Error(err)
+							return
+						}
+						latencies[g] = append(latencies[g], time.Since(t0))
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			all := slices.Concat(latencies...)
+			slices.Sort(all)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "enqueues/s")
+			if len(all) > 0 {
+				b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			}
+		})
+	}
+}
