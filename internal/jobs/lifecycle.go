@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,10 +55,43 @@ type jobFields struct {
 	StrategyID    string `json:"strategy_id"`
 }
 
+// readJobFields reads the fields every backtest job carries. Its args are
+// ours, as encoding/json wrote them: plain strings that need no unescaping
+// (IDs, and correlation IDs that passed the rule), so finding each key is
+// enough, and saves decoding the args twice (River decodes them again for
+// the worker). Anything else (a key missing, an escape, other spacing) goes
+// through encoding/json; args that do not decode leave the fields empty,
+// and River's own decoding reports them.
+func readJobFields(args []byte) jobFields {
+	var f jobFields
+	ok := true
+	for _, field := range []struct {
+		key string
+		dst *string
+	}{{`"run_id":"`, &f.RunID}, {`"correlation_id":"`, &f.CorrelationID}, {`"user_id":"`, &f.UserID}, {`"strategy_id":"`, &f.StrategyID}} {
+		i := bytes.Index(args, []byte(field.key))
+		if i < 0 {
+			ok = false
+			break
+		}
+		v := args[i+len(field.key):]
+		end := bytes.IndexByte(v, '"')
+		if end < 0 || bytes.IndexByte(v[:end], '\\') >= 0 {
+			ok = false
+			break
+		}
+		*field.dst = string(v[:end])
+	}
+	if !ok {
+		f = jobFields{}
+		_ = json.Unmarshal(args, &f)
+	}
+	return f
+}
+
 // Work binds, logs and runs one attempt of job.
 func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
-	var f jobFields
-	_ = json.Unmarshal(job.EncodedArgs, &f) // bad args fail in River's own decoding, logged below
+	f := readJobFields(job.EncodedArgs)
 	if f.CorrelationID == "" {
 		// A job no request created (a periodic one) gets an ID of its own,
 		// so its lines can be followed like any other.

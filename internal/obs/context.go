@@ -19,9 +19,23 @@ type fields struct {
 // context to every logging call (the *Context methods of slog.Logger).
 func WithAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 	f := &fields{}
-	if prev := fieldsFrom(ctx); prev != nil {
+	size := 0
+	for _, a := range attrs {
+		size += len(a.Key) + 8
+		if a.Value.Kind() == slog.KindString {
+			size += len(a.Value.String())
+		} else {
+			size += 20
+		}
+	}
+	prev := fieldsFrom(ctx)
+	if prev != nil {
 		f.correlationID = prev.correlationID
-		f.json = append(make([]byte, 0, len(prev.json)+32*len(attrs)), prev.json...)
+		size += len(prev.json)
+	}
+	f.json = make([]byte, 0, size) // one allocation, not one per growth
+	if prev != nil {
+		f.json = append(f.json, prev.json...)
 	}
 	for _, a := range attrs {
 		f.json, _ = appendAttr(f.json, a, false, normalLimits)
