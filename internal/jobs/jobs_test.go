@@ -63,6 +63,30 @@ func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) job
 	}
 }
 
+// workOnce runs one attempt of a backtest job through rivertest, in a
+// transaction rolled back when t ends; q reads what the attempt wrote.
+func (b *testBundle) workOnce(t *testing.T, kind, params string, nb jobs.NewBacktest, engine jobs.Engine, maxAttempts int,
+) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
+	t.Helper()
+	ctx := t.Context()
+	tx, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+	q := store.New(tx)
+	strategy := b.strategy(t, q, kind, params)
+	run, err := q.InsertRun(ctx, store.NewRun{
+		ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
+		CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+	})
+	require.NoError(t, err)
+	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+	}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: engine}))
+	args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
+	res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: maxAttempts})
+	return q, run, res, err
+}
+
 func count(t *testing.T, db store.DBTX, table string) int {
 	t.Helper()
 	var n int
@@ -198,23 +222,8 @@ func TestWorkerWithRivertest(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			tx, err := b.db.Pool.Begin(ctx)
-			require.NoError(t, err)
-			defer func() { _ = tx.Rollback(ctx) }()
-			q := store.New(tx)
-			strategy := b.strategy(t, q, tt.kind, tt.params)
-			nb := newBacktest(b.user.ID, strategy.ID, "cid-"+tt.name, "ACME", tt.days)
-			run, err := q.InsertRun(ctx, store.NewRun{
-				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
-				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
-			})
-			require.NoError(t, err)
-
-			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
-				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
-			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
-			args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
-			res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
+			nb := newBacktest(b.user.ID, uuid.Nil, "cid-"+tt.name, "ACME", tt.days)
+			q, run, res, err := b.workOnce(t, tt.kind, tt.params, nb, tt.engine, tt.maxAttempts)
 			if tt.wantPanic {
 				var pe *rivertest.PanicError
 				require.ErrorAs(t, err, &pe)
@@ -446,24 +455,8 @@ func TestHugeFailuresStayOneLine(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			tx, err := b.db.Pool.Begin(ctx)
-			require.NoError(t, err)
-			defer func() { _ = tx.Rollback(ctx) }()
-			q := store.New(tx)
-			strategy := b.strategy(t, q, backtest.KindBuyAndHold, `{}`)
-			nb := newBacktest(b.user.ID, strategy.ID, "cid-huge", "ACME", 30)
-			run, err := q.InsertRun(ctx, store.NewRun{
-				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
-				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
-			})
-			require.NoError(t, err)
-			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
-				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
-			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
-			_, _ = w.Work(ctx, t, tx, jobs.BacktestArgs{
-				RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID,
-				StrategyID: strategy.ID,
-			}, &river.InsertOpts{MaxAttempts: 1})
+			nb := newBacktest(b.user.ID, uuid.Nil, "cid-huge", "ACME", 30)
+			q, run, _, _ := b.workOnce(t, backtest.KindBuyAndHold, `{}`, nb, tt.engine, 1)
 
 			var failed string
 			for _, line := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -147,25 +146,10 @@ func TestEventCatalogMatchesTheDocs(t *testing.T) {
 
 func eventConstants(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "keys.go", nil, 0)
-	require.NoError(t, err)
 	out := map[string]string{}
-	for _, decl := range f.Decls {
-		gd, ok := decl.(*ast.GenDecl)
-		if !ok || gd.Tok != token.CONST {
-			continue
-		}
-		for _, spec := range gd.Specs {
-			vs, _ := spec.(*ast.ValueSpec)
-			for i, name := range vs.Names {
-				if !strings.HasPrefix(name.Name, "Event") {
-					continue
-				}
-				lit, _ := vs.Values[i].(*ast.BasicLit)
-				v, err := strconv.Unquote(lit.Value)
-				require.NoError(t, err)
-				out[name.Name] = v
-			}
+	for name, v := range constants(t) {
+		if strings.HasPrefix(name, "Event") {
+			out[name] = v
 		}
 	}
 	require.NotEmpty(t, out)

@@ -11,14 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// sloglint checks the case of literal keys only, not of constants imported
-// from this package, so the constants are checked here.
-func TestKeysAndEventsAreSnakeCase(t *testing.T) {
-	t.Parallel()
-	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+// constants parses keys.go: the name and value of every constant.
+func constants(t *testing.T) map[string]string {
+	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), "keys.go", nil, 0)
 	require.NoError(t, err)
-	seen := map[string]string{}
+	out := map[string]string{}
 	for _, decl := range f.Decls {
 		gd, ok := decl.(*ast.GenDecl)
 		if !ok || gd.Tok != token.CONST {
@@ -32,12 +30,24 @@ func TestKeysAndEventsAreSnakeCase(t *testing.T) {
 				require.True(t, ok, "%s must be a string literal", name.Name)
 				v, err := strconv.Unquote(lit.Value)
 				require.NoError(t, err)
-				require.Regexp(t, snake, v, "%s", name.Name)
-				prev, dup := seen[v]
-				require.False(t, dup, "%s and %s share the value %q", prev, name.Name, v)
-				seen[v] = name.Name
+				out[name.Name] = v
 			}
 		}
+	}
+	return out
+}
+
+// sloglint checks the case of literal keys only, not of constants imported
+// from this package, so the constants are checked here.
+func TestKeysAndEventsAreSnakeCase(t *testing.T) {
+	t.Parallel()
+	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+	seen := map[string]string{}
+	for name, v := range constants(t) {
+		require.Regexp(t, snake, v, "%s", name)
+		prev, dup := seen[v]
+		require.False(t, dup, "%s and %s share the value %q", prev, name, v)
+		seen[v] = name
 	}
 	require.Greater(t, len(seen), 40)
 }
