@@ -69,6 +69,13 @@ func TestPostgresOutage(t *testing.T) {
 		}
 		start := time.Now()
 		resp, body := st.api.do(t, r.method, r.path, cid, payload)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			for _, l := range st.server.lines(t) { // what the server saw, for the failure message
+				if l[obs.KeyCorrelationID] == cid && l[obs.KeyEvent] == obs.EventRequestFailed {
+					t.Logf("%s: %v (%v)", cid, l[obs.KeyError], l[obs.KeyErrorType])
+				}
+			}
+		}
 		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s: %v", cid, body)
 		require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
 		require.Equal(t, cid, body["correlation_id"])

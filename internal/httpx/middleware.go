@@ -181,7 +181,8 @@ func unavailable(err error) bool {
 	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
-		errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.Timeout(err):
+		errors.Is(err, pgconn.ErrConnClosed), errors.As(err, &connectErr), errors.As(err, &netErr),
+		pgconn.Timeout(err), pgconn.SafeToRetry(err):
 		return true
 	case errors.As(err, &pgErr):
 		// Class 08: connection exceptions; 57P01-03: shutting down, starting.

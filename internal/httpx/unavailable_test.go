@@ -21,6 +21,7 @@ func TestUnavailable(t *testing.T) {
 	}{
 		{fmt.Errorf("find user: %w", io.ErrUnexpectedEOF), true}, // the connection was cut mid-query
 		{fmt.Errorf("q: %w", context.DeadlineExceeded), true},
+		{fmt.Errorf("enqueue backtest: %w", pgconn.ErrConnClosed), true}, // a pooled connection found dead
 		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
 		{fmt.Errorf("q: %w", &pgconn.PgError{Code: "57P01"}), true}, // admin shutdown
 		{fmt.Errorf("q: %w", &pgconn.PgError{Code: "08006"}), true},
