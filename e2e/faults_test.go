@@ -242,9 +242,10 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 				switch {
 				case errors.Is(err, syscall.ECONNREFUSED):
 					refused++
-				case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
+				case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF):
 					// Still in the kernel's accept queue when the listener
-					// closed: TCP resets those, unread.
+					// closed: TCP resets those, unread (the client sees the
+					// reset while reading, writing, or as an early EOF).
 					reset = append(reset, cid)
 				case err != nil:
 					dropped = append(dropped, err)
