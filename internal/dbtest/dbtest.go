@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +39,16 @@ var template struct {
 
 // Main runs the tests of a package and drops its template database
 // afterwards. Call it from TestMain: os.Exit(dbtest.Main(m)).
+//
+// First it drops what killed test runs left behind: databases of this
+// package's naming that are older than staleAfter (their names carry the
+// time they were made), so the shared server does not fill up.
 func Main(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := dropStale(ctx, time.Now().Add(-staleAfter)); err != nil {
+		fmt.Fprintln(os.Stderr, "dbtest: dropping stale databases:", err)
+	}
+	cancel()
 	code := m.Run()
 	if template.name != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -161,8 +172,46 @@ func dropDatabase(ctx context.Context, name string) error {
 	return exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
 }
 
+// staleAfter is the age past which a test database is taken for a leftover:
+// far longer than any test run.
+const staleAfter = 2 * time.Hour
+
+var databaseName = regexp.MustCompile(`^bt_(test|tmpl)_([0-9]+)_[0-9a-f]+$`)
+
+// randomSuffix names a database: when it was made, then random bits.
 func randomSuffix() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return strconv.FormatInt(time.Now().Unix(), 10) + "_" + hex.EncodeToString(b[:])
+}
+
+// dropStale drops the test databases made before cutoff.
+func dropStale(ctx context.Context, cutoff time.Time) error {
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return fmt.Errorf("connect to test server: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'bt\_%'`)
+	if err != nil {
+		return fmt.Errorf("list databases: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list databases: %w", err)
+	}
+	for _, name := range names {
+		m := databaseName.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		made, err := strconv.ParseInt(m[2], 10, 64)
+		if err != nil || time.Unix(made, 0).After(cutoff) {
+			continue
+		}
+		if err := dropDatabase(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
