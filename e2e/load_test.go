@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +158,7 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 		err := conn.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs WHERE status IN ('queued', 'running')`).Scan(&open)
 		return err == nil && open == 0
 	}, 3*time.Minute, 200*time.Millisecond, "every backtest ends")
+	serverPeak, workerPeak := peakRSS(t, st.server), peakRSS(t, st.worker)
 	st.server.stop(t)
 	st.worker.stop(t)
 
@@ -251,4 +254,22 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 	}
 	t.Logf("%d requests in flight at once, answered in %v; %d backtests (%v); %d request lines and %d job lines, 0 mismatched",
 		requests, elapsed.Round(time.Millisecond), len(byRun), kinds, serverLines, jobLines)
+	t.Logf("peak RSS: server %d MiB with %d connections, worker %d MiB at concurrency 8 (with the race detector unless E2E_NO_RACE=1)",
+		serverPeak>>10, requests, workerPeak>>10)
+}
+
+// peakRSS reads a process's peak resident set (VmHWM), in KiB.
+func peakRSS(t *testing.T, p *process) int64 {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			require.NoError(t, err)
+			return kb
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
 }
