@@ -44,7 +44,7 @@ tools: ## Install golangci-lint
 	GOBIN=$$(go env GOPATH)/bin go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: bench
-bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1 for the 1 GiB trace file)
+bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1: 1 GiB trace file; BENCH_SOAK=1: 5-minute soak)
 	@scripts/bench
 
 .PHONY: river-migrations
