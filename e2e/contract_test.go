@@ -100,13 +100,16 @@ func docRecipes(t *testing.T, kind string) []recipe {
 	return out
 }
 
+// exampleValue is a recipe's line that sets its example's value (ID=...).
+var exampleValue = regexp.MustCompile(`^[A-Z]+=`)
+
 // runRecipe runs a documented shell recipe with the logs in place of
 // `docker compose logs` and vars in place of its example values.
 func runRecipe(t *testing.T, r recipe, logs string, vars map[string]string) []map[string]any {
 	t.Helper()
 	var script []string
 	for _, line := range strings.Split(r.text, "\n") {
-		if regexp.MustCompile(`^[A-Z]+=`).MatchString(line) {
+		if exampleValue.MatchString(line) {
 			continue // the example's own value; ours comes from vars
 		}
 		script = append(script, line)

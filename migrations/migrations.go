@@ -11,8 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 //go:generate go run ./gen
@@ -55,4 +59,21 @@ func Check(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
 		return ErrPending
 	}
 	return nil
+}
+
+// Connect opens a pool on databaseURL and refuses, with ErrPending, a
+// database whose schema is behind: how the server and the worker start.
+// goose's own lines go to logger.
+func Connect(ctx context.Context, databaseURL string, logger *slog.Logger) (*pgxpool.Pool, error) {
+	pool, err := store.Connect(ctx, databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	if err := Check(ctx, db, logger); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }

@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"riverqueue.com/riverui"
 
@@ -89,7 +88,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	h := obs.NewHandler(stdout, obs.Options{Service: "server", Level: cfg.LogLevel})
 	logger := slog.New(h)
-	pool, err := openChecked(ctx, cfg.DatabaseURL, h)
+	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn))
 	if err != nil {
 		return err
 	}
@@ -147,21 +146,6 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
-}
-
-// openChecked connects and refuses a database whose schema is behind.
-func openChecked(ctx context.Context, databaseURL string, h slog.Handler) (*pgxpool.Pool, error) {
-	pool, err := store.Connect(ctx, databaseURL)
-	if err != nil {
-		return nil, err
-	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	if err := migrations.Check(ctx, db, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }
 
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -249,7 +233,7 @@ func createAPIKey(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	logger := obs.NewLogger(stderr, obs.Options{Service: "create-api-key", Level: cfg.LogLevel})
-	pool, err := openChecked(ctx, cfg.DatabaseURL, logger.Handler())
+	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(logger.Handler(), obs.EventGooseLog, slog.LevelWarn))
 	if err != nil {
 		return err
 	}

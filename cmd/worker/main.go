@@ -15,12 +15,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/jackc/pgx/v5/stdlib"
-
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
-	"github.com/backtestd/backtestd/internal/store"
 	"github.com/backtestd/backtestd/migrations"
 )
 
@@ -48,17 +45,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	h := obs.NewHandler(stdout, obs.Options{Service: "worker", Level: cfg.LogLevel})
 	logger := slog.New(h)
 
-	pool, err := store.Connect(ctx, cfg.DatabaseURL)
+	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	db := stdlib.OpenDBFromPool(pool)
-	err = migrations.Check(ctx, db, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn))
-	_ = db.Close()
-	if err != nil {
-		return err
-	}
 
 	client, err := jobs.NewWorkerClient(pool, h, logger, jobs.ClientConfig{
 		Concurrency:    cfg.Concurrency,

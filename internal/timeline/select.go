@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Selector picks lines whose Field (a top-level key) equals Value.
@@ -75,19 +76,8 @@ func Select(r io.Reader, sel Selector) ([]Entry, error) {
 			entries = append(entries, e)
 		}
 	})
-	slices.SortStableFunc(entries, func(a, b Entry) int { return compareStrings(a.Timestamp, b.Timestamp) })
+	slices.SortStableFunc(entries, func(a, b Entry) int { return strings.Compare(a.Timestamp, b.Timestamp) })
 	return entries, err
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	default:
-		return 0
-	}
 }
 
 // scanMatches calls fn with each line of r that contains needle. It looks
