@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/timeline"
 )
 
@@ -74,11 +75,11 @@ func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Wr
 	case *runID != "" && *jobID != "":
 		return exitError{code: 2, msg: "give --run or --job, not both"}
 	case *runID != "":
-		sel = timeline.Selector{Field: "run_id", Value: *runID}
+		sel = timeline.Selector{Field: obs.KeyRunID, Value: *runID}
 	case *jobID != "":
-		sel = timeline.Selector{Field: "job_id", Value: *jobID}
+		sel = timeline.Selector{Field: obs.KeyJobID, Value: *jobID}
 	case len(rest) > 0 && rest[0] != "":
-		sel = timeline.Selector{Field: "correlation_id", Value: rest[0]}
+		sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: rest[0]}
 		rest = rest[1:]
 	default:
 		fs.Usage()

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/backtestd/backtestd/internal/obs"
 )
 
 // Options configures Render.
@@ -17,12 +19,14 @@ type Options struct {
 }
 
 // header keys are shown in the fixed columns, not among the fields.
-var header = map[string]bool{"timestamp": true, "level": true, "event": true, "service": true, "traceback": true}
+var header = map[string]bool{
+	obs.KeyTimestamp: true, obs.KeyLevel: true, obs.KeyEvent: true, obs.KeyService: true, obs.KeyTraceback: true,
+}
 
 // sticky keys repeat on every line of a request or job; a field of these is
 // shown only when its value changes, so each line shows what is new.
 var sticky = map[string]bool{
-	"correlation_id": true, "user_id": true, "strategy_id": true, "run_id": true, "job_kind": true,
+	obs.KeyCorrelationID: true, obs.KeyUserID: true, obs.KeyStrategyID: true, obs.KeyRunID: true, obs.KeyJobKind: true,
 }
 
 var levelColor = map[string]string{"debug": "\x1b[90m", "info": "\x1b[36m", "warn": "\x1b[33m", "error": "\x1b[31m"}
@@ -46,12 +50,12 @@ func Render(w io.Writer, entries []Entry, opts Options) error {
 		if t, err := time.Parse(time.RFC3339Nano, e.Timestamp); err == nil && !t0.IsZero() {
 			offset = fmt.Sprintf("+%.3fs", t.Sub(t0).Seconds())
 		}
-		level := e.String("level")
+		level := e.String(obs.KeyLevel)
 		shownLevel := fmt.Sprintf("%-5s", level)
 		if c, ok := levelColor[level]; ok && opts.Color {
 			shownLevel = c + shownLevel + colorReset
 		}
-		fmt.Fprintf(bw, "%9s  %-8s %s  %-24s", offset, e.String("service"), shownLevel, e.String("event"))
+		fmt.Fprintf(bw, "%9s  %-8s %s  %-24s", offset, e.String(obs.KeyService), shownLevel, e.String(obs.KeyEvent))
 		for _, f := range e.Fields {
 			if header[f.Key] {
 				continue
@@ -66,7 +70,7 @@ func Render(w io.Writer, entries []Entry, opts Options) error {
 			fmt.Fprintf(bw, " %s=%s", f.Key, v)
 		}
 		_ = bw.WriteByte('\n') // a bufio error resurfaces at Flush
-		writeTraceback(bw, e.Get("traceback"))
+		writeTraceback(bw, e.Get(obs.KeyTraceback))
 	}
 	return bw.Flush()
 }

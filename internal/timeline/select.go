@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/backtestd/backtestd/internal/obs"
 )
 
 // Selector picks lines whose Field (a top-level key) equals Value.
 type Selector struct {
-	Field string // "correlation_id", "run_id" or "job_id"
+	Field string // obs.KeyCorrelationID, obs.KeyRunID or obs.KeyJobID
 	Value string
 }
 
@@ -166,7 +168,7 @@ func match(line []byte, sel Selector) (Entry, bool) {
 	for k := range e.Fields { // detach from the read buffer
 		e.Fields[k].Value = append(json.RawMessage(nil), e.Fields[k].Value...)
 	}
-	e.Timestamp = e.String("timestamp")
+	e.Timestamp = e.String(obs.KeyTimestamp)
 	return e, true
 }
 
