@@ -108,9 +108,9 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 		slog.Int64(obs.KeyJobID, job.ID),
 		slog.String(obs.KeyJobKind, job.Kind),
 		slog.Int(obs.KeyAttempt, job.Attempt))...)
-	quiet := slog.LevelInfo
+	lifecycleLevel := slog.LevelInfo
 	if maintenanceKinds[job.Kind] {
-		quiet = slog.LevelDebug
+		lifecycleLevel = slog.LevelDebug
 	}
 	out := &outcome{}
 	ctx = context.WithValue(ctx, outcomeKey{}, out)
@@ -120,7 +120,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	if job.AttemptedAt != nil {
 		wait = job.AttemptedAt.Sub(job.ScheduledAt)
 	}
-	l.logger.LogAttrs(ctx, quiet, obs.EventJobStarted,
+	l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobStarted,
 		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
 		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
 
@@ -134,14 +134,14 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	err = doInner(ctx)
 	switch {
 	case err == nil:
-		l.logger.LogAttrs(ctx, quiet, obs.EventJobCompleted, append([]slog.Attr{
+		l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobCompleted, append([]slog.Attr{
 			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
 		}, out.attrs...)...)
 	case interrupted(ctx, err):
 		l.logger.WarnContext(ctx, obs.EventJobInterrupted,
 			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
 			slog.String(obs.KeyError, err.Error()))
-		l.requeue(ctx, f)
+		l.updateRun(ctx, f, store.StatusQueued, l.runs.RequeueRun)
 	default:
 		var cancel *rivertype.JobCancelError
 		willRetry := !errors.As(err, &cancel) && job.Attempt < job.MaxAttempts
@@ -178,33 +178,27 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFiel
 		attrs = append(attrs, slog.Bool(obs.KeyPanic, true))
 	}
 	l.logger.LogAttrs(ctx, level, obs.EventJobFailed, attrs...)
-	if willRetry {
-		return
-	}
-	id, perr := uuid.Parse(f.RunID)
-	if perr != nil {
-		return // no run to mark: the args were not ours
-	}
-	// The job's context may be cancelled already; the run must be marked
-	// failed all the same.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if uerr := l.runs.FailRun(wctx, id, job.Attempt, msg, errType); uerr != nil && !errors.Is(uerr, store.ErrNotFound) {
-		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, uerr.Error()),
-			slog.String(obs.KeyStatus, store.StatusFailed))
+	if !willRetry {
+		l.updateRun(ctx, f, store.StatusFailed, func(ctx context.Context, id uuid.UUID) error {
+			return l.runs.FailRun(ctx, id, job.Attempt, msg, errType)
+		})
 	}
 }
 
-func (l *Lifecycle) requeue(ctx context.Context, f jobFields) {
+// updateRun writes the job's run to status, on a context of its own: the
+// job's may be cancelled already (a shutdown, a timeout), and the run must
+// be updated all the same. A run that is gone or already finished is left
+// as it is.
+func (l *Lifecycle) updateRun(ctx context.Context, f jobFields, status string, write func(context.Context, uuid.UUID) error) {
 	id, err := uuid.Parse(f.RunID)
 	if err != nil {
-		return
+		return // no run: the args were not a backtest's
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := l.runs.RequeueRun(wctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := write(wctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()),
-			slog.String(obs.KeyStatus, store.StatusQueued))
+			slog.String(obs.KeyStatus, status))
 	}
 }
 
