@@ -12,7 +12,13 @@ type ctxKey struct{}
 type fields struct {
 	json          []byte
 	correlationID string
+	// inline holds json when it fits, which it does for a request's and a
+	// job's fields: one allocation per bind instead of two.
+	inline [fieldsInline]byte
 }
+
+// fieldsInline fits a job's six fields with UUIDs and some room to spare.
+const fieldsInline = 320
 
 // WithAttrs returns a context whose log lines carry attrs in addition to the
 // ones already bound. Bind a request's or a job's fields once, then pass the
@@ -33,7 +39,11 @@ func WithAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 		f.correlationID = prev.correlationID
 		size += len(prev.json)
 	}
-	f.json = make([]byte, 0, size) // one allocation, not one per growth
+	if size <= len(f.inline) {
+		f.json = f.inline[:0]
+	} else {
+		f.json = make([]byte, 0, size) // one allocation, not one per growth
+	}
 	if prev != nil {
 		f.json = append(f.json, prev.json...)
 	}

@@ -13,13 +13,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,123 +34,232 @@ import (
 
 func main() {
 	server := flag.String("server", "", "the benchmark server binary")
-	rounds := flag.Int("rounds", 5, "rounds")
-	duration := flag.Duration("duration", 2*time.Second, "load per variant and round")
+	rounds := flag.Int("rounds", 20, "rounds")
+	duration := flag.Duration("duration", 500*time.Millisecond, "load per variant and round")
 	conns := flag.Int("conns", 32, "concurrent keep-alive connections")
+	profiles := flag.String("cpuprofile-dir", "", "write each server's CPU profile to this directory as <variant>.pprof (the last round's)")
 	flag.Parse()
-	if err := run(*server, *rounds, *duration, *conns); err != nil {
+	if err := run(*server, *rounds, *duration, *conns, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "benchhttp:", err)
 		os.Exit(1)
 	}
 }
 
-var variants = []string{"none", "ours", "httplog", "gorilla"}
+// variants are compared with "none". "none-again" is the same server as
+// "none", measured as if it were a contender: how far its ratio strays from
+// 1 is the noise of the machine.
+var variants = []string{"none", "none-again", "ours", "httplog", "gorilla"}
 
-type sample struct{ rps, cpuPerReq float64 }
+// sample is one variant's round: its throughput, the server's CPU time per
+// request, and how busy the server kept its core (near 100% means the load
+// saturated it, so throughput measures the server and not the load).
+type sample struct{ rps, cpuPerReq, busy float64 }
 
-func run(server string, rounds int, duration time.Duration, conns int) error {
+func run(server string, rounds int, duration time.Duration, conns int, profiles string) error {
+	prefix := pin()
+	servers := map[string]*target{}
+	for _, v := range variants {
+		t, err := start(prefix, server, v, profiles)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
+		}
+		defer t.stop()
+		servers[v] = t
+		if _, err := t.window(conns, duration); err != nil { // warm-up
+			return fmt.Errorf("%s: warm up: %w", v, err)
+		}
+	}
 	results := map[string][]sample{}
 	for round := range rounds {
 		fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, rounds)
 		for _, v := range variants {
-			s, err := measure(server, v, duration, conns)
+			s, err := servers[v].window(conns, duration)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v, err)
 			}
 			results[v] = append(results[v], s)
 		}
 	}
-	fmt.Printf("One core for the server, %d connections, %v per variant and round, %d rounds.\n\n", conns, duration, rounds)
-	fmt.Println("| middleware | median req/s | req/s ratio to none: median (min-max) | server CPU µs/req | CPU ratio to none: median (min-max) |")
-	fmt.Println("|---|---|---|---|---|")
+	pinned := "not pinned (no taskset or one core)"
+	if prefix != nil {
+		pinned = "pinned to core 0, the load on the others"
+	}
+	fmt.Printf("One core for the server (GOMAXPROCS=1, %s), %d connections, %v per variant and round, %d rounds.\n\n",
+		pinned, conns, duration, rounds)
+	fmt.Println("| middleware | median req/s | req/s ratio to none: median (min-max) | server CPU µs/req | CPU ratio to none: median (min-max) | server core busy |")
+	fmt.Println("|---|---|---|---|---|---|")
 	for _, v := range variants {
-		var rps, cpu, rr, cr []float64
+		var rps, cpu, rr, cr, busy []float64
 		for i, s := range results[v] {
 			base := results["none"][i]
-			rps, cpu = append(rps, s.rps), append(cpu, s.cpuPerReq)
+			rps, cpu, busy = append(rps, s.rps), append(cpu, s.cpuPerReq), append(busy, s.busy)
 			rr, cr = append(rr, s.rps/base.rps), append(cr, s.cpuPerReq/base.cpuPerReq)
 		}
-		fmt.Printf("| %s | %.0f | %.2f (%.2f-%.2f) | %.1f | %.2f (%.2f-%.2f) |\n", v, median(rps),
-			median(rr), slices.Min(rr), slices.Max(rr), median(cpu), median(cr), slices.Min(cr), slices.Max(cr))
+		fmt.Printf("| %s | %.0f | %.2f (%.2f-%.2f) | %.1f | %.2f (%.2f-%.2f) | %.0f%% |\n", v, median(rps),
+			median(rr), slices.Min(rr), slices.Max(rr), median(cpu), median(cr), slices.Min(cr), slices.Max(cr), 100*median(busy))
 	}
 	return nil
 }
 
-func measure(server, variant string, duration time.Duration, conns int) (sample, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), duration+30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, server, "-variant", variant)
+// target is one variant's server process, started once and loaded in short
+// windows that alternate with the other variants': the machine's neighbours
+// change its speed from second to second, and alternating often puts the
+// variants of a round under the same conditions.
+type target struct {
+	cmd   *exec.Cmd
+	stdin io.Closer
+	addr  string
+}
+
+func start(prefix []string, server, variant, profiles string) (*target, error) {
+	args := append(slices.Clone(prefix), server, "-variant", variant)
+	if profiles != "" {
+		args = append(args, "-cpuprofile", filepath.Join(profiles, variant+".pprof"))
+	}
+	cmd := exec.Command(args[0], args[1:]...) //nolint:gosec // the binary the caller named
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return sample{}, err
+		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return sample{}, err
+		return nil, err
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return sample{}, err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return sample{}, err
+		return nil, err
 	}
-	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+	t := &target{cmd: cmd, stdin: stdin}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }() // the log reader
 	addr, err := bufio.NewReader(stderr).ReadString('\n')
 	if err != nil {
-		return sample{}, fmt.Errorf("read address: %w", err)
+		t.stop()
+		return nil, fmt.Errorf("read address: %w", err)
 	}
-	url := "http://" + strings.TrimSpace(addr) + "/hello"
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
+	t.addr = strings.TrimSpace(addr)
+	return t, nil
+}
 
-	load := func(d time.Duration) (int64, error) {
-		var n atomic.Int64
-		var firstErr atomic.Value
-		deadline := time.Now().Add(d)
-		var wg sync.WaitGroup
-		for range conns {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Now().Before(deadline) {
-					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-					resp, err := hc.Do(req)
-					if err != nil {
-						firstErr.CompareAndSwap(nil, err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-					n.Add(1)
+func (t *target) stop() {
+	_ = t.stdin.Close() // the server stops when its stdin closes
+	_ = t.cmd.Wait()
+}
+
+// window loads the server from conns connections for d and measures it.
+func (t *target) window(conns int, d time.Duration) (sample, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	cpu0, err := cpuTime(t.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, err
+	}
+	var n atomic.Int64
+	var firstErr atomic.Value
+	begin := time.Now()
+	deadline := begin.Add(d)
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := requests(ctx, t.addr, deadline)
+			n.Add(k)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(begin)
+	if err, ok := firstErr.Load().(error); ok {
+		return sample{}, err
+	}
+	cpu1, err := cpuTime(t.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, err
+	}
+	return sample{
+		rps:       float64(n.Load()) / elapsed.Seconds(),
+		cpuPerReq: float64((cpu1 - cpu0).Microseconds()) / float64(n.Load()),
+		busy:      (cpu1 - cpu0).Seconds() / elapsed.Seconds(),
+	}, nil
+}
+
+// request is the one request the load sends, over and over.
+var request = []byte("GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n")
+
+// requests sends GET /hello on one keep-alive connection until the deadline
+// and reads each response, returning how many succeeded. It speaks just
+// enough HTTP/1.1 for this route: net/http's client costs the core it shares
+// with the log reader about as much per request as the server under test,
+// and a cheap client leaves the measurement to the server.
+func requests(ctx context.Context, addr string, deadline time.Time) (int64, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	var n int64
+	for time.Now().Before(deadline) {
+		if _, err := conn.Write(request); err != nil {
+			return n, fmt.Errorf("write request: %w", err)
+		}
+		status, err := br.ReadSlice('\n')
+		if err != nil {
+			return n, fmt.Errorf("read status: %w", err)
+		}
+		if !bytes.HasPrefix(status, []byte("HTTP/1.1 200 ")) {
+			return n, fmt.Errorf("status %q", bytes.TrimSpace(status))
+		}
+		length := -1
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return n, fmt.Errorf("read header: %w", err)
+			}
+			line = bytes.TrimSpace(line)
+			if len(line) == 0 {
+				break
+			}
+			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+				if length, err = strconv.Atoi(string(v)); err != nil {
+					return n, fmt.Errorf("content length %q: %w", v, err)
 				}
-			}()
+			}
 		}
-		wg.Wait()
-		if err, ok := firstErr.Load().(error); ok {
-			return n.Load(), err
+		if length < 0 {
+			return n, errors.New("response without Content-Length")
 		}
-		return n.Load(), nil
+		if _, err := br.Discard(length); err != nil {
+			return n, fmt.Errorf("read body: %w", err)
+		}
+		n++
 	}
-	if _, err := load(duration / 4); err != nil { // warm-up
-		return sample{}, err
+	return n, nil
+}
+
+// pin confines this process to every core but the first, and returns the
+// command prefix that puts the server on the first: the issue asks for the
+// server pinned to one core, and a load generator competing for that core
+// would blur the comparison. Without taskset or a second core, nothing is
+// pinned.
+func pin() []string {
+	if runtime.NumCPU() < 2 {
+		return nil
 	}
-	cpu0, err := cpuTime(cmd.Process.Pid)
-	if err != nil {
-		return sample{}, err
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return nil
 	}
-	start := time.Now()
-	n, err := load(duration)
-	elapsed := time.Since(start)
-	if err != nil {
-		return sample{}, err
+	rest := fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+	if err := exec.Command("taskset", "-a", "-p", "-c", rest, strconv.Itoa(os.Getpid())).Run(); err != nil {
+		return nil
 	}
-	cpu1, err := cpuTime(cmd.Process.Pid)
-	if err != nil {
-		return sample{}, err
-	}
-	return sample{rps: float64(n) / elapsed.Seconds(), cpuPerReq: float64((cpu1 - cpu0).Microseconds()) / float64(n)}, nil
+	return []string{"taskset", "-c", "0"}
 }
 
 // cpuTime is a process's user plus system time, from /proc.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httplog/v3"
@@ -23,11 +24,23 @@ import (
 )
 
 func main() {
-	variant := flag.String("variant", "none", "none, ours, httplog or gorilla")
+	variant := flag.String("variant", "none", "none (or none-again), ours, httplog or gorilla")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the serving to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "server: cpu profile:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*variant); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
-		os.Exit(1)
+		os.Exit(1) //nolint:gocritic // the profile of a failed run is of no use
 	}
 }
 
@@ -40,7 +53,7 @@ func run(variant string) error {
 
 	var h http.Handler
 	switch variant {
-	case "none":
+	case "none", "none-again":
 		h = r
 	case "ours":
 		h = httpx.Instrument(obs.NewLogger(os.Stdout, obs.Options{Service: "server"}), r)
