@@ -92,31 +92,26 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// logFinished writes the access line. It hands the record to the handler
-// itself rather than through Logger.LogAttrs, which would walk the stack for
-// a caller PC that the contract does not print: the line is written for
-// every request, and that walk was a tenth of the middleware's cost.
+// logFinished writes the access line, through obs.Log: it is written for
+// every request.
 func logFinished(logger *slog.Logger, r *http.Request, status int, info *requestInfo, start time.Time) {
 	level := slog.LevelInfo
 	if status >= http.StatusInternalServerError {
 		level = slog.LevelError
 	}
-	ctx, h := r.Context(), logger.Handler()
-	if !h.Enabled(ctx, level) {
-		return
-	}
-	end := time.Now()
-	rec := slog.NewRecord(end, level, obs.EventRequestFinished, 0)
-	rec.AddAttrs(
+	attrs := [6]slog.Attr{
 		slog.String(obs.KeyMethod, r.Method),
 		slog.String(obs.KeyPath, r.URL.Path),
 		slog.String(obs.KeyRoute, info.route),
 		slog.Int(obs.KeyStatusCode, status),
-		slog.Int64(obs.KeyDurationMS, end.Sub(start).Milliseconds()))
-	if info.userID != "" {
-		rec.AddAttrs(slog.String(obs.KeyUserID, info.userID))
+		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
 	}
-	_ = h.Handle(ctx, rec) // the handler reports nothing worth acting on here
+	n := 5
+	if info.userID != "" {
+		attrs[n] = slog.String(obs.KeyUserID, info.userID)
+		n++
+	}
+	obs.Log(r.Context(), logger, level, obs.EventRequestFinished, attrs[:n]...)
 }
 
 // routeTemplate records the matched route's template (/backtests/{id}) for

@@ -1,12 +1,12 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -64,28 +64,28 @@ type jobFields struct {
 // and River's own decoding reports them.
 func readJobFields(args []byte) jobFields {
 	var f jobFields
-	ok := true
+	s := string(args) // one copy; the fields are slices of it
 	for _, field := range []struct {
 		key string
 		dst *string
 	}{{`"run_id":"`, &f.RunID}, {`"correlation_id":"`, &f.CorrelationID}, {`"user_id":"`, &f.UserID}, {`"strategy_id":"`, &f.StrategyID}} {
-		i := bytes.Index(args, []byte(field.key))
+		i := strings.Index(s, field.key)
 		if i < 0 {
-			ok = false
-			break
+			return decodeJobFields(args)
 		}
-		v := args[i+len(field.key):]
-		end := bytes.IndexByte(v, '"')
-		if end < 0 || bytes.IndexByte(v[:end], '\\') >= 0 {
-			ok = false
-			break
+		v := s[i+len(field.key):]
+		end := strings.IndexByte(v, '"')
+		if end < 0 || strings.IndexByte(v[:end], '\\') >= 0 {
+			return decodeJobFields(args)
 		}
-		*field.dst = string(v[:end])
+		*field.dst = v[:end]
 	}
-	if !ok {
-		f = jobFields{}
-		_ = json.Unmarshal(args, &f)
-	}
+	return f
+}
+
+func decodeJobFields(args []byte) jobFields {
+	var f jobFields
+	_ = json.Unmarshal(args, &f)
 	return f
 }
 
@@ -97,7 +97,8 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 		// so its lines can be followed like any other.
 		f.CorrelationID = obs.NewCorrelationID()
 	}
-	attrs := []slog.Attr{slog.String(obs.KeyCorrelationID, f.CorrelationID)}
+	attrs := make([]slog.Attr, 0, 7) // room for all: no growing
+	attrs = append(attrs, slog.String(obs.KeyCorrelationID, f.CorrelationID))
 	if f.RunID != "" { // a backtest: the fields that say whose and what
 		attrs = append(attrs,
 			slog.String(obs.KeyUserID, f.UserID),
@@ -120,7 +121,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	if job.AttemptedAt != nil {
 		wait = job.AttemptedAt.Sub(job.ScheduledAt)
 	}
-	l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobStarted,
+	obs.Log(ctx, l.logger, lifecycleLevel, obs.EventJobStarted,
 		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
 		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
 
@@ -134,7 +135,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	err = doInner(ctx)
 	switch {
 	case err == nil:
-		l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobCompleted, append([]slog.Attr{
+		obs.Log(ctx, l.logger, lifecycleLevel, obs.EventJobCompleted, append([]slog.Attr{
 			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
 		}, out.attrs...)...)
 	case interrupted(ctx, err):

@@ -56,10 +56,11 @@ var variants = []string{"none", "none-again", "ours", "httplog", "gorilla"}
 type sample struct{ rps, cpuPerReq, busy float64 }
 
 func run(server string, rounds int, duration time.Duration, conns int, profiles string) error {
-	prefix := pin()
+	ctx := context.Background()
+	prefix := pin(ctx)
 	servers := map[string]*target{}
 	for _, v := range variants {
-		t, err := start(prefix, server, v, profiles)
+		t, err := start(ctx, prefix, server, v, profiles)
 		if err != nil {
 			return fmt.Errorf("%s: %w", v, err)
 		}
@@ -111,12 +112,12 @@ type target struct {
 	addr  string
 }
 
-func start(prefix []string, server, variant, profiles string) (*target, error) {
+func start(ctx context.Context, prefix []string, server, variant, profiles string) (*target, error) {
 	args := append(slices.Clone(prefix), server, "-variant", variant)
 	if profiles != "" {
 		args = append(args, "-cpuprofile", filepath.Join(profiles, variant+".pprof"))
 	}
-	cmd := exec.Command(args[0], args[1:]...) //nolint:gosec // the binary the caller named
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...) //nolint:gosec // the binary the caller named
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -248,7 +249,7 @@ func requests(ctx context.Context, addr string, deadline time.Time) (int64, erro
 // server pinned to one core, and a load generator competing for that core
 // would blur the comparison. Without taskset or a second core, nothing is
 // pinned.
-func pin() []string {
+func pin(ctx context.Context) []string {
 	if runtime.NumCPU() < 2 {
 		return nil
 	}
@@ -256,7 +257,7 @@ func pin() []string {
 		return nil
 	}
 	rest := fmt.Sprintf("1-%d", runtime.NumCPU()-1)
-	if err := exec.Command("taskset", "-a", "-p", "-c", rest, strconv.Itoa(os.Getpid())).Run(); err != nil {
+	if err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", rest, strconv.Itoa(os.Getpid())).Run(); err != nil {
 		return nil
 	}
 	return []string{"taskset", "-c", "0"}
