@@ -47,8 +47,9 @@ func main() {
 
 // variants are compared with "none". "none-again" is the same server as
 // "none", measured as if it were a contender: how far its ratio strays from
-// 1 is the noise of the machine.
-var variants = []string{"none", "none-again", "ours", "httplog", "gorilla"}
+// 1 is the noise of the machine. "ours-unlogged" is ours without the access
+// line, to tell the line's cost from the correlation ID's.
+var variants = []string{"none", "none-again", "ours", "ours-unlogged", "httplog", "gorilla"}
 
 // sample is one variant's round: its throughput, the server's CPU time per
 // request, and how busy the server kept its core (near 100% means the load
