@@ -56,31 +56,69 @@ type jobFields struct {
 }
 
 // readJobFields reads the fields every backtest job carries. Its args are
-// ours, as encoding/json wrote them: plain strings that need no unescaping
-// (IDs, and correlation IDs that passed the rule), so finding each key is
-// enough, and saves decoding the args twice (River decodes them again for
-// the worker). Anything else (a key missing, an escape, other spacing) goes
-// through encoding/json; args that do not decode leave the fields empty,
-// and River's own decoding reports them.
+// ours, as encoding/json wrote them: a flat object of plain strings that need
+// no unescaping (IDs, and correlation IDs that passed the rule), so one pass
+// over it is enough, and saves decoding the args twice (River decodes them
+// again for the worker). Anything else (an escape, spacing, a value that is
+// not a string) goes through encoding/json; args that do not decode leave
+// the fields empty, and River's own decoding reports them.
 func readJobFields(args []byte) jobFields {
 	var f jobFields
 	s := string(args) // one copy; the fields are slices of it
-	for _, field := range []struct {
-		key string
-		dst *string
-	}{{`"run_id":"`, &f.RunID}, {`"correlation_id":"`, &f.CorrelationID}, {`"user_id":"`, &f.UserID}, {`"strategy_id":"`, &f.StrategyID}} {
-		i := strings.Index(s, field.key)
-		if i < 0 {
-			return decodeJobFields(args)
-		}
-		v := s[i+len(field.key):]
-		end := strings.IndexByte(v, '"')
-		if end < 0 || strings.IndexByte(v[:end], '\\') >= 0 {
-			return decodeJobFields(args)
-		}
-		*field.dst = v[:end]
+	if len(s) < 2 || s[0] != '{' {
+		return decodeJobFields(args)
 	}
-	return f
+	if s == "{}" {
+		return f
+	}
+	for i := 1; ; {
+		key, next, ok := plainString(s, i)
+		if !ok || next >= len(s) || s[next] != ':' {
+			return decodeJobFields(args)
+		}
+		value, next, ok := plainString(s, next+1)
+		if !ok || next >= len(s) {
+			return decodeJobFields(args)
+		}
+		switch key {
+		case "run_id":
+			f.RunID = value
+		case "correlation_id":
+			f.CorrelationID = value
+		case "user_id":
+			f.UserID = value
+		case "strategy_id":
+			f.StrategyID = value
+		}
+		switch s[next] {
+		case ',':
+			i = next + 1
+		case '}':
+			if next != len(s)-1 {
+				return decodeJobFields(args)
+			}
+			return f
+		default:
+			return decodeJobFields(args)
+		}
+	}
+}
+
+// plainString reads the JSON string that starts at s[i], if it has no
+// escapes, and returns it with the index after its closing quote.
+func plainString(s string, i int) (string, int, bool) {
+	if i >= len(s) || s[i] != '"' {
+		return "", 0, false
+	}
+	end := strings.IndexByte(s[i+1:], '"')
+	if end < 0 {
+		return "", 0, false
+	}
+	v := s[i+1 : i+1+end]
+	if strings.IndexByte(v, '\\') >= 0 {
+		return "", 0, false
+	}
+	return v, i + 2 + end, true
 }
 
 func decodeJobFields(args []byte) jobFields {

@@ -154,9 +154,13 @@ func appendString(b []byte, s string, maxLen int) []byte {
 // reports whether it wrote anything: empty attributes and empty groups are
 // skipped, as slog's own handlers do.
 func appendAttr(b []byte, a slog.Attr, first bool, lim limits) ([]byte, bool) {
-	a.Value = a.Value.Resolve()
-	if a.Equal(slog.Attr{}) {
-		return b, false
+	// Both checks are written out: Resolve sets up a recover, and Attr.Equal
+	// is generic, and this runs for every attribute of every line.
+	if a.Value.Kind() == slog.KindLogValuer {
+		a.Value = a.Value.Resolve()
+	}
+	if a.Key == "" && a.Value.Kind() == slog.KindAny && a.Value.Any() == nil {
+		return b, false // the zero Attr, which handlers ignore
 	}
 	if a.Value.Kind() == slog.KindGroup {
 		attrs := a.Value.Group()

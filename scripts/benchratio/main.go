@@ -126,7 +126,16 @@ func ratios(vals, base []float64) string {
 	for i := range n {
 		rs[i] = vals[i] / base[i]
 	}
-	return fmt.Sprintf("%.2f (%.2f-%.2f)", median(rs), slices.Min(rs), slices.Max(rs))
+	return fmt.Sprintf("%s (%s-%s)", formatRatio(median(rs)), formatRatio(slices.Min(rs)), formatRatio(slices.Max(rs)))
+}
+
+// formatRatio gives two decimals, or three significant digits for a small
+// ratio (a share of a few percent), which two decimals would round away.
+func formatRatio(r float64) string {
+	if r < 0.1 {
+		return strconv.FormatFloat(r, 'g', 3, 64)
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64)
 }
 
 func median(vals []float64) float64 {
