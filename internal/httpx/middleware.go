@@ -99,19 +99,17 @@ func logFinished(logger *slog.Logger, r *http.Request, status int, info *request
 	if status >= http.StatusInternalServerError {
 		level = slog.LevelError
 	}
-	attrs := [6]slog.Attr{
+	attrs := make([]slog.Attr, 0, 6)
+	attrs = append(attrs,
 		slog.String(obs.KeyMethod, r.Method),
 		slog.String(obs.KeyPath, r.URL.Path),
 		slog.String(obs.KeyRoute, info.route),
 		slog.Int(obs.KeyStatusCode, status),
-		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
-	}
-	n := 5
+		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()))
 	if info.userID != "" {
-		attrs[n] = slog.String(obs.KeyUserID, info.userID)
-		n++
+		attrs = append(attrs, slog.String(obs.KeyUserID, info.userID))
 	}
-	obs.Log(r.Context(), logger, level, obs.EventRequestFinished, attrs[:n]...)
+	obs.Log(r.Context(), logger, level, obs.EventRequestFinished, attrs...)
 }
 
 // routeTemplate records the matched route's template (/backtests/{id}) for
