@@ -1,11 +1,13 @@
 // Command benchhttp measures the request middleware: the same gorilla/mux
 // "hello" route served with no middleware, with ours, with go-chi/httplog v3
 // behind chi's RequestID, and with gorilla/handlers' LoggingHandler. Each
-// server runs as its own process limited to one core (GOMAXPROCS=1), its log
-// on a pipe that a reader drains (as under Docker); the load comes from this
-// process over loopback, in rounds that alternate the variants. It reports
-// requests per second and the server's CPU time per request, as median
-// ratios (min-max) to no middleware.
+// server runs as its own process on one core (GOMAXPROCS=1, pinned with
+// taskset to the first core when there are two or more), its log on a pipe
+// that a reader drains (as under Docker); the load comes from this process,
+// on the other cores, over loopback, in short windows that alternate the
+// variants round after round. It reports requests per second and the
+// server's CPU time per request, as median ratios (min-max) to no
+// middleware.
 //
 //	go build -o /tmp/benchserver ./scripts/benchhttp/server
 //	go run ./scripts/benchhttp -server /tmp/benchserver
@@ -13,13 +15,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/backtestd/backtestd/internal/loadgen"
 )
 
 func main() {
@@ -192,53 +194,26 @@ func (t *target) window(conns int, d time.Duration) (sample, error) {
 }
 
 // request is the one request the load sends, over and over.
-var request = []byte("GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n")
+var request = loadgen.Request(http.MethodGet, "/hello", nil, nil)
 
 // requests sends GET /hello on one keep-alive connection until the deadline
-// and reads each response, returning how many succeeded. It speaks just
-// enough HTTP/1.1 for this route: net/http's client costs the core it shares
-// with the log reader about as much per request as the server under test,
-// and a cheap client leaves the measurement to the server.
+// and returns how many succeeded. loadgen's client rather than net/http's:
+// the load shares a core with the log reader, and a cheap client leaves the
+// measurement to the server.
 func requests(ctx context.Context, addr string, deadline time.Time) (int64, error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	conn, err := loadgen.Dial(ctx, addr)
 	if err != nil {
-		return 0, fmt.Errorf("dial: %w", err)
+		return 0, err
 	}
 	defer conn.Close()
-	br := bufio.NewReader(conn)
 	var n int64
 	for time.Now().Before(deadline) {
-		if _, err := conn.Write(request); err != nil {
-			return n, fmt.Errorf("write request: %w", err)
-		}
-		status, err := br.ReadSlice('\n')
+		status, err := conn.Do(request)
 		if err != nil {
-			return n, fmt.Errorf("read status: %w", err)
+			return n, err
 		}
-		if !bytes.HasPrefix(status, []byte("HTTP/1.1 200 ")) {
-			return n, fmt.Errorf("status %q", bytes.TrimSpace(status))
-		}
-		length := -1
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				return n, fmt.Errorf("read header: %w", err)
-			}
-			line = bytes.TrimSpace(line)
-			if len(line) == 0 {
-				break
-			}
-			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-				if length, err = strconv.Atoi(string(v)); err != nil {
-					return n, fmt.Errorf("content length %q: %w", v, err)
-				}
-			}
-		}
-		if length < 0 {
-			return n, errors.New("response without Content-Length")
-		}
-		if _, err := br.Discard(length); err != nil {
-			return n, fmt.Errorf("read body: %w", err)
+		if status != http.StatusOK {
+			return n, fmt.Errorf("status %d", status)
 		}
 		n++
 	}
