@@ -309,3 +309,28 @@ func TestErrorStackAndType(t *testing.T) {
 	_, ok = obs.StackOf(errors.New("plain"))
 	require.False(t, ok)
 }
+
+// TestLogWritesWhatLogAttrsWrites holds obs.Log, the shortcut of the
+// per-request and per-job lines, to the line slog.Logger.LogAttrs writes
+// (the timestamp aside), and to the logger's level.
+func TestLogWritesWhatLogAttrsWrites(t *testing.T) {
+	t.Parallel()
+	var viaLogger, viaLog bytes.Buffer
+	ctx := obs.WithAttrs(t.Context(), slog.String(obs.KeyCorrelationID, "c-1"), slog.Int(obs.KeyAttempt, 2))
+	attrs := []slog.Attr{slog.String(obs.KeyRoute, "/r/{id}"), slog.Int(obs.KeyStatusCode, 503), slog.Group("g", slog.Bool("b", true))}
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelError} {
+		obs.NewLogger(&viaLogger, obs.Options{Service: "s"}).With(slog.String("with", "w")).
+			LogAttrs(ctx, level, obs.EventRequestFinished, attrs...)
+		obs.Log(ctx, obs.NewLogger(&viaLog, obs.Options{Service: "s"}).With(slog.String("with", "w")),
+			level, obs.EventRequestFinished, attrs...)
+	}
+	want, got := parseLines(t, viaLogger.Bytes()), parseLines(t, viaLog.Bytes())
+	require.Len(t, got, 2, "debug is below the logger's level")
+	for i := range want {
+		require.NotEmpty(t, got[i][obs.KeyTimestamp])
+		delete(want[i], obs.KeyTimestamp)
+		delete(got[i], obs.KeyTimestamp)
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, "c-1", got[1][obs.KeyCorrelationID])
+}
