@@ -68,6 +68,17 @@ func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) job
 func (b *testBundle) workOnce(t *testing.T, kind, params string, nb jobs.NewBacktest, engine jobs.Engine, maxAttempts int,
 ) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
 	t.Helper()
+	return b.workOnceWith(t, kind, params, nb, func(*store.Queries, store.Run) jobs.WorkerConfig {
+		return jobs.WorkerConfig{Engine: engine}
+	}, maxAttempts)
+}
+
+// workOnceWith is workOnce with the worker configured by configure, which
+// is given the attempt's queries and run before the attempt starts.
+func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb jobs.NewBacktest,
+	configure func(*store.Queries, store.Run) jobs.WorkerConfig, maxAttempts int,
+) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
+	t.Helper()
 	ctx := t.Context()
 	tx, err := b.db.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -81,7 +92,7 @@ func (b *testBundle) workOnce(t *testing.T, kind, params string, nb jobs.NewBack
 	require.NoError(t, err)
 	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
 		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
-	}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: engine}))
+	}, jobs.NewWorker(tx, b.logger, configure(q, run)))
 	args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
 	res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: maxAttempts})
 	return q, run, res, err
@@ -307,6 +318,50 @@ func symbolOf(prices []float64) string {
 type fastRetry struct{}
 
 func (fastRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(50 * time.Millisecond) }
+
+// TestProgressIsSavedAtMostEverySecond runs an engine whose first five
+// checkpoints come at once and the sixth after a pause longer than the
+// default ProgressEvery: every checkpoint is logged, but only the sixth is
+// written to the run, which the engine itself reads back as it goes.
+func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const every = time.Second // the default
+	var (
+		q     *store.Queries // the attempt's, set before the engine runs
+		runID uuid.UUID
+	)
+	var seen []int
+	engine := func(ctx context.Context, _ backtest.Strategy, _ []float64, _ float64, progress backtest.Progress) (backtest.Result, error) {
+		for pct := 10; pct <= 100; pct += 10 {
+			if pct == 60 {
+				time.Sleep(every + 100*time.Millisecond)
+			}
+			progress(pct)
+			run, err := q.RunForWork(ctx, runID)
+			if err != nil {
+				return backtest.Result{}, err
+			}
+			seen = append(seen, run.ProgressPct)
+		}
+		return backtest.Result{Bars: 1}, nil
+	}
+	nb := newBacktest(b.user.ID, uuid.Nil, "cid-progress", "ACME", 30)
+	q, run, res, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
+		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
+			q, runID = attemptQ, r.ID
+			return jobs.WorkerConfig{Engine: engine}
+		}, 0)
+	require.NoError(t, err)
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+
+	require.Equal(t, []int{0, 0, 0, 0, 0, 60, 60, 60, 60, 60}, seen)
+	byEvent := requireJobLines(t, b.logs.Lines(t), run.ID, nb.CorrelationID)
+	require.Len(t, byEvent[obs.EventJobProgress], 10, "every checkpoint is logged")
+	got, err := q.Run(t.Context(), b.user.ID, run.ID)
+	require.NoError(t, err)
+	require.Equal(t, 100, got.ProgressPct, "a succeeded run is at 100")
+}
 
 func TestWorkerWithRealClient(t *testing.T) {
 	t.Parallel()
