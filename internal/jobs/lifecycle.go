@@ -59,8 +59,8 @@ type jobFields struct {
 // ours, as encoding/json wrote them: a flat object of plain strings that need
 // no unescaping (IDs, and correlation IDs that passed the rule), so one pass
 // over it is enough, and saves decoding the args twice (River decodes them
-// again for the worker). Anything else (an escape, spacing, a value that is
-// not a string) goes through encoding/json; args that do not decode leave
+// again for the worker). Anything else (an escape, spacing, another key, a
+// value that is not a string) goes through encoding/json; args that do not decode leave
 // the fields empty, and River's own decoding reports them.
 func readJobFields(args []byte) jobFields {
 	var f jobFields
@@ -89,6 +89,8 @@ func readJobFields(args []byte) jobFields {
 			f.UserID = value
 		case "strategy_id":
 			f.StrategyID = value
+		default: // encoding/json knows what to make of it ("RUN_ID" is run_id)
+			return decodeJobFields(args)
 		}
 		switch s[next] {
 		case ',':
