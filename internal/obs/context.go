@@ -17,7 +17,8 @@ type fields struct {
 	inline [fieldsInline]byte
 }
 
-// fieldsInline fits a job's six fields with UUIDs and some room to spare.
+// fieldsInline fits the seven fields a job binds when its correlation ID is
+// a UUID (about 300 bytes); longer ones take a buffer of their own.
 const fieldsInline = 320
 
 // WithAttrs returns a context whose log lines carry attrs in addition to the
