@@ -10,9 +10,13 @@ export HTTP_ADDR ?= 127.0.0.1:8080
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# FAULT_INJECTION=1 make run builds the test worker, whose fault symbols
+# (SLOW, FLAKY, PANIC, CRASH) misbehave on purpose; a plain build cannot.
+BUILD_TAGS := $(if $(filter 1,$(FAULT_INJECTION)),faultinject)
+
 .PHONY: build
-build: ## Build bin/server and bin/worker
-	@go build -trimpath -o $(BIN)/ ./cmd/server ./cmd/worker
+build: ## Build bin/server and bin/worker (FAULT_INJECTION=1: the test worker with fault symbols)
+	@go build -trimpath -tags '$(BUILD_TAGS)' -o $(BIN)/ ./cmd/server ./cmd/worker
 
 .PHONY: run
 run: build ## Migrate the local database, print a dev API key, run server and worker

@@ -37,7 +37,9 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	// The binaries run with the race detector, unless E2E_NO_RACE is set:
 	// for figures (memory, say) of the binaries as they ship.
-	args := []string{"build", "-race", "-o", dir + string(os.PathSeparator), "../cmd/server", "../cmd/worker"}
+	// The worker is built with fault injection (-tags faultinject): the
+	// fault tests need its fault symbols, which a production build lacks.
+	args := []string{"build", "-race", "-tags", "faultinject", "-o", dir + string(os.PathSeparator), "../cmd/server", "../cmd/worker"}
 	if os.Getenv("E2E_NO_RACE") != "" {
 		args = slices.Delete(args, 1, 2)
 	}

@@ -131,7 +131,8 @@ type WorkerConfig struct {
 	Timeout time.Duration
 	// Engine runs the backtest. Defaults to backtest.Run.
 	Engine Engine
-	// FaultInjection wraps the engine with FaultEngine: for tests only.
+	// FaultInjection makes backtests of the fault symbols misbehave: for
+	// the tests of the real binaries, in a build with -tags faultinject.
 	FaultInjection bool
 	// ProgressEvery is how often, at most, a running run's progress is
 	// written to the database. Defaults to one second. Every checkpoint is
@@ -189,10 +190,10 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[BacktestArgs]) error {
 	prices := backtest.SyntheticPrices(run.Symbol, backtest.TradingDays(run.Start, run.End))
 	engine := w.engine
 	if w.faults {
-		engine = FaultEngine(run.Symbol, engine)
+		engine = withFaults(run.Symbol, job.Attempt, engine)
 	}
 	saved := time.Now()
-	result, err := engine(withAttempt(ctx, job.Attempt), spec, prices, run.InitialCash, func(pct int) {
+	result, err := engine(ctx, spec, prices, run.InitialCash, func(pct int) {
 		w.logger.InfoContext(ctx, obs.EventJobProgress, slog.Int(obs.KeyProgressPct, pct))
 		if time.Since(saved) < w.progressEvery {
 			return

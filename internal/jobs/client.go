@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -32,12 +33,18 @@ type ClientConfig struct {
 	RetryPolicy river.ClientRetryPolicy
 	// ID names this client in River's tables; defaults to River's choice.
 	ID string
-	// FaultInjection turns on FaultEngine: for tests only.
+	// FaultInjection makes backtests of the fault symbols misbehave: for
+	// the tests of the real binaries. A binary built without -tags
+	// faultinject refuses it (ErrFaultsNotBuilt).
 	FaultInjection bool
 	// ReconcileEvery is how often the leader reconciles runs with their
 	// jobs. Defaults to 1 minute.
 	ReconcileEvery time.Duration
 }
+
+// ErrFaultsNotBuilt is returned for a client asked to inject faults by a
+// binary built without them.
+var ErrFaultsNotBuilt = errors.New("fault injection (FAULT_INJECTION=1) needs a worker built with -tags faultinject, a test build")
 
 // FetchCooldown is the least time between two fetches of backtests from
 // the queue. River's default of 100 ms caps a worker at Concurrency jobs per
@@ -55,6 +62,9 @@ const DefaultConcurrency = 4
 // NewWorkerClient returns a River client that works backtest jobs with the
 // lifecycle middleware, logging River's own lines through h.
 func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cfg ClientConfig) (*river.Client[pgx.Tx], error) {
+	if cfg.FaultInjection && !FaultsBuilt {
+		return nil, ErrFaultsNotBuilt
+	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}

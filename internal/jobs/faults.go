@@ -1,3 +1,5 @@
+//go:build faultinject
+
 package jobs
 
 import (
@@ -8,6 +10,10 @@ import (
 
 	"github.com/backtestd/backtestd/internal/backtest"
 )
+
+// FaultsBuilt reports whether this binary was built with fault injection
+// (-tags faultinject). Only the tests of the real binaries build it in.
+const FaultsBuilt = true
 
 // Fault symbols: with fault injection on, a backtest of a symbol starting
 // with one of these misbehaves on purpose. They let the tests of the real
@@ -26,12 +32,11 @@ const SlowCheckpoint = 300 * time.Millisecond
 // ErrInjected is the transient error of a FaultFlaky backtest.
 var ErrInjected = errors.New("injected fault: market data unavailable")
 
-// FaultEngine wraps next with the faults named by the symbol. The worker
-// uses it only when FAULT_INJECTION is set: it is for tests, never for
-// production.
-func FaultEngine(symbol string, next Engine) Engine {
+// withFaults wraps next with the faults named by the symbol, for the given
+// attempt of the job.
+func withFaults(symbol string, attempt int, next Engine) Engine {
 	return func(ctx context.Context, s backtest.Strategy, prices []float64, cash float64, progress backtest.Progress) (backtest.Result, error) {
-		first := attemptFrom(ctx) <= 1
+		first := attempt <= 1
 		switch {
 		case strings.HasPrefix(symbol, FaultFlaky) && first:
 			return backtest.Result{}, ErrInjected
@@ -51,15 +56,4 @@ func FaultEngine(symbol string, next Engine) Engine {
 		}
 		return next(ctx, s, prices, cash, progress)
 	}
-}
-
-type attemptKey struct{}
-
-func withAttempt(ctx context.Context, attempt int) context.Context {
-	return context.WithValue(ctx, attemptKey{}, attempt)
-}
-
-func attemptFrom(ctx context.Context) int {
-	a, _ := ctx.Value(attemptKey{}).(int)
-	return a
 }
