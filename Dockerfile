@@ -4,10 +4,11 @@
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
+# GOWORK=off builds the service alone: go.work adds the bench module.
 COPY go.mod go.sum ./
-RUN go mod download
+RUN GOWORK=off go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/server ./cmd/worker
+RUN GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/server ./cmd/worker
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/server /out/worker /usr/local/bin/

@@ -28,7 +28,7 @@ migrate: build ## Create the database if missing and apply migrations
 
 .PHONY: test
 test: ## Run every test (needs PostgreSQL and jq; TEST_DATABASE_URL to override)
-	go test -race -count=1 ./...
+	go test -race -count=1 ./... ./bench/...
 
 FUZZTIME ?= 15s
 
@@ -39,8 +39,8 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 15s)
 	go test -run '^$$' -fuzz '^FuzzRequestBodies$$' -fuzztime $(FUZZTIME) ./internal/httpx
 
 .PHONY: lint
-lint: ## Run golangci-lint and go vet
-	go vet ./...
+lint: ## Run golangci-lint and go vet (the bench module too)
+	go vet ./... ./bench/...
 	golangci-lint run ./...
 
 .PHONY: tools
@@ -49,7 +49,7 @@ tools: ## Install golangci-lint
 
 .PHONY: bench
 bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1: 1 GiB trace file; BENCH_SOAK=1: 5-minute soak)
-	@scripts/bench
+	@bench/run
 
 .PHONY: river-migrations
 river-migrations: ## Write goose files for new River schema versions (after a River upgrade)

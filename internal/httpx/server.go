@@ -49,16 +49,8 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	r := mux.NewRouter()
 	r.NotFoundHandler = statusHandler(http.StatusNotFound, "No such resource.")
 	r.MethodNotAllowedHandler = statusHandler(http.StatusMethodNotAllowed, "This method is not allowed here.")
-	addRoutes(r, logger, deps)
-	return Instrument(logger, r)
-}
-
-// Instrument wraps a router with the service's request middleware: the
-// correlation ID, panic recovery and one request_finished line per request,
-// with the matched route's template. NewServer uses it; it is exported for
-// the benchmarks that compare it with other middleware.
-func Instrument(logger *slog.Logger, r *mux.Router) http.Handler {
 	r.Use(routeTemplate)
+	addRoutes(r, logger, deps)
 	return observe(logger, r)
 }
 

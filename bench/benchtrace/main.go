@@ -3,7 +3,7 @@
 // alternating the three round by round, checks that trace selects exactly
 // what jq selects, and prints median ratios to grep's time.
 //
-//	go run ./scripts/benchtrace -file /tmp/bench.log -id flow-04242 -trace bin/trace
+//	go run ./bench/benchtrace -file /tmp/bench.log -id flow-04242 -trace bin/trace
 package main
 
 import (

@@ -6,9 +6,9 @@
 // in a row): round i of a variant is then compared with round i of the
 // baseline, measured moments apart, and the table gives the median of those
 // ratios with their min and max. On a shared, noisy machine absolute numbers
-// drift; ratios of neighbouring measurements hold. scripts/bench does this.
+// drift; ratios of neighbouring measurements hold. bench/run does this.
 //
-//	for i in 1 2 3 4 5; do ./obs.test -test.run '^$' -test.bench JobLine; done | go run ./scripts/benchratio -base JobLine=slog_json
+//	for i in 1 2 3 4 5; do ./obs.test -test.run '^$' -test.bench JobLine; done | go run ./bench/benchratio -base JobLine=slog_json
 package main
 
 import (

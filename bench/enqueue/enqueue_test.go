@@ -1,4 +1,6 @@
-package httpx_test
+// Package enqueue_test measures POST /backtests against a bare two-insert
+// transaction loop on the same pool.
+package enqueue_test
 
 import (
 	"encoding/json"
@@ -7,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -18,10 +21,12 @@ import (
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/jobs"
-	"github.com/backtestd/backtestd/internal/loadgen"
+	"github.com/backtestd/backtestd/bench/internal/loadgen"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
 
 // BenchmarkEnqueuePath compares POST /backtests end to end (HTTP, auth,
 // validation, run row and River job in one transaction, the log lines)

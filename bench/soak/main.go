@@ -4,7 +4,7 @@
 // PostgreSQL (-server-url) and drops it at the end.
 //
 //	go build -o /tmp/bin/ ./cmd/server ./cmd/worker
-//	go run ./scripts/soak -bin /tmp/bin -duration 5m
+//	go run ./bench/soak -bin /tmp/bin -duration 5m
 package main
 
 import (

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/backtestd/backtestd/internal/loadgen"
+	"github.com/backtestd/backtestd/bench/internal/loadgen"
 )
 
 func TestConnDoesRequestsOnOneConnection(t *testing.T) {

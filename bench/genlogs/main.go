@@ -4,7 +4,7 @@
 // flows, each with its own correlation ID, with compose prefixes and some
 // lines that are not JSON.
 //
-//	go run ./scripts/genlogs -size-mb 200 -flows 10000 -out /tmp/bench.log
+//	go run ./bench/genlogs -size-mb 200 -flows 10000 -out /tmp/bench.log
 package main
 
 import (

@@ -1,5 +1,5 @@
-// Command benchhttp measures the request middleware: the same gorilla/mux
-// "hello" route served with no middleware, with ours, with go-chi/httplog v3
+// Command benchhttp measures the request middleware: the same small
+// /healthz route served with no middleware, with ours, with go-chi/httplog v3
 // behind chi's RequestID, and with gorilla/handlers' LoggingHandler. Each
 // server runs as its own process on one core (GOMAXPROCS=1, pinned with
 // taskset to the first core when there are two or more), its log on a pipe
@@ -9,8 +9,8 @@
 // server's CPU time per request, as median ratios (min-max) to no
 // middleware.
 //
-//	go build -o /tmp/benchserver ./scripts/benchhttp/server
-//	go run ./scripts/benchhttp -server /tmp/benchserver
+//	go build -o /tmp/benchserver ./bench/benchhttp/server
+//	go run ./bench/benchhttp -server /tmp/benchserver
 package main
 
 import (
@@ -31,7 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/backtestd/backtestd/internal/loadgen"
+	"github.com/backtestd/backtestd/bench/internal/loadgen"
 )
 
 func main() {
@@ -194,9 +194,9 @@ func (t *target) window(conns int, d time.Duration) (sample, error) {
 }
 
 // request is the one request the load sends, over and over.
-var request = loadgen.Request(http.MethodGet, "/hello", nil, nil)
+var request = loadgen.Request(http.MethodGet, "/healthz", nil, nil)
 
-// requests sends GET /hello on one keep-alive connection until the deadline
+// requests sends GET /healthz on one keep-alive connection until the deadline
 // and returns how many succeeded. loadgen's client rather than net/http's:
 // the load shares a core with the log reader, and a cheap client leaves the
 // measurement to the server.
