@@ -18,10 +18,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/backtestd/backtestd/bench/internal/loadgen"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/jobs"
-	"github.com/backtestd/backtestd/bench/internal/loadgen"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
