@@ -123,6 +123,7 @@ type Worker struct {
 	// a small backtest reaching its ten checkpoints in milliseconds spent
 	// most of its time waiting for ten fsyncs.
 	progressEvery time.Duration
+	now           func() time.Time
 }
 
 // WorkerConfig configures a Worker.
@@ -138,6 +139,9 @@ type WorkerConfig struct {
 	// written to the database. Defaults to one second. Every checkpoint is
 	// logged (job_progress) whatever this is.
 	ProgressEvery time.Duration
+	// Now tells the time for spacing the progress writes. Defaults to
+	// time.Now; tests set their own clock.
+	Now func() time.Time
 }
 
 // DBTX is a pool: queries, and transactions for completing jobs.
@@ -157,9 +161,12 @@ func NewWorker(db DBTX, logger *slog.Logger, cfg WorkerConfig) *Worker {
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Worker{
 		db: db, q: store.New(db), logger: logger, engine: cfg.Engine, timeout: cfg.Timeout, faults: cfg.FaultInjection,
-		progressEvery: cfg.ProgressEvery,
+		progressEvery: cfg.ProgressEvery, now: cfg.Now,
 	}
 }
 
@@ -192,13 +199,14 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[BacktestArgs]) error {
 	if w.faults {
 		engine = withFaults(run.Symbol, job.Attempt, engine)
 	}
-	saved := time.Now()
+	saved := w.now()
 	result, err := engine(ctx, spec, prices, run.InitialCash, func(pct int) {
 		w.logger.InfoContext(ctx, obs.EventJobProgress, slog.Int(obs.KeyProgressPct, pct))
-		if time.Since(saved) < w.progressEvery {
+		if now := w.now(); now.Sub(saved) >= w.progressEvery {
+			saved = now
+		} else {
 			return
 		}
-		saved = time.Now()
 		if err := w.q.SetProgress(ctx, runID, pct); err != nil {
 			// Progress is informative: losing one update must not fail the run.
 			w.logger.WarnContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()))

@@ -321,8 +321,9 @@ func (fastRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(
 
 // TestProgressIsSavedAtMostEverySecond runs an engine whose first five
 // checkpoints come at once and the sixth after a pause longer than the
-// default ProgressEvery: every checkpoint is logged, but only the sixth is
-// written to the run, which the engine itself reads back as it goes.
+// default ProgressEvery (on the worker's clock, which the engine moves):
+// every checkpoint is logged, but only the sixth is written to the run,
+// which the engine itself reads back as it goes.
 func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -332,10 +333,11 @@ func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 		runID uuid.UUID
 	)
 	var seen []int
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	engine := func(ctx context.Context, _ backtest.Strategy, _ []float64, _ float64, progress backtest.Progress) (backtest.Result, error) {
 		for pct := 10; pct <= 100; pct += 10 {
 			if pct == 60 {
-				time.Sleep(every + 100*time.Millisecond)
+				clock = clock.Add(every + 100*time.Millisecond)
 			}
 			progress(pct)
 			run, err := q.RunForWork(ctx, runID)
@@ -350,7 +352,7 @@ func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 	q, run, res, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
 		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
 			q, runID = attemptQ, r.ID
-			return jobs.WorkerConfig{Engine: engine}
+			return jobs.WorkerConfig{Engine: engine, Now: func() time.Time { return clock }}
 		}, 0)
 	require.NoError(t, err)
 	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
