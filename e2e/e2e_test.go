@@ -185,6 +185,7 @@ var processEvents = map[string]bool{
 	obs.EventServerStarted: true, obs.EventServerStopping: true, obs.EventServerStopped: true,
 	obs.EventWorkerStarted: true, obs.EventWorkerStopping: true, obs.EventWorkerStopped: true,
 	obs.EventRiverLog: true, obs.EventHTTPServerLog: true, obs.EventGooseLog: true,
+	obs.EventKeyListenerStarted: true, obs.EventKeyListenerFailed: true, obs.EventAPIKeyInvalidated: true,
 }
 
 // stack is the service running from its binaries on a fresh database.

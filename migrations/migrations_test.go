@@ -37,12 +37,12 @@ func TestMigrationsRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	up, err := p.Up(ctx)
 	require.NoError(t, err)
-	require.Len(t, up, 9)
+	require.Len(t, up, 10)
 	require.NoError(t, migrations.Check(ctx, db, logger))
 
 	down, err := p.DownTo(ctx, 0)
 	require.NoError(t, err)
-	require.Len(t, down, 9)
+	require.Len(t, down, 10)
 	var tables int
 	require.NoError(t, db.QueryRowContext(ctx,
 		`SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'goose_db_version'`).Scan(&tables))

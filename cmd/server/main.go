@@ -6,6 +6,7 @@
 //	server migrate status           list migrations and whether they are applied
 //	server migrate down-to VERSION  roll back to VERSION
 //	server create-api-key -user NAME  create the user if missing, print a new API key
+//	server revoke-api-key -prefix P | -id ID  delete an API key; every server forgets it at once
 //	server healthcheck              exit 0 if the server on HTTP_ADDR is ready (for container healthchecks)
 //
 // Settings come from the environment (see docs/operations.md). Log lines are
@@ -24,9 +25,12 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"riverqueue.com/riverui"
 
@@ -65,6 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, args, getenv, stdout)
 	case "create-api-key":
 		return createAPIKey(ctx, args, getenv, stdout, stderr)
+	case "revoke-api-key":
+		return revokeAPIKey(ctx, args, getenv, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, getenv)
 	case "help", "-h", "-help", "--help":
@@ -79,6 +85,7 @@ const usage = `usage:
   server                            serve the API
   server migrate up|status|down-to VERSION
   server create-api-key -user NAME
+  server revoke-api-key -prefix bt_XXXXXXXX | -id ID
   server healthcheck`
 
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -116,9 +123,25 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
+	// The key cache follows revocations through its own connection; it
+	// caches nothing until that connection listens.
+	keys := httpx.NewKeyCache(httpx.KeyCacheTTL, httpx.KeyCacheEntries)
+	listener := &httpx.KeyListener{Logger: logger, Cache: keys, Connect: func(ctx context.Context) (*pgx.Conn, error) {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.Hijack(), nil // the listener owns it now, outside the pool
+	}}
+	// Listening outlives SIGTERM: requests still in flight rely on it.
+	lctx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	listening := make(chan struct{})
+	go func() { defer close(listening); listener.Run(lctx) }()
+	enqueuer := jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
 	srv := &http.Server{
 		Handler: httpx.NewServer(logger, httpx.Deps{
-			Queries: store.New(pool), Enqueuer: jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts), DB: pool, Admin: admin,
+			Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
 		}),
 		// net/http's own complaints (TLS probes, bad requests) become lines
 		// of the contract too: nothing on stdout may be anything but JSON.
@@ -141,6 +164,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
+	stopListening()
+	<-listening
 	logger.InfoContext(ctx, obs.EventServerStopped, slog.String(obs.KeyAddr, addr))
 	if err != nil {
 		return fmt.Errorf("shut down: %w", err)
@@ -244,13 +269,83 @@ func createAPIKey(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	key, hash := httpx.NewAPIKey()
-	if err := q.AddAPIKey(ctx, user.ID, hash); err != nil {
+	stored, err := q.CreateAPIKey(ctx, user.ID, hash, httpx.PublicPrefix(key))
+	if err != nil {
 		return err
 	}
 	ctx = obs.WithAttrs(ctx, slog.String(obs.KeyUserID, user.ID.String()))
-	logger.InfoContext(ctx, obs.EventAPIKeyCreated, slog.String(obs.KeyName, user.Name))
+	logger.InfoContext(ctx, obs.EventAPIKeyCreated, slog.String(obs.KeyName, user.Name),
+		slog.String(obs.KeyAPIKeyID, stored.ID.String()), slog.String(obs.KeyAPIKeyPrefix, stored.Prefix))
 	_, err = fmt.Fprintln(stdout, key)
 	return err
+}
+
+// revokeAPIKey deletes one key, named by the prefix its holder can read off
+// it (and api_key_created logged) or by its id. The deletion's trigger tells
+// every server to forget the key as soon as it commits.
+func revokeAPIKey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("revoke-api-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	prefix := fs.String("prefix", "", "the key's first "+strconv.Itoa(httpx.PublicPrefixLength)+" characters (bt_ and 8 more)")
+	id := fs.String("id", "", "the key's id (api_key_id in its api_key_created line)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*prefix == "") == (*id == "") || fs.NArg() > 0 {
+		return errors.New("revoke-api-key needs -prefix bt_XXXXXXXX or -id ID (one of them)")
+	}
+	var keyID uuid.UUID
+	if *id != "" {
+		var err error
+		if keyID, err = uuid.Parse(*id); err != nil {
+			return fmt.Errorf("revoke-api-key: -id %q is not a key id (a UUID)", *id)
+		}
+	}
+	if *prefix != "" && (len(*prefix) != httpx.PublicPrefixLength || !strings.HasPrefix(*prefix, httpx.APIKeyPrefix)) {
+		return fmt.Errorf("revoke-api-key: -prefix must be the key's first %d characters, bt_ and 8 more (never the whole key)",
+			httpx.PublicPrefixLength)
+	}
+	cfg, err := config.LoadCommon(getenv)
+	if err != nil {
+		return err
+	}
+	logger := obs.NewLogger(stdout, obs.Options{Service: "revoke-api-key", Level: cfg.LogLevel})
+	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(logger.Handler(), obs.EventGooseLog, slog.LevelWarn))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	q := store.New(pool)
+	if *prefix != "" {
+		found, err := q.APIKeysByPrefix(ctx, *prefix)
+		if err != nil {
+			return err
+		}
+		switch len(found) {
+		case 0:
+			return fmt.Errorf("revoke-api-key: no API key starts with %s", *prefix)
+		case 1:
+			keyID = found[0].ID
+		default:
+			ids := make([]string, len(found))
+			for i, k := range found {
+				ids[i] = k.ID.String()
+			}
+			return fmt.Errorf("revoke-api-key: %d keys start with %s (ids %s): revoke one with -id",
+				len(found), *prefix, strings.Join(ids, ", "))
+		}
+	}
+	revoked, err := q.RevokeAPIKey(ctx, keyID)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("revoke-api-key: no API key has the id %s", keyID)
+	}
+	if err != nil {
+		return err
+	}
+	ctx = obs.WithAttrs(ctx, slog.String(obs.KeyUserID, revoked.UserID.String()))
+	logger.InfoContext(ctx, obs.EventAPIKeyRevoked,
+		slog.String(obs.KeyAPIKeyID, revoked.ID.String()), slog.String(obs.KeyAPIKeyPrefix, revoked.Prefix))
+	return nil
 }
 
 // healthcheck asks the local server's /readyz, so a container image needs no

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"io"
 	"net/http"
 	"os"
@@ -72,12 +73,15 @@ func TestCommands(t *testing.T) {
 	logs := &logtest.Sink{}
 	require.NoError(t, run(ctx, []string{"server", "create-api-key", "-user", "ops"}, env, &key, logs))
 	require.Regexp(t, `^bt_[A-Za-z0-9_-]{43}\n$`, key.String(), "stdout holds the key alone")
-	require.NotNil(t, logs.Find(t, obs.EventAPIKeyCreated))
+	created := logs.Find(t, obs.EventAPIKeyCreated)
+	require.NotNil(t, created)
+	require.Equal(t, key.String()[:11], created[obs.KeyAPIKeyPrefix], "the key's public prefix names it")
+	require.NotEmpty(t, created[obs.KeyAPIKeyID])
 	require.NotContains(t, logs.String(), strings.TrimSpace(key.String()), "the key is not logged")
 
 	status := &logtest.Sink{}
 	require.NoError(t, run(ctx, []string{"server", "migrate", "status"}, env, status, io.Discard))
-	require.Len(t, status.Lines(t), 9)
+	require.Len(t, status.Lines(t), 10)
 
 	require.ErrorContains(t, run(ctx, []string{"server", "create-api-key"}, env, io.Discard, io.Discard), "-user")
 	require.ErrorContains(t, run(ctx, []string{"server", "migrate", "sideways"}, env, io.Discard, io.Discard), "unknown action")
@@ -89,4 +93,112 @@ func TestUnreachableDatabaseIsOneClearLine(t *testing.T) {
 	env := getenv(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/backtest?sslmode=disable"})
 	err := run(t.Context(), []string{"server"}, env, io.Discard, io.Discard)
 	require.EqualError(t, err, "cannot reach PostgreSQL at 127.0.0.1:1/backtest: connect: connection refused (set DATABASE_URL)")
+}
+
+// newKey runs create-api-key and returns the key and its api_key_created line.
+func newKey(t *testing.T, env func(string) string, user string) (string, map[string]any) {
+	t.Helper()
+	var key strings.Builder
+	logs := &logtest.Sink{}
+	require.NoError(t, run(t.Context(), []string{"server", "create-api-key", "-user", user}, env, &key, logs))
+	return strings.TrimSpace(key.String()), logs.Find(t, obs.EventAPIKeyCreated)
+}
+
+func TestRevokeAPIKey(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	env := getenv(map[string]string{"DATABASE_URL": db.URL})
+	byPrefix, _ := newKey(t, env, "ops")
+	_, created := newKey(t, env, "ops")
+	byID, _ := created[obs.KeyAPIKeyID].(string)
+	kept, _ := newKey(t, env, "ops")
+
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"by prefix", []string{"-prefix", byPrefix[:11]}, ""},
+		{"the same prefix again", []string{"-prefix", byPrefix[:11]}, "no API key starts with " + byPrefix[:11]},
+		{"by id", []string{"-id", byID}, ""},
+		{"the same id again", []string{"-id", byID}, "no API key has the id " + byID},
+		{"neither", nil, "needs -prefix bt_XXXXXXXX or -id ID"},
+		{"both", []string{"-prefix", kept[:11], "-id", byID}, "one of them"},
+		{"the whole key", []string{"-prefix", kept}, "never the whole key"},
+		{"not a key's prefix", []string{"-prefix", "xx_12345678"}, "first 11 characters"},
+		{"an id that is no uuid", []string{"-id", "7"}, "is not a key id"},
+		{"a stray argument", []string{"-id", byID, "extra"}, "one of them"},
+	}
+	for _, tt := range tests { // in order: the second revocations find nothing
+		out := &logtest.Sink{}
+		err := run(t.Context(), append([]string{"server", "revoke-api-key"}, tt.args...), env, out, io.Discard)
+		if tt.wantErr != "" {
+			require.ErrorContains(t, err, tt.wantErr, tt.name)
+			continue
+		}
+		require.NoError(t, err, tt.name)
+		revoked := out.Find(t, obs.EventAPIKeyRevoked)
+		require.NotNil(t, revoked, tt.name)
+		require.NotEmpty(t, revoked[obs.KeyUserID])
+		require.NotEmpty(t, revoked[obs.KeyAPIKeyID])
+	}
+	var left int
+	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api_keys`).Scan(&left))
+	require.Equal(t, 1, left, "only the kept key is left")
+	hash := sha256.Sum256([]byte(kept))
+	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api_keys WHERE key_hash = $1`, hash[:]).Scan(&left))
+	require.Equal(t, 1, left)
+
+	// Two keys sharing a prefix (48 bits do collide, rarely): the command
+	// names them and asks for an id.
+	_, err := db.Pool.Exec(t.Context(), `UPDATE api_keys SET key_prefix = 'bt_SAMEPREF'`)
+	require.NoError(t, err)
+	_, created = newKey(t, env, "ops")
+	_, err = db.Pool.Exec(t.Context(), `UPDATE api_keys SET key_prefix = 'bt_SAMEPREF'`)
+	require.NoError(t, err)
+	err = run(t.Context(), []string{"server", "revoke-api-key", "-prefix", "bt_SAMEPREF"}, env, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "2 keys start with bt_SAMEPREF")
+	require.ErrorContains(t, err, created[obs.KeyAPIKeyID].(string))
+}
+
+// A key revoked by the command stops working on a running server at once:
+// the next request after the server heard of it is refused, while the
+// cache would have kept the key for 30 seconds.
+func TestRevokeReachesARunningServer(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	env := getenv(map[string]string{"DATABASE_URL": db.URL, "HTTP_ADDR": "127.0.0.1:0", "SHUTDOWN_TIMEOUT": "2s"})
+	key, _ := newKey(t, env, "ops")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := &logtest.Sink{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"server"}, env, out, io.Discard) }()
+	var started map[string]any
+	require.Eventually(t, func() bool {
+		started = out.Find(t, obs.EventServerStarted)
+		return started != nil && out.Find(t, obs.EventKeyListenerStarted) != nil
+	}, 10*time.Second, 10*time.Millisecond)
+	addr, _ := started[obs.KeyAddr].(string)
+	get := func() int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/backtests", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, get())
+	require.Equal(t, http.StatusOK, get(), "from the cache")
+
+	require.NoError(t, run(ctx, []string{"server", "revoke-api-key", "-prefix", key[:11]}, env, io.Discard, io.Discard))
+	require.Eventually(t, func() bool { return out.Find(t, obs.EventAPIKeyInvalidated) != nil }, 10*time.Second, 10*time.Millisecond)
+	require.InDelta(t, 1, out.Find(t, obs.EventAPIKeyInvalidated)[obs.KeyDropped], 0)
+	require.Equal(t, http.StatusUnauthorized, get())
+
+	cancel()
+	require.NoError(t, <-done)
+	lines := out.Lines(t)
+	require.Equal(t, obs.EventServerStopped, lines[len(lines)-1][obs.KeyEvent])
 }

@@ -25,6 +25,7 @@ const (
 	EnvFaultInjection    = "FAULT_INJECTION"
 	EnvJobMaxAttempts    = "JOB_MAX_ATTEMPTS"
 	EnvReconcileInterval = "RECONCILE_INTERVAL"
+	EnvMaxUnfinishedRuns = "MAX_UNFINISHED_RUNS"
 )
 
 // Names lists every environment variable the processes read.
@@ -32,7 +33,7 @@ func Names() []string {
 	return []string{
 		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
 		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword, EnvFaultInjection,
-		EnvJobMaxAttempts, EnvReconcileInterval,
+		EnvJobMaxAttempts, EnvReconcileInterval, EnvMaxUnfinishedRuns,
 	}
 }
 
@@ -62,6 +63,10 @@ type Server struct {
 	// JobMaxAttempts is JOB_MAX_ATTEMPTS: how many times a backtest is
 	// tried. Defaults to 5.
 	JobMaxAttempts int
+	// MaxUnfinishedRuns is MAX_UNFINISHED_RUNS: how many queued or running
+	// backtests one user may have; past it POST /backtests answers 429.
+	// Defaults to 50000, room for a large parameter sweep.
+	MaxUnfinishedRuns int
 }
 
 // RiverUIEnabled reports whether River UI is to be served.
@@ -100,6 +105,7 @@ func LoadServer(getenv func(string) string) (Server, error) {
 		RiverUIPassword: r.getenv(EnvRiverUIPassword), // spaces count in a password
 		JobMaxAttempts:  r.integer(EnvJobMaxAttempts, 5, 1, 25),
 	}
+	s.MaxUnfinishedRuns = r.integer(EnvMaxUnfinishedRuns, 50_000, 1, 10_000_000)
 	if (s.RiverUIUser == "") != (s.RiverUIPassword == "") {
 		r.fail(EnvRiverUIUser, s.RiverUIUser, "and "+EnvRiverUIPassword+" must be set together (or neither, to leave River UI off)")
 	}

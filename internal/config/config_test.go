@@ -24,6 +24,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, config.DefaultDatabaseURL, s.DatabaseURL)
 	require.Equal(t, ":8080", s.HTTPAddr)
 	require.Equal(t, slog.LevelInfo, s.LogLevel)
+	require.Equal(t, 50_000, s.MaxUnfinishedRuns)
 	w, err := config.LoadWorker(env(nil))
 	require.NoError(t, err)
 	require.Equal(t, 4, w.Concurrency)
@@ -102,4 +103,33 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 		}
 	}
 	require.Empty(t, missing, "missing from the table of docs/operations.md")
+}
+
+func TestMaxUnfinishedRuns(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		value   string
+		want    int
+		wantErr string
+	}{
+		{value: "", want: 50_000},
+		{value: "3", want: 3},
+		{value: " 1 ", want: 1},
+		{value: "0", wantErr: `MAX_UNFINISHED_RUNS="0" must be a whole number from 1 to 10000000`},
+		{value: "-5", wantErr: "from 1 to 10000000"},
+		{value: "lots", wantErr: "MAX_UNFINISHED_RUNS"},
+		{value: "10000001", wantErr: "from 1 to 10000000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			t.Parallel()
+			s, err := config.LoadServer(env(map[string]string{"MAX_UNFINISHED_RUNS": tt.value}))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, s.MaxUnfinishedRuns)
+		})
+	}
 }

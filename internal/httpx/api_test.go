@@ -28,7 +28,8 @@ type testBundle struct {
 	bobKey   string
 }
 
-func setup(t *testing.T) *testBundle {
+// setup serves the API on a new database; options change its Deps.
+func setup(t *testing.T, options ...func(*httpx.Deps)) *testBundle {
 	t.Helper()
 	db := dbtest.New(t)
 	logs := &logtest.Sink{}
@@ -43,9 +44,13 @@ func setup(t *testing.T) *testBundle {
 		require.NoError(t, q.AddAPIKey(t.Context(), u.ID, hash))
 		return key
 	}
+	deps := httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool}
+	for _, o := range options {
+		o(&deps)
+	}
 	return &testBundle{
 		db:      db,
-		handler: httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool}),
+		handler: httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), deps),
 		logs:    logs, aliceKey: keyOf("alice"), bobKey: keyOf("bob"),
 	}
 }

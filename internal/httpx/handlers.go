@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -85,6 +86,10 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 		}
 		user := userFrom(r.Context())
 		s, err := q.CreateStrategy(r.Context(), store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
+		if errors.Is(err, store.ErrUserGone) {
+			userGone(w, r)
+			return
+		}
 		if err != nil {
 			serverError(logger, w, r, err)
 			return
@@ -172,6 +177,10 @@ func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason 
 	}, "", ""
 }
 
+// unfinishedRetryAfter is the Retry-After of a 429 at the bound of
+// unfinished runs, in seconds: when some of a full queue may have finished.
+const unfinishedRetryAfter = "60"
+
 type enqueuedJSON struct {
 	RunID         uuid.UUID `json:"run_id"`
 	Status        string    `json:"status"`
@@ -193,6 +202,17 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		nb.UserID = userFrom(ctx).ID
 		nb.CorrelationID = obs.CorrelationID(ctx)
 		run, err := enq.Enqueue(ctx, nb)
+		var tooMany *jobs.TooManyUnfinishedError
+		if errors.As(err, &tooMany) {
+			w.Header().Set("Retry-After", unfinishedRetryAfter)
+			writeProblem(w, r, http.StatusTooManyRequests, fmt.Sprintf(
+				"You have %d backtests queued or running, the most allowed: start more once some have finished.", tooMany.Limit))
+			return
+		}
+		if errors.Is(err, store.ErrUserGone) {
+			userGone(w, r)
+			return
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			writeInvalid(w, r, "strategy_id", "no such strategy")
 			return

@@ -39,6 +39,10 @@ type Deps struct {
 	// Admin, if set, is served under AdminPrefix: River UI, already behind
 	// the operator's credentials.
 	Admin http.Handler
+	// Keys caches the owners of API keys; a KeyListener keeps it in step
+	// with revocations. Defaults to a cache of its own whose entries live
+	// for KeyCacheTTL, revocations or not.
+	Keys *KeyCache
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -63,7 +67,11 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	}
 
 	api := r.NewRoute().Subrouter()
-	api.Use(authenticate(logger, deps.Queries, newKeyCache(keyCacheTTL, keyCacheEntries)))
+	keys := deps.Keys
+	if keys == nil {
+		keys = NewKeyCache(KeyCacheTTL, KeyCacheEntries)
+	}
+	api.Use(authenticate(logger, deps.Queries, keys))
 	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries)).Methods(http.MethodPost)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
@@ -71,10 +79,12 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	api.Handle("/backtests/{id}", handleGetBacktest(logger, deps.Queries)).Methods(http.MethodGet)
 }
 
-// How long, and for how many keys, a key's owner is remembered.
+// How long, and for how many keys, a key's owner is remembered. The TTL is
+// the longest a revoked key can keep working on a server whose listener
+// missed the revocation without noticing.
 const (
-	keyCacheTTL     = 30 * time.Second
-	keyCacheEntries = 10_000
+	KeyCacheTTL     = 30 * time.Second
+	KeyCacheEntries = 10_000
 )
 
 // APIKeyPrefix starts every API key, so a leaked key is recognisable.
@@ -89,6 +99,20 @@ func NewAPIKey() (key string, hash []byte) {
 	return key, HashAPIKey(key)
 }
 
+// PublicPrefixLength is how much of a key is kept in the clear: "bt_" and
+// 8 random characters, 48 of the key's 256 bits.
+const PublicPrefixLength = len(APIKeyPrefix) + 8
+
+// PublicPrefix is the start of key that is stored and logged to name it
+// (server revoke-api-key -prefix): not a secret, since the remaining 208
+// random bits are.
+func PublicPrefix(key string) string {
+	if len(key) < PublicPrefixLength {
+		return key
+	}
+	return key[:PublicPrefixLength]
+}
+
 // HashAPIKey is the stored form of a key. Keys are 256 random bits, so a
 // fast unsalted hash is safe, and lets a key be looked up by its hash.
 func HashAPIKey(key string) []byte {
@@ -98,25 +122,48 @@ func HashAPIKey(key string) []byte {
 
 type userKey struct{}
 
+// authenticated is what authenticate learnt of a request's key.
+type authenticated struct {
+	user  store.User
+	hash  []byte
+	cache *KeyCache
+}
+
 // userFrom returns the authenticated user; only routes behind authenticate
 // call it.
 func userFrom(ctx context.Context) store.User {
-	u, _ := ctx.Value(userKey{}).(store.User)
-	return u
+	a, _ := ctx.Value(userKey{}).(authenticated)
+	return a.user
+}
+
+// userGone answers a request whose user was deleted after the key was
+// cached: the key no longer names anyone, so it is refused, and forgotten.
+func userGone(w http.ResponseWriter, r *http.Request) {
+	if a, ok := r.Context().Value(userKey{}).(authenticated); ok && a.cache != nil {
+		a.cache.Drop(a.hash)
+	}
+	unauthorized(w, r)
 }
 
 // authenticate lets through requests with a valid Bearer API key and binds
 // the user's ID to the request's log lines.
-func authenticate(logger *slog.Logger, q *store.Queries, cache *keyCache) mux.MiddlewareFunc {
+func authenticate(logger *slog.Logger, q *store.Queries, cache *KeyCache) mux.MiddlewareFunc {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			header := r.Header.Values("Authorization")
+			if len(header) > 1 {
+				// Proxies and servers disagree on which of two to use: the
+				// request is ambiguous, not merely unauthenticated.
+				writeProblem(w, r, http.StatusBadRequest, "Send one Authorization header.")
+				return
+			}
 			key, ok := bearerToken(r.Header.Get("Authorization"))
 			if !ok {
 				unauthorized(w, r)
 				return
 			}
 			hash, now := HashAPIKey(key), time.Now()
-			user, ok := cache.get(hash, now)
+			user, gen, ok := cache.get(hash, now)
 			if !ok {
 				var err error
 				user, err = q.UserByKeyHash(r.Context(), hash)
@@ -128,11 +175,11 @@ func authenticate(logger *slog.Logger, q *store.Queries, cache *keyCache) mux.Mi
 					serverError(logger, w, r, err)
 					return
 				}
-				cache.put(hash, user, now)
+				cache.put(hash, user, now, gen)
 			}
 			ctx := obs.WithAttrs(r.Context(), slog.String(obs.KeyUserID, user.ID.String()))
 			infoFrom(ctx).userID = user.ID.String()
-			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, user)))
+			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, authenticated{user: user, hash: hash, cache: cache})))
 		})
 	}
 }

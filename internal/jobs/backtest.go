@@ -50,21 +50,48 @@ type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// DefaultMaxUnfinished is how many queued or running backtests a user may
+// have unless told otherwise (MAX_UNFINISHED_RUNS): room for a large
+// parameter sweep, while one key can no longer fill the queue without end.
+const DefaultMaxUnfinished = 50_000
+
 // Enqueuer creates runs and their jobs.
 type Enqueuer struct {
-	db          Beginner
-	river       *river.Client[pgx.Tx]
-	maxAttempts int
+	db            Beginner
+	river         *river.Client[pgx.Tx]
+	maxAttempts   int
+	maxUnfinished int
 }
 
 // NewEnqueuer returns an Enqueuer inserting with client, which may be an
 // insert-only client (no workers, never started). Each job is tried up to
-// maxAttempts times (DefaultMaxAttempts if 0).
+// maxAttempts times (DefaultMaxAttempts if 0). A user may have up to
+// DefaultMaxUnfinished unfinished runs; WithMaxUnfinished changes that.
 func NewEnqueuer(db Beginner, client *river.Client[pgx.Tx], maxAttempts int) *Enqueuer {
 	if maxAttempts <= 0 {
 		maxAttempts = DefaultMaxAttempts
 	}
-	return &Enqueuer{db: db, river: client, maxAttempts: maxAttempts}
+	return &Enqueuer{db: db, river: client, maxAttempts: maxAttempts, maxUnfinished: DefaultMaxUnfinished}
+}
+
+// WithMaxUnfinished sets how many queued or running runs a user may have
+// (DefaultMaxUnfinished if n is 0 or less) and returns e.
+func (e *Enqueuer) WithMaxUnfinished(n int) *Enqueuer {
+	if n <= 0 {
+		n = DefaultMaxUnfinished
+	}
+	e.maxUnfinished = n
+	return e
+}
+
+// TooManyUnfinishedError is returned by Enqueue, having written nothing,
+// when the user already has Limit runs queued or running.
+type TooManyUnfinishedError struct {
+	Limit int
+}
+
+func (e *TooManyUnfinishedError) Error() string {
+	return fmt.Sprintf("the user has %d unfinished backtests, the most allowed", e.Limit)
 }
 
 // NewBacktest is a backtest a user asked for.
@@ -78,8 +105,13 @@ type NewBacktest struct {
 }
 
 // Enqueue inserts the run and its River job in one transaction: both or
-// neither. It returns an error wrapping store.ErrNotFound, having written
-// nothing, when the strategy is not the user's.
+// neither. Having written nothing, it returns an error wrapping
+// store.ErrNotFound when the strategy is not the user's, store.ErrUserGone
+// when the user no longer exists, and a *TooManyUnfinishedError when the
+// user is at the bound of unfinished runs.
+//
+// The bound holds under concurrency: the user's row is locked before the
+// count, so two enqueues of one user cannot both see room for one more.
 func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, error) {
 	runID, err := uuid.NewV7()
 	if err != nil {
@@ -87,13 +119,24 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 	}
 	var run store.Run
 	err = pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) error {
+		q := store.New(tx)
+		if err := q.LockUser(ctx, nb.UserID); err != nil {
+			return err
+		}
+		unfinished, err := q.CountUnfinishedRuns(ctx, nb.UserID, e.maxUnfinished)
+		if err != nil {
+			return err
+		}
+		if unfinished >= e.maxUnfinished {
+			return &TooManyUnfinishedError{Limit: e.maxUnfinished}
+		}
 		res, err := e.river.InsertTx(ctx, tx, BacktestArgs{
 			RunID: runID, CorrelationID: nb.CorrelationID, UserID: nb.UserID, StrategyID: nb.StrategyID,
 		}, &river.InsertOpts{MaxAttempts: e.maxAttempts})
 		if err != nil {
 			return fmt.Errorf("insert job: %w", err)
 		}
-		run, err = store.New(tx).InsertRun(ctx, store.NewRun{
+		run, err = q.InsertRun(ctx, store.NewRun{
 			ID: runID, UserID: nb.UserID, StrategyID: nb.StrategyID, CorrelationID: nb.CorrelationID,
 			JobID: res.Job.ID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
 		})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -173,6 +174,68 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
 	require.Zero(t, count(t, b.db.Pool, "river_job"), "a refused run insert leaves no job")
+}
+
+// The bound on unfinished runs holds when a user's enqueues race: each
+// counts under the user's lock, so exactly the bound gets in and the rest
+// write nothing. A finished run makes room again.
+func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
+	require.NoError(t, err)
+	const bound, racers = 3, 16
+	enq := jobs.NewEnqueuer(b.db.Pool, client, 0).WithMaxUnfinished(bound)
+
+	start := make(chan struct{})
+	errs := make(chan error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			<-start
+			_, err := enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "race-"+strconv.Itoa(i), "ACME", 30))
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	accepted, refused := 0, 0
+	for err := range errs {
+		var tooMany *jobs.TooManyUnfinishedError
+		switch {
+		case err == nil:
+			accepted++
+		case errors.As(err, &tooMany):
+			require.Equal(t, bound, tooMany.Limit)
+			refused++
+		default:
+			require.NoError(t, err)
+		}
+	}
+	require.Equal(t, bound, accepted)
+	require.Equal(t, racers-bound, refused)
+	require.Equal(t, bound, count(t, b.db.Pool, "backtest_runs"))
+	require.Equal(t, bound, count(t, b.db.Pool, "river_job"), "a refused run leaves no job")
+
+	runs, err := b.q.RecentRuns(ctx, b.user.ID, 10)
+	require.NoError(t, err)
+	require.NoError(t, b.q.FailRun(ctx, runs[0].ID, 1, "done", "x"))
+	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "after", "ACME", 30))
+	require.NoError(t, err, "a finished run makes room")
+	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "over", "ACME", 30))
+	var tooMany *jobs.TooManyUnfinishedError
+	require.ErrorAs(t, err, &tooMany)
+
+	gone, err := b.q.EnsureUser(ctx, "gone")
+	require.NoError(t, err)
+	_, err = b.db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, gone.ID)
+	require.NoError(t, err)
+	_, err = enq.Enqueue(ctx, newBacktest(gone.ID, strategy.ID, "gone", "ACME", 30))
+	require.ErrorIs(t, err, store.ErrUserGone)
+	require.Equal(t, bound+1, count(t, b.db.Pool, "river_job"))
 }
 
 // requireJobLines checks that every line of the run carries the job's fields.

@@ -67,6 +67,13 @@ const (
 	KeyLineBytes    = "line_bytes"
 )
 
+// Keys of API key lines.
+const (
+	KeyAPIKeyID     = "api_key_id"
+	KeyAPIKeyPrefix = "api_key_prefix"
+	KeyDropped      = "dropped"
+)
+
 // Events: the value of KeyEvent. Names are stable once shipped; add new ones
 // instead of renaming.
 const (
@@ -92,6 +99,10 @@ const (
 	EventMigrationsApplied     = "migrations_applied"
 	EventMigrationStatus       = "migration_status"
 	EventAPIKeyCreated         = "api_key_created"
+	EventAPIKeyRevoked         = "api_key_revoked"
+	EventAPIKeyInvalidated     = "api_key_invalidated"
+	EventKeyListenerStarted    = "api_key_listener_started"
+	EventKeyListenerFailed     = "api_key_listener_failed"
 	EventRiverLog              = "river_log"
 	EventHTTPServerLog         = "http_server_log"
 	EventGooseLog              = "goose_log"

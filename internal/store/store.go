@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -19,6 +20,10 @@ import (
 // ErrNotFound is returned when a row does not exist or belongs to another
 // user: callers cannot tell the two apart, by design.
 var ErrNotFound = errors.New("not found")
+
+// ErrUserGone is returned when a write names a user that no longer exists:
+// deleted while one of their keys was still remembered by a server.
+var ErrUserGone = errors.New("the user no longer exists")
 
 // DBTX is what the queries need: a *pgxpool.Pool, a *pgx.Conn or a pgx.Tx.
 type DBTX interface {
@@ -102,12 +107,101 @@ func (q *Queries) EnsureUser(ctx context.Context, name string) (User, error) {
 
 // AddAPIKey stores the hash of a new API key of userID.
 func (q *Queries) AddAPIKey(ctx context.Context, userID uuid.UUID, keyHash []byte) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO api_keys (id, user_id, key_hash) VALUES ($1, $2, $3)`,
-		uuid.Must(uuid.NewV7()), userID, keyHash)
+	_, err := q.CreateAPIKey(ctx, userID, keyHash, "")
+	return err
+}
+
+// APIKey is what is known of a key besides its hash: enough to name it.
+type APIKey struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+	// Prefix is the key's first characters, not secret; empty for keys
+	// made before prefixes were kept.
+	Prefix    string
+	CreatedAt time.Time
+}
+
+// CreateAPIKey stores the hash of a new API key of userID with its
+// non-secret prefix, and returns the stored key.
+func (q *Queries) CreateAPIKey(ctx context.Context, userID uuid.UUID, keyHash []byte, prefix string) (APIKey, error) {
+	k := APIKey{ID: uuid.Must(uuid.NewV7()), UserID: userID, Prefix: prefix}
+	err := q.db.QueryRow(ctx, `
+		INSERT INTO api_keys (id, user_id, key_hash, key_prefix) VALUES ($1, $2, $3, NULLIF($4, ''))
+		RETURNING created_at`,
+		k.ID, userID, keyHash, prefix,
+	).Scan(&k.CreatedAt)
 	if err != nil {
-		return fmt.Errorf("add api key of user %s: %w", userID, err)
+		return APIKey{}, fmt.Errorf("add api key of user %s: %w", userID, err)
+	}
+	return k, nil
+}
+
+// APIKeysByPrefix returns the keys whose prefix is prefix: one, normally;
+// none or several are for the caller to explain.
+func (q *Queries) APIKeysByPrefix(ctx context.Context, prefix string) ([]APIKey, error) {
+	rows, err := q.db.Query(ctx, `
+		SELECT id, user_id, COALESCE(key_prefix, ''), created_at FROM api_keys
+		WHERE key_prefix = $1 ORDER BY created_at, id`, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("find api keys by prefix: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (APIKey, error) {
+		var k APIKey
+		err := row.Scan(&k.ID, &k.UserID, &k.Prefix, &k.CreatedAt)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find api keys by prefix: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeAPIKey deletes the key id and returns what it was, or ErrNotFound.
+// The table's trigger tells every server to forget the key once the
+// deletion commits.
+func (q *Queries) RevokeAPIKey(ctx context.Context, id uuid.UUID) (APIKey, error) {
+	k := APIKey{ID: id}
+	err := q.db.QueryRow(ctx, `
+		DELETE FROM api_keys WHERE id = $1
+		RETURNING user_id, COALESCE(key_prefix, ''), created_at`, id,
+	).Scan(&k.UserID, &k.Prefix, &k.CreatedAt)
+	if err != nil {
+		return APIKey{}, fmt.Errorf("revoke api key %s: %w", id, notFound(err))
+	}
+	return k, nil
+}
+
+// LockUser holds userID's row until the transaction ends, so that the
+// user's enqueues, which count then add to the user's runs, run one at a
+// time. The lock does not block inserts that merely reference the user
+// (their foreign-key check takes a weaker lock), but does block the user's
+// deletion. It returns ErrUserGone when the user does not exist.
+func (q *Queries) LockUser(ctx context.Context, userID uuid.UUID) error {
+	var one int
+	err := q.db.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, userID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("lock user %s: %w", userID, ErrUserGone)
+	}
+	if err != nil {
+		return fmt.Errorf("lock user %s: %w", userID, err)
 	}
 	return nil
+}
+
+// CountUnfinishedRuns counts userID's queued and running runs, counting no
+// further than upTo: a caller comparing with a bound need not read past it.
+func (q *Queries) CountUnfinishedRuns(ctx context.Context, userID uuid.UUID, upTo int) (int, error) {
+	var n int
+	err := q.db.QueryRow(ctx, `
+		SELECT count(*) FROM (
+		    SELECT 1 FROM backtest_runs
+		    WHERE user_id = $1 AND status IN ('queued', 'running')
+		    LIMIT $2
+		) unfinished`, userID, upTo).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count unfinished runs of user %s: %w", userID, err)
+	}
+	return n, nil
 }
 
 // UserByKeyHash returns the owner of the API key with this hash, or
@@ -142,7 +236,7 @@ func (q *Queries) CreateStrategy(ctx context.Context, ns NewStrategy) (Strategy,
 		s.ID, s.UserID, s.Name, s.Kind, s.Params,
 	).Scan(&s.CreatedAt)
 	if err != nil {
-		return Strategy{}, fmt.Errorf("create strategy: %w", err)
+		return Strategy{}, fmt.Errorf("create strategy: %w", userGone(err))
 	}
 	return s, nil
 }
@@ -372,6 +466,15 @@ func scanRun(row pgx.Row) (Run, error) {
 func notFound(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotFound
+	}
+	return err
+}
+
+// userGone turns the violation of a foreign key on users into ErrUserGone.
+func userGone(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" && strings.HasSuffix(pgErr.ConstraintName, "_user_id_fkey") {
+		return fmt.Errorf("%w (%s)", ErrUserGone, pgErr.ConstraintName)
 	}
 	return err
 }

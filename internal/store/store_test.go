@@ -1,6 +1,8 @@
 package store_test
 
 import (
+	"context"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strings"
@@ -221,4 +223,168 @@ func TestReconcileFailsRunsWhoseJobEnded(t *testing.T) {
 	again, err := b.q.Reconcile(ctx)
 	require.NoError(t, err)
 	require.Empty(t, again, "each run is reconciled once")
+}
+
+func TestAPIKeysAreNamedAndRevoked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	k1, err := b.q.CreateAPIKey(ctx, b.alice.ID, []byte("hash-1"), "bt_AAAAAAAA")
+	require.NoError(t, err)
+	require.Equal(t, "bt_AAAAAAAA", k1.Prefix)
+	_, err = b.q.CreateAPIKey(ctx, b.bob.ID, []byte("hash-2"), "bt_BBBBBBBB")
+	require.NoError(t, err)
+	_, err = b.q.CreateAPIKey(ctx, b.bob.ID, []byte("hash-3"), "bt_BBBBBBBB") // 48 bits can collide
+	require.NoError(t, err)
+	require.NoError(t, b.q.AddAPIKey(ctx, b.bob.ID, []byte("hash-4")), "a key without a prefix")
+
+	tests := []struct {
+		prefix string
+		want   int
+	}{{"bt_AAAAAAAA", 1}, {"bt_BBBBBBBB", 2}, {"bt_CCCCCCCC", 0}, {"", 0}}
+	for _, tt := range tests {
+		found, err := b.q.APIKeysByPrefix(ctx, tt.prefix)
+		require.NoError(t, err)
+		require.Len(t, found, tt.want, tt.prefix)
+	}
+
+	revoked, err := b.q.RevokeAPIKey(ctx, k1.ID)
+	require.NoError(t, err)
+	require.Equal(t, b.alice.ID, revoked.UserID)
+	require.Equal(t, "bt_AAAAAAAA", revoked.Prefix)
+	_, err = b.q.UserByKeyHash(ctx, []byte("hash-1"))
+	require.ErrorIs(t, err, store.ErrNotFound, "a revoked key names nobody")
+	_, err = b.q.RevokeAPIKey(ctx, k1.ID)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	u, err := b.q.UserByKeyHash(ctx, []byte("hash-2"))
+	require.NoError(t, err)
+	require.Equal(t, b.bob.ID, u.ID, "other keys still work")
+}
+
+// Every way a key stops naming its user is announced on api_key_revoked,
+// at commit, with the key's hash; a rolled-back deletion is not.
+func TestKeyDeletionsAreAnnounced(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	listener, err := pgx.Connect(ctx, b.db.URL)
+	require.NoError(t, err)
+	defer listener.Close(context.WithoutCancel(ctx))
+	_, err = listener.Exec(ctx, `LISTEN api_key_revoked`)
+	require.NoError(t, err)
+	next := func(t *testing.T) string {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := listener.WaitForNotification(wctx)
+		require.NoError(t, err)
+		require.Equal(t, "api_key_revoked", n.Channel)
+		return n.Payload
+	}
+	addKey := func(t *testing.T, user store.User, hash string) store.APIKey {
+		t.Helper()
+		k, err := b.q.CreateAPIKey(ctx, user.ID, []byte(hash), "")
+		require.NoError(t, err)
+		return k
+	}
+	hexOf := func(s string) string { return hex.EncodeToString([]byte(s)) }
+
+	// Each step is announced before the next one starts; the steps run in
+	// order on one database.
+	kept := addKey(t, b.alice, "rolled-back")
+	tx, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = store.New(tx).RevokeAPIKey(ctx, kept.ID)
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx)) // nothing to announce
+	k := addKey(t, b.alice, "revoked")
+	_, err = b.q.RevokeAPIKey(ctx, k.ID)
+	require.NoError(t, err)
+	require.Equal(t, hexOf("revoked"), next(t), "the revocation, once, after the rollback announced nothing")
+
+	addKey(t, b.alice, "by-sql")
+	_, err = b.db.Pool.Exec(ctx, `DELETE FROM api_keys WHERE key_hash = $1`, []byte("by-sql"))
+	require.NoError(t, err)
+	require.Equal(t, hexOf("by-sql"), next(t))
+
+	addKey(t, b.bob, "bob-1")
+	_, err = b.db.Pool.Exec(ctx, `UPDATE api_keys SET key_hash = 'other' WHERE key_hash = $1`, []byte("bob-1"))
+	require.NoError(t, err)
+	require.Equal(t, hexOf("bob-1"), next(t), "a changed hash no longer names the user")
+
+	_, err = b.db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, b.bob.ID)
+	require.NoError(t, err)
+	require.Equal(t, hexOf("other"), next(t), "deleting the user deletes the key")
+
+	addKey(t, b.alice, "truncated")
+	_, err = b.db.Pool.Exec(ctx, `TRUNCATE api_keys`)
+	require.NoError(t, err)
+	require.Empty(t, next(t), "TRUNCATE: forget every key")
+}
+
+// A strategy written for a user deleted meanwhile is ErrUserGone, not an
+// internal error.
+func TestWritesForAGoneUser(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	_, err := b.db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, b.bob.ID)
+	require.NoError(t, err)
+	_, err = b.q.CreateStrategy(ctx, store.NewStrategy{UserID: b.bob.ID, Name: "s", Kind: "buy_and_hold", Params: json.RawMessage(`{}`)})
+	require.ErrorIs(t, err, store.ErrUserGone)
+	tx, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck // read-only
+	require.ErrorIs(t, store.New(tx).LockUser(ctx, b.bob.ID), store.ErrUserGone)
+	require.NoError(t, store.New(tx).LockUser(ctx, b.alice.ID))
+}
+
+// The count of unfinished runs sees queued and running runs only, stops at
+// its bound, and is served by the partial index.
+func TestCountUnfinishedRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	var runs []store.Run
+	for range 5 {
+		r, err := b.newRun(t, b.alice, "cid")
+		require.NoError(t, err)
+		runs = append(runs, r)
+	}
+	require.NoError(t, b.q.StartRun(ctx, runs[0].ID, 1))
+	require.NoError(t, b.q.StartRun(ctx, runs[1].ID, 1))
+	require.NoError(t, b.q.CompleteRun(ctx, runs[1].ID, json.RawMessage(`{}`)))
+	require.NoError(t, b.q.FailRun(ctx, runs[2].ID, 1, "boom", "x"))
+	// Left: one running, two queued.
+
+	tests := []struct {
+		name string
+		user store.User
+		upTo int
+		want int
+	}{
+		{"all of them", b.alice, 100, 3},
+		{"up to the bound", b.alice, 2, 2},
+		{"another user", b.bob, 100, 0},
+	}
+	for _, tt := range tests {
+		n, err := b.q.CountUnfinishedRuns(ctx, tt.user.ID, tt.upTo)
+		require.NoError(t, err)
+		require.Equal(t, tt.want, n, tt.name)
+	}
+
+	_, err := b.db.Pool.Exec(ctx, `
+		INSERT INTO backtest_runs (id, user_id, strategy_id, correlation_id, river_job_id, symbol,
+		                           start_date, end_date, initial_cash, status)
+		SELECT gen_random_uuid(), $1, $2, 'cid-' || i, i, 'ACME', '2020-01-01', '2021-01-01', 1000, 'succeeded'
+		FROM generate_series(1, 5000) AS i`, b.alice.ID, b.strategy.ID)
+	require.NoError(t, err)
+	_, err = b.db.Pool.Exec(ctx, `ANALYZE backtest_runs`)
+	require.NoError(t, err)
+	rows, err := b.db.Pool.Query(ctx, `EXPLAIN SELECT count(*) FROM (SELECT 1 FROM backtest_runs
+		WHERE user_id = $1 AND status IN ('queued', 'running') LIMIT 50000) u`, b.alice.ID)
+	require.NoError(t, err)
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Contains(t, strings.Join(plan, "\n"), "backtest_runs_unfinished_user_id_idx")
 }
