@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -37,8 +38,14 @@ type Deps struct {
 	Enqueuer Enqueuer
 	DB       Pinger
 	// Admin, if set, is served under AdminPrefix: River UI, already behind
-	// the operator's credentials.
+	// the operator's credentials (see GuardAdmin).
 	Admin http.Handler
+	// TrustedProxies are the proxies whose X-Forwarded-For header names the
+	// client; from any other peer the header is ignored. None by default.
+	TrustedProxies []netip.Prefix
+	// AuthLimit bounds the unknown API keys a client address may try. The
+	// zero value sets no limit.
+	AuthLimit AuthLimit
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -50,16 +57,17 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	r.NotFoundHandler = statusHandler(http.StatusNotFound, "No such resource.")
 	r.MethodNotAllowedHandler = statusHandler(http.StatusMethodNotAllowed, "This method is not allowed here.")
 	addRoutes(r, logger, deps)
-	return Instrument(logger, r)
+	return Instrument(logger, r, deps.TrustedProxies...)
 }
 
 // Instrument wraps a router with the service's request middleware: the
 // correlation ID, panic recovery and one request_finished line per request,
-// with the matched route's template. NewServer uses it; it is exported for
-// the benchmarks that compare it with other middleware.
-func Instrument(logger *slog.Logger, r *mux.Router) http.Handler {
+// with the matched route's template and the client's address (see
+// Deps.TrustedProxies). NewServer uses it; it is exported for the
+// benchmarks that compare it with other middleware.
+func Instrument(logger *slog.Logger, r *mux.Router, trustedProxies ...netip.Prefix) http.Handler {
 	r.Use(routeTemplate)
-	return observe(logger, r)
+	return observe(logger, clientAddress(trustedProxies, r))
 }
 
 func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
@@ -71,7 +79,7 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	}
 
 	api := r.NewRoute().Subrouter()
-	api.Use(authenticate(logger, deps.Queries, newKeyCache(keyCacheTTL, keyCacheEntries)))
+	api.Use(authenticate(logger, deps.Queries, newKeyCache(keyCacheTTL, keyCacheEntries), newFailureLimiter(deps.AuthLimit)))
 	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries)).Methods(http.MethodPost)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
@@ -115,7 +123,13 @@ func userFrom(ctx context.Context) store.User {
 
 // authenticate lets through requests with a valid Bearer API key and binds
 // the user's ID to the request's log lines.
-func authenticate(logger *slog.Logger, q *store.Queries, cache *keyCache) mux.MiddlewareFunc {
+//
+// Unknown keys spend their client address's budget of failures; an address
+// that has spent it is answered 429 without a database query. The budget is
+// checked after the key cache: a cached key is known valid at no cost, so it
+// works from any address. A key that is not cached is looked up only within
+// the budget, and gives back what it spent when it turns out valid.
+func authenticate(logger *slog.Logger, q *store.Queries, cache *keyCache, failures *failureLimiter) mux.MiddlewareFunc {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			key, ok := bearerToken(r.Header.Get("Authorization"))
@@ -126,12 +140,18 @@ func authenticate(logger *slog.Logger, q *store.Queries, cache *keyCache) mux.Mi
 			hash, now := HashAPIKey(key), time.Now()
 			user, ok := cache.get(hash, now)
 			if !ok {
+				refund, retryAfter, allowed := failures.take(clientAddrOf(r), now)
+				if !allowed {
+					tooManyFailures(w, r, retryAfter)
+					return
+				}
 				var err error
 				user, err = q.UserByKeyHash(r.Context(), hash)
 				if errors.Is(err, store.ErrNotFound) {
 					unauthorized(w, r)
 					return
 				}
+				refund()
 				if err != nil {
 					serverError(logger, w, r, err)
 					return
