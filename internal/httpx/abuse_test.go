@@ -40,12 +40,12 @@ func (c *countingDB) count(sql string) {
 
 func (c *countingDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	c.count(sql)
-	return c.DBTX.Exec(ctx, sql, args...) //nolint:wrapcheck // a transparent wrapper
+	return c.DBTX.Exec(ctx, sql, args...)
 }
 
 func (c *countingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	c.count(sql)
-	return c.DBTX.Query(ctx, sql, args...) //nolint:wrapcheck // a transparent wrapper
+	return c.DBTX.Query(ctx, sql, args...)
 }
 
 func (c *countingDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {

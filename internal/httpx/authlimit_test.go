@@ -97,7 +97,7 @@ func TestFailureLimiter(t *testing.T) {
 
 	t.Run("off", func(t *testing.T) {
 		t.Parallel()
-		var off *failureLimiter = newFailureLimiter(AuthLimit{})
+		off := newFailureLimiter(AuthLimit{})
 		require.Nil(t, off)
 		for range 100 {
 			_, _, ok := off.take(a, time.Now())
