@@ -42,7 +42,7 @@ func findBrowser(t *testing.T) string {
 func TestRiverUIShowsTheJobsCorrelationID(t *testing.T) {
 	t.Parallel()
 	browser := findBrowser(t)
-	const user, password = "ops", "s3cret pass"
+	const user, password = "ops", "s3cret operator pass"
 	st := newStack(t, "RIVERUI_USER="+user, "RIVERUI_PASSWORD="+password)
 	require.Equal(t, true, st.server.waitFor(t, obs.EventServerStarted)[obs.KeyRiverUI])
 

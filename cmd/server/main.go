@@ -104,6 +104,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
+	authLimit := httpx.AuthLimit{Burst: cfg.AuthFailureBurst, Every: cfg.AuthFailureInterval, Addresses: cfg.AuthFailureAddresses}
 	var admin http.Handler
 	if cfg.RiverUIEnabled() {
 		ui, err := riverui.NewHandler(&riverui.HandlerOpts{
@@ -117,7 +118,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		if err := ui.Start(ctx); err != nil {
 			return fmt.Errorf("start river ui: %w", err)
 		}
-		admin = httpx.BasicAuth("River UI", cfg.RiverUIUser, cfg.RiverUIPassword, ui)
+		admin = httpx.GuardAdmin("River UI", cfg.RiverUIUser, cfg.RiverUIPassword, authLimit, ui)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -142,6 +143,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	srv := &http.Server{
 		Handler: httpx.NewServer(logger, httpx.Deps{
 			Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
+			TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit,
 		}),
 		// net/http's own complaints (TLS probes, bad requests) become lines
 		// of the contract too: nothing on stdout may be anything but JSON.

@@ -5,9 +5,11 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The environment variables the processes read.
@@ -26,6 +28,10 @@ const (
 	EnvJobMaxAttempts    = "JOB_MAX_ATTEMPTS"
 	EnvReconcileInterval = "RECONCILE_INTERVAL"
 	EnvMaxUnfinishedRuns = "MAX_UNFINISHED_RUNS"
+	EnvTrustedProxies    = "TRUSTED_PROXIES"
+	EnvAuthFailureBurst  = "AUTH_FAILURE_BURST"
+	EnvAuthFailureEvery  = "AUTH_FAILURE_INTERVAL"
+	EnvAuthFailureAddrs  = "AUTH_FAILURE_ADDRESSES"
 )
 
 // Names lists every environment variable the processes read.
@@ -34,8 +40,15 @@ func Names() []string {
 		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
 		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword, EnvFaultInjection,
 		EnvJobMaxAttempts, EnvReconcileInterval, EnvMaxUnfinishedRuns,
+		EnvJobMaxAttempts, EnvReconcileInterval,
+		EnvTrustedProxies, EnvAuthFailureBurst, EnvAuthFailureEvery, EnvAuthFailureAddrs,
 	}
 }
+
+// MinRiverUIPasswordLength is the shortest RIVERUI_PASSWORD the server
+// accepts, in characters: River UI can cancel and delete jobs, and its
+// password is typed by people.
+const MinRiverUIPasswordLength = 12
 
 // DefaultDatabaseURL is the local development database.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/backtest?sslmode=disable"
@@ -58,7 +71,8 @@ type Server struct {
 	HTTPAddr string
 	// RiverUIUser and RiverUIPassword are RIVERUI_USER and RIVERUI_PASSWORD:
 	// the operator's credentials for River UI under /riverui. River UI is
-	// served only when both are set.
+	// served only when both are set. The password has at least
+	// MinRiverUIPasswordLength characters.
 	RiverUIUser, RiverUIPassword string
 	// JobMaxAttempts is JOB_MAX_ATTEMPTS: how many times a backtest is
 	// tried. Defaults to 5.
@@ -67,6 +81,22 @@ type Server struct {
 	// backtests one user may have; past it POST /backtests answers 429.
 	// Defaults to 50000, room for a large parameter sweep.
 	MaxUnfinishedRuns int
+	// TrustedProxies is TRUSTED_PROXIES: the proxies (CIDRs or single
+	// addresses, comma-separated) whose X-Forwarded-For header names the
+	// client. Defaults to none: the client is the connection's peer.
+	TrustedProxies []netip.Prefix
+	// AuthFailureBurst is AUTH_FAILURE_BURST: how many failed
+	// authentications (unknown API keys, wrong River UI passwords) a client
+	// address may make in a row before it is answered 429. Defaults to 10.
+	AuthFailureBurst int
+	// AuthFailureInterval is AUTH_FAILURE_INTERVAL: an address regains one
+	// failed authentication per interval, up to AuthFailureBurst. Defaults
+	// to 6s (10 a minute).
+	AuthFailureInterval time.Duration
+	// AuthFailureAddresses is AUTH_FAILURE_ADDRESSES: how many client
+	// addresses the limit tracks at once (about 100 bytes each); beyond it,
+	// new addresses share one budget. Defaults to 10000.
+	AuthFailureAddresses int
 }
 
 // RiverUIEnabled reports whether River UI is to be served.
@@ -106,8 +136,16 @@ func LoadServer(getenv func(string) string) (Server, error) {
 		JobMaxAttempts:  r.integer(EnvJobMaxAttempts, 5, 1, 25),
 	}
 	s.MaxUnfinishedRuns = r.integer(EnvMaxUnfinishedRuns, 50_000, 1, 10_000_000)
+	s.TrustedProxies = r.prefixes(EnvTrustedProxies)
+	s.AuthFailureBurst = r.integer(EnvAuthFailureBurst, 10, 1, 10_000)
+	s.AuthFailureInterval = r.duration(EnvAuthFailureEvery, 6*time.Second)
+	s.AuthFailureAddresses = r.integer(EnvAuthFailureAddrs, 10_000, 100, 10_000_000)
 	if (s.RiverUIUser == "") != (s.RiverUIPassword == "") {
 		r.fail(EnvRiverUIUser, s.RiverUIUser, "and "+EnvRiverUIPassword+" must be set together (or neither, to leave River UI off)")
+	}
+	if n := utf8.RuneCountInString(s.RiverUIPassword); n > 0 && n < MinRiverUIPasswordLength && r.err == nil {
+		// Not r.fail: the error must not print the password.
+		r.err = fmt.Errorf("%s must be at least %d characters long (it has %d)", EnvRiverUIPassword, MinRiverUIPasswordLength, n)
 	}
 	return s, r.err
 }
@@ -188,6 +226,30 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// prefixes reads a comma-separated list of CIDRs; a bare address stands
+// for itself alone.
+func (r *reader) prefixes(name string) []netip.Prefix {
+	v := r.str(name, "")
+	if v == "" {
+		return nil
+	}
+	var out []netip.Prefix
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			a, aerr := netip.ParseAddr(item)
+			if aerr != nil || a.Zone() != "" {
+				r.fail(name, v, "must be a comma-separated list of CIDRs or addresses, such as 10.0.0.0/8,192.0.2.7")
+				return nil
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 func (r *reader) level(name string, def slog.Level) slog.Level {

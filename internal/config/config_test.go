@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,10 +36,10 @@ func TestDefaults(t *testing.T) {
 
 func TestRiverUICredentials(t *testing.T) {
 	t.Parallel()
-	s, err := config.LoadServer(env(map[string]string{"RIVERUI_USER": "ops", "RIVERUI_PASSWORD": " secret "}))
+	s, err := config.LoadServer(env(map[string]string{"RIVERUI_USER": "ops", "RIVERUI_PASSWORD": " a long secret "}))
 	require.NoError(t, err)
 	require.True(t, s.RiverUIEnabled())
-	require.Equal(t, " secret ", s.RiverUIPassword)
+	require.Equal(t, " a long secret ", s.RiverUIPassword)
 	_, err = config.LoadServer(env(map[string]string{"RIVERUI_USER": "ops"}))
 	require.ErrorContains(t, err, "must be set together")
 	_, err = config.LoadServer(env(map[string]string{"RIVERUI_PASSWORD": "x"}))
@@ -46,6 +47,82 @@ func TestRiverUICredentials(t *testing.T) {
 	s, err = config.LoadServer(env(nil))
 	require.NoError(t, err)
 	require.False(t, s.RiverUIEnabled(), "off by default")
+}
+
+func TestRiverUIPasswordLength(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, password string
+		wantErr        string
+	}{
+		{name: "one character", password: "x", wantErr: "RIVERUI_PASSWORD must be at least 12 characters long (it has 1)"},
+		{name: "eleven characters", password: "s3cret pass", wantErr: "(it has 11)"},
+		{name: "eleven characters, more bytes", password: "ééééééééééé", wantErr: "(it has 11)"},
+		{name: "twelve characters", password: "s3cret passw"},
+		{name: "twelve multibyte characters", password: "éééééééééééé"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := config.LoadServer(env(map[string]string{"RIVERUI_USER": "ops", "RIVERUI_PASSWORD": tt.password}))
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				require.Equal(t, tt.password, s.RiverUIPassword)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+			require.NotContains(t, err.Error(), tt.password, "the error never shows the password")
+		})
+	}
+}
+
+func TestAbuseSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, s config.Server)
+	}{
+		{name: "defaults", check: func(t *testing.T, s config.Server) {
+			t.Helper()
+			require.Empty(t, s.TrustedProxies)
+			require.Equal(t, 10, s.AuthFailureBurst)
+			require.Equal(t, 6*time.Second, s.AuthFailureInterval)
+			require.Equal(t, 10_000, s.AuthFailureAddresses)
+		}},
+		{name: "values", env: map[string]string{
+			"TRUSTED_PROXIES": " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,10.1.2.3/16", "AUTH_FAILURE_BURST": "3",
+			"AUTH_FAILURE_INTERVAL": "1m", "AUTH_FAILURE_ADDRESSES": "500",
+		}, check: func(t *testing.T, s config.Server) {
+			t.Helper()
+			require.Equal(t, []netip.Prefix{
+				netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+				netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("10.1.0.0/16"),
+			}, s.TrustedProxies)
+			require.Equal(t, 3, s.AuthFailureBurst)
+			require.Equal(t, time.Minute, s.AuthFailureInterval)
+			require.Equal(t, 500, s.AuthFailureAddresses)
+		}},
+		{name: "proxy not a cidr", env: map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, wantErr: "TRUSTED_PROXIES"},
+		{name: "proxy list with a hole", env: map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,,"}, wantErr: "comma-separated list of CIDRs"},
+		{name: "proxy with a zone", env: map[string]string{"TRUSTED_PROXIES": "fe80::1%eth0"}, wantErr: "TRUSTED_PROXIES"},
+		{name: "burst zero", env: map[string]string{"AUTH_FAILURE_BURST": "0"}, wantErr: "AUTH_FAILURE_BURST"},
+		{name: "interval not a duration", env: map[string]string{"AUTH_FAILURE_INTERVAL": "6"}, wantErr: "AUTH_FAILURE_INTERVAL"},
+		{name: "too few addresses", env: map[string]string{"AUTH_FAILURE_ADDRESSES": "10"}, wantErr: "from 100 to 10000000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := config.LoadServer(env(tt.env))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, s)
+		})
+	}
 }
 
 func TestWorkerSettings(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -30,6 +31,10 @@ const correlationHeaderKey = "X-Correlation-Id"
 type requestInfo struct {
 	route  string
 	userID string
+	// clientIP is the client's address as logged; clientAddr the same
+	// parsed, for the limits (see clientAddress).
+	clientIP   string
+	clientAddr netip.Addr
 }
 
 type requestInfoKey struct{}
@@ -99,7 +104,7 @@ func logFinished(logger *slog.Logger, r *http.Request, status int, info *request
 	if status >= http.StatusInternalServerError {
 		level = slog.LevelError
 	}
-	attrs := make([]slog.Attr, 0, 6)
+	attrs := make([]slog.Attr, 0, 7)
 	attrs = append(attrs,
 		slog.String(obs.KeyMethod, r.Method),
 		slog.String(obs.KeyPath, r.URL.Path),
@@ -108,6 +113,9 @@ func logFinished(logger *slog.Logger, r *http.Request, status int, info *request
 		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()))
 	if info.userID != "" {
 		attrs = append(attrs, slog.String(obs.KeyUserID, info.userID))
+	}
+	if info.clientIP != "" {
+		attrs = append(attrs, slog.String(obs.KeyClientIP, info.clientIP))
 	}
 	obs.Log(r.Context(), logger, level, obs.EventRequestFinished, attrs...)
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -37,12 +38,18 @@ type Deps struct {
 	Enqueuer Enqueuer
 	DB       Pinger
 	// Admin, if set, is served under AdminPrefix: River UI, already behind
-	// the operator's credentials.
+	// the operator's credentials (see GuardAdmin).
 	Admin http.Handler
 	// Keys caches the owners of API keys; a KeyListener keeps it in step
 	// with revocations. Defaults to a cache of its own whose entries live
 	// for KeyCacheTTL, revocations or not.
 	Keys *KeyCache
+	// TrustedProxies are the proxies whose X-Forwarded-For header names the
+	// client; from any other peer the header is ignored. None by default.
+	TrustedProxies []netip.Prefix
+	// AuthLimit bounds the unknown API keys a client address may try. The
+	// zero value sets no limit.
+	AuthLimit AuthLimit
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -55,7 +62,7 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	r.MethodNotAllowedHandler = statusHandler(http.StatusMethodNotAllowed, "This method is not allowed here.")
 	r.Use(routeTemplate)
 	addRoutes(r, logger, deps)
-	return observe(logger, r)
+	return observe(logger, clientAddress(deps.TrustedProxies, r))
 }
 
 func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
@@ -71,7 +78,7 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	if keys == nil {
 		keys = NewKeyCache(KeyCacheTTL, KeyCacheEntries)
 	}
-	api.Use(authenticate(logger, deps.Queries, keys))
+	api.Use(authenticate(logger, deps.Queries, keys, newFailureLimiter(deps.AuthLimit)))
 	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries)).Methods(http.MethodPost)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
@@ -147,7 +154,13 @@ func userGone(w http.ResponseWriter, r *http.Request) {
 
 // authenticate lets through requests with a valid Bearer API key and binds
 // the user's ID to the request's log lines.
-func authenticate(logger *slog.Logger, q *store.Queries, cache *KeyCache) mux.MiddlewareFunc {
+//
+// Unknown keys spend their client address's budget of failures; an address
+// that has spent it is answered 429 without a database query. The budget is
+// checked after the key cache: a cached key is known valid at no cost, so it
+// works from any address. A key that is not cached is looked up only within
+// the budget, and gives back what it spent when it turns out valid.
+func authenticate(logger *slog.Logger, q *store.Queries, cache *KeyCache, failures *failureLimiter) mux.MiddlewareFunc {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			header := r.Header.Values("Authorization")
@@ -165,12 +178,18 @@ func authenticate(logger *slog.Logger, q *store.Queries, cache *KeyCache) mux.Mi
 			hash, now := HashAPIKey(key), time.Now()
 			user, gen, ok := cache.get(hash, now)
 			if !ok {
+				refund, retryAfter, allowed := failures.take(clientAddrOf(r), now)
+				if !allowed {
+					tooManyFailures(w, r, retryAfter)
+					return
+				}
 				var err error
 				user, err = q.UserByKeyHash(r.Context(), hash)
 				if errors.Is(err, store.ErrNotFound) {
 					unauthorized(w, r)
 					return
 				}
+				refund()
 				if err != nil {
 					serverError(logger, w, r, err)
 					return

@@ -32,6 +32,7 @@ const (
 	KeyAddr         = "addr"
 	KeyRiverUI      = "riverui"
 	KeyFaultInject  = "fault_injection"
+	KeyClientIP     = "client_ip"
 )
 
 // Keys of error lines.
