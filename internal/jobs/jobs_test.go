@@ -479,7 +479,19 @@ func TestWorkerWithRealClient(t *testing.T) {
 		}
 	}
 
-	lines := b.logs.Lines(t)
+	// River reports a job final when its state is saved; the lifecycle
+	// middleware logs the attempt's end just after: wait for those lines.
+	var lines []map[string]any
+	require.Eventually(t, func() bool {
+		lines = b.logs.Lines(t)
+		ended := 0
+		for _, l := range lines {
+			if l[obs.KeyEvent] == obs.EventJobCompleted || (l[obs.KeyEvent] == obs.EventJobFailed && l[obs.KeyWillRetry] == false) {
+				ended++
+			}
+		}
+		return ended >= len(cases)
+	}, 10*time.Second, 10*time.Millisecond, "every job's last attempt is logged")
 	for i, c := range cases {
 		got, err := b.q.Run(ctx, b.user.ID, runs[i].ID)
 		require.NoError(t, err)
