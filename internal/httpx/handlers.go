@@ -32,6 +32,9 @@ func handleReadyz(logger *slog.Logger, db Pinger) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := db.Ping(ctx); err != nil {
+			if clientGone(r.Context()) {
+				return // the prober left: there is nobody to answer, nothing to report
+			}
 			logger.WarnContext(r.Context(), obs.EventRequestFailed, slog.String(obs.KeyError, err.Error()),
 				slog.String(obs.KeyErrorType, obs.ErrorType(err)))
 			w.Header().Set("Retry-After", "5")
