@@ -4,6 +4,10 @@
 //	docker compose logs server worker | trace bug-1234
 //	trace --run 01a2175f-386b-7761-8b43-c03581273143 server.log worker.log
 //	trace --job 42 --json < all.log
+//	trace --id -h server.log       # or: trace -- -h server.log
+//
+// A correlation ID may start with '-', so an ID given as the first argument
+// could be read as a flag: give such an ID with --id, or after "--".
 //
 // It reads the files named (standard input without any), raw or with docker
 // compose's "service-1  | " prefixes, skips what is not JSON, and prints the
@@ -55,12 +59,15 @@ func (e exitError) Error() string { return e.msg }
 func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, tty bool) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	corrID := fs.String("id", "", "select a request's lines by correlation_id (any ID, even one that starts with -)")
 	runID := fs.String("run", "", "select a run's lines by run_id")
 	jobID := fs.String("job", "", "select a job's lines by job_id")
 	asJSON := fs.Bool("json", false, "print the selected JSON lines, sorted, instead of a timeline")
 	color := fs.String("color", "auto", "colour levels: auto (on a terminal), always or never")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: trace [--json] [--color auto|always|never] (CORRELATION_ID | --run RUN_ID | --job JOB_ID) [FILE...]")
+		fmt.Fprintln(stderr, "usage: trace [--json] [--color auto|always|never] "+
+			"(CORRELATION_ID | --id CORRELATION_ID | --run RUN_ID | --job JOB_ID) [FILE...]")
+		fmt.Fprintln(stderr, "       trace [flags] -- CORRELATION_ID [FILE...]    (an ID that starts with -)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -70,10 +77,18 @@ func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Wr
 		return exitError{code: 2}
 	}
 	rest := fs.Args()
+	given := 0
+	for _, v := range []string{*corrID, *runID, *jobID} {
+		if v != "" {
+			given++
+		}
+	}
 	var sel timeline.Selector
 	switch {
-	case *runID != "" && *jobID != "":
-		return exitError{code: 2, msg: "give --run or --job, not both"}
+	case given > 1:
+		return exitError{code: 2, msg: "give one of --id, --run or --job"}
+	case *corrID != "":
+		sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: *corrID}
 	case *runID != "":
 		sel = timeline.Selector{Field: obs.KeyRunID, Value: *runID}
 	case *jobID != "":

@@ -133,6 +133,7 @@ func TestParseStrategy(t *testing.T) {
 		kind, params string
 		want         backtest.Strategy
 		wantField    string
+		wantMessage  string // part of the message, when it matters
 	}{
 		{
 			kind: "sma_crossover", params: `{"fast_window":5,"slow_window":20}`,
@@ -154,6 +155,20 @@ func TestParseStrategy(t *testing.T) {
 		},
 		{kind: "rsi_reversion", params: `{"oversold":80}`, wantField: "params.overbought"},
 		{kind: "rsi_reversion", params: `{"period":1}`, wantField: "params.period"},
+		{
+			kind: "sma_crossover", params: `{"fast_window":5,"slow_window":20,"fast_window":6}`,
+			wantField: "params", wantMessage: `"fast_window" more than once`,
+		},
+		{
+			kind: "sma_crossover", params: `{"FAST_WINDOW":5,"slow_window":20}`,
+			wantField: "params", wantMessage: `unknown field "FAST_WINDOW"`,
+		},
+		{kind: "sma_crossover", params: `{"Fast_Window":5,"slow_window":20}`, wantField: "params"},
+		{kind: "sma_crossover", params: "{\"fast_window\":5,\"slow_window\":20,\"\xff\":1}", wantField: "params", wantMessage: "UTF-8"},
+		{kind: "sma_crossover", params: `{"fast_window":5.5,"slow_window":20}`, wantField: "params.fast_window", wantMessage: "whole number"},
+		{kind: "rsi_reversion", params: `{"period":14,"period":15}`, wantField: "params", wantMessage: "more than once"},
+		{kind: "rsi_reversion", params: `{"oversold":"30"}`, wantField: "params.oversold", wantMessage: "must be a number"},
+		{kind: "buy_and_hold", params: `{}{}`, wantField: "params"},
 		{kind: "", params: `{}`, wantField: "kind"},
 		{kind: "martingale", params: `{}`, wantField: "kind"},
 	}
@@ -165,6 +180,7 @@ func TestParseStrategy(t *testing.T) {
 				var ve *backtest.ValidationError
 				require.ErrorAs(t, err, &ve)
 				require.Equal(t, tt.wantField, ve.Field, ve.Message)
+				require.Contains(t, ve.Message, tt.wantMessage)
 				return
 			}
 			require.NoError(t, err)

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
+	"reflect"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Strategy kinds.
@@ -122,30 +124,39 @@ func ParseStrategy(kind string, params json.RawMessage) (Strategy, error) {
 	}
 }
 
-// decodeParams decodes params strictly: one JSON object, no unknown fields.
-// Absent or null params are an empty object.
+// decodeParams decodes params strictly: one JSON object of valid UTF-8, no
+// unknown fields, names matched case-sensitively, no name twice at any
+// depth (encoding/json v2's defaults, unknown fields refused). Absent or
+// null params are an empty object.
 func decodeParams(params json.RawMessage, into any) error {
-	params = bytes.TrimSpace(params)
+	params = bytes.Trim(params, " \t\r\n")
 	if len(params) == 0 || string(params) == "null" {
 		params = json.RawMessage(`{}`)
 	}
-	dec := json.NewDecoder(bytes.NewReader(params))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return &ValidationError{"params." + typeErr.Field, "must be a " + typeErr.Type.String()}
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return &ValidationError{"params", strings.TrimPrefix(err.Error(), "json: ") + " for this kind"}
-		default:
-			return &ValidationError{"params", "must be a JSON object"}
+	err := jsonv2.Unmarshal(params, into, jsonv2.RejectUnknownMembers(true))
+	var (
+		semantic  *jsonv2.SemanticError
+		syntactic *jsontext.SyntacticError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &syntactic) && errors.Is(syntactic.Err, jsontext.ErrDuplicateName):
+		return &ValidationError{"params", fmt.Sprintf("gives %q more than once", syntactic.JSONPointer.LastToken())}
+	case errors.As(err, &syntactic):
+		return &ValidationError{"params", "must be valid JSON (" + syntactic.Err.Error() + ")"}
+	case errors.As(err, &semantic) && errors.Is(semantic.Err, jsonv2.ErrUnknownName):
+		return &ValidationError{"params", fmt.Sprintf("unknown field %q for this kind (names are case-sensitive)",
+			semantic.JSONPointer.LastToken())}
+	case errors.As(err, &semantic) && semantic.JSONPointer != "" && semantic.GoType != nil:
+		field := "params." + semantic.JSONPointer.LastToken()
+		if t := semantic.GoType; t.Kind() == reflect.Float64 || t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Float64 {
+			return &ValidationError{field, "must be a number"}
 		}
+		return &ValidationError{field, "must be a whole number"}
+	default:
+		return &ValidationError{"params", "must be a JSON object"}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return &ValidationError{"params", "must be a single JSON object"}
-	}
-	return nil
 }
 
 // Params returns the strategy's parameters as JSON, defaults filled in: what

@@ -248,7 +248,7 @@ func TestAuthAndIsolation(t *testing.T) {
 	list := b.call(t, http.MethodGet, "/backtests?correlation_id=ticket-42", b.aliceKey, "", "")
 	require.Equal(t, http.StatusOK, list.status)
 	require.Len(t, list.body["runs"], 1)
-	requireProblem(t, b.call(t, http.MethodGet, "/backtests?correlation_id=", b.aliceKey, "", ""), http.StatusUnprocessableEntity)
+	requireProblem(t, b.call(t, http.MethodGet, "/backtests?correlation_id=", b.aliceKey, "", ""), http.StatusBadRequest)
 
 	// Bob sees none of it.
 	requireProblem(t, b.call(t, http.MethodGet, "/strategies/"+sid, b.bobKey, "", ""), http.StatusNotFound)

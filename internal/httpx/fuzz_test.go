@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 )
@@ -19,6 +20,9 @@ func FuzzRequestBodies(f *testing.F) {
 		`{"kind":"rsi_reversion","params":{"period":1e400}}`, `{"kind":"buy_and_hold","params":[1]}`,
 		`{"strategy_id":"01a2175f-386b-7761-8b43-c03581273143","symbol":"ACME","start":"2020-01-01","end":"2021-01-01","initial_cash":1}`,
 		`{"initial_cash":-0}`, `{"start":"2020-02-30"}`, `{"a":1}{}`, `[`, `"\ud800"`, `{"symbol":"\u0000"}`, `null`,
+		`{"kind":"buy_and_hold","kind":"x"}`, `{"KIND":"buy_and_hold"}`, `{"kind":"sma_crossover","params":{"a":{"b":1,"b":2}}}`,
+		`{"name":"\u001b[31m","kind":"buy_and_hold"}`, "{\"name\":\"\xff\"}", `{"initial_cash":5e-324}`,
+		`{"strategy_id":"{01a2175f-386b-7761-8b43-c03581273143}"}`,
 	} {
 		f.Add(seed)
 	}
@@ -45,6 +49,9 @@ func FuzzRequestBodies(f *testing.F) {
 		sreq, ok := decode[createStrategyRequest](rec, req)
 		check(rec, ok)
 		if ok {
+			if name := strings.TrimSpace(sreq.Name); validName(name) && strings.ContainsFunc(name, unicode.IsControl) {
+				t.Fatalf("validName accepted control characters in %q", name)
+			}
 			_, err := backtest.ParseStrategy(sreq.Kind, sreq.Params)
 			var ve *backtest.ValidationError
 			if err != nil && !errors.As(err, &ve) {
@@ -58,7 +65,7 @@ func FuzzRequestBodies(f *testing.F) {
 		check(rec, ok)
 		if ok {
 			nb, field, _ := breq.validate()
-			if field == "" && (nb.InitialCash <= 0 || !nb.End.After(nb.Start) || nb.Symbol == "") {
+			if field == "" && (nb.InitialCash < 1 || nb.InitialCash > 1e12 || !nb.End.After(nb.Start) || nb.Symbol == "") {
 				t.Fatalf("validate accepted %q", body)
 			}
 		}

@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
@@ -33,6 +31,9 @@ func handleReadyz(logger *slog.Logger, db Pinger) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := db.Ping(ctx); err != nil {
+			if clientGone(r.Context()) {
+				return // the prober left: there is nobody to answer, nothing to report
+			}
 			logger.WarnContext(r.Context(), obs.EventRequestFailed, slog.String(obs.KeyError, err.Error()),
 				slog.String(obs.KeyErrorType, obs.ErrorType(err)))
 			w.Header().Set("Retry-After", "5")
@@ -66,6 +67,9 @@ const maxNameLength = 100
 
 func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := queryParams(w, r); !ok {
+			return
+		}
 		req, ok := decode[createStrategyRequest](w, r)
 		if !ok {
 			return
@@ -80,8 +84,9 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 		switch {
 		case name == "":
 			name = spec.Kind
-		case utf8.RuneCountInString(name) > maxNameLength || !utf8.ValidString(name):
-			writeInvalid(w, r, "name", "must be valid text of at most 100 characters")
+		case !validName(name):
+			writeInvalid(w, r, "name", "must be text of at most 100 characters without control characters, "+
+				"line separators or bidirectional formatting characters")
 			return
 		}
 		user := userFrom(r.Context())
@@ -102,6 +107,9 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 
 func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := queryParams(w, r); !ok {
+			return
+		}
 		id, ok := pathID(w, r)
 		if !ok {
 			return
@@ -118,11 +126,12 @@ func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	})
 }
 
-// pathID reads the {id} of the route; an ID that is not a UUID cannot name
-// anything, so it is a 404 like any unknown ID.
+// pathID reads the {id} of the route; an ID that is not a UUID in the form
+// the API writes (parseID) cannot name anything, so it is a 404 like any
+// unknown ID.
 func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
-	id, err := uuid.Parse(mux.Vars(r)["id"])
-	if err != nil {
+	id, ok := parseID(mux.Vars(r)["id"])
+	if !ok {
 		writeProblem(w, r, http.StatusNotFound, "No such resource.")
 		return uuid.UUID{}, false
 	}
@@ -137,9 +146,11 @@ type createBacktestRequest struct {
 	InitialCash *float64 `json:"initial_cash"`
 }
 
-// Bounds on a backtest request.
+// Bounds on a backtest request. Below 1 the engine's arithmetic loses
+// meaning (a subnormal cash of 5e-324 reported a 100% loss).
 const (
 	maxSpanYears   = 100
+	minInitialCash = 1
 	maxInitialCash = 1e12
 )
 
@@ -147,9 +158,9 @@ var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
 
 // validate checks a backtest request, returning the rejected field and why.
 func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason string) {
-	id, err := uuid.Parse(req.StrategyID)
-	if err != nil {
-		return nb, "strategy_id", "must be a strategy's id (a UUID)"
+	id, ok := parseID(req.StrategyID)
+	if !ok {
+		return nb, "strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase"
 	}
 	if !symbolPattern.MatchString(req.Symbol) {
 		return nb, "symbol", "must be 1 to 16 letters, digits, '.' or '-'"
@@ -169,8 +180,8 @@ func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason 
 		return nb, "end", "must be at most 100 years after start"
 	case req.InitialCash == nil:
 		return nb, "initial_cash", "is required"
-	case !(*req.InitialCash > 0 && *req.InitialCash <= maxInitialCash) || math.IsNaN(*req.InitialCash):
-		return nb, "initial_cash", "must be above 0 and at most 1e12"
+	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
+		return nb, "initial_cash", "must be between 1 and 1e12"
 	}
 	return jobs.NewBacktest{
 		StrategyID: id, Symbol: strings.ToUpper(req.Symbol), Start: start, End: end, InitialCash: *req.InitialCash,
@@ -189,6 +200,9 @@ type enqueuedJSON struct {
 
 func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := queryParams(w, r); !ok {
+			return
+		}
 		req, ok := decode[createBacktestRequest](w, r)
 		if !ok {
 			return
@@ -274,6 +288,9 @@ func toRunJSON(r store.Run) runJSON {
 
 func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := queryParams(w, r); !ok {
+			return
+		}
 		id, ok := pathID(w, r)
 		if !ok {
 			return
@@ -294,14 +311,22 @@ const listLimit = 100
 
 func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		query, ok := queryParams(w, r, "correlation_id")
+		if !ok {
+			return
+		}
 		userID := userFrom(r.Context()).ID
 		var (
 			runs []store.Run
 			err  error
 		)
-		if values, filtered := r.URL.Query()["correlation_id"]; filtered {
-			if len(values) != 1 || values[0] == "" || len(values[0]) > obs.MaxCorrelationIDLength {
-				writeInvalid(w, r, "correlation_id", "must be given once, 1 to 128 characters")
+		if values, filtered := query["correlation_id"]; filtered {
+			// The header's rule: a value it would refuse was never stored.
+			if len(values) != 1 || !obs.ValidCorrelationID(values[0]) {
+				const reason = "must be given once, 1 to 128 characters of A-Z a-z 0-9 . _ : + = / @ - " +
+					"(in a query, + means a space: write it as %2B)"
+				writeProblem(w, r, http.StatusBadRequest, "correlation_id "+reason,
+					InvalidParam{Name: "correlation_id", Reason: reason})
 				return
 			}
 			runs, err = q.RunsByCorrelationID(r.Context(), userID, values[0])

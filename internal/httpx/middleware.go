@@ -64,6 +64,7 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 		rec, info := &ex.recorder, &ex.info
 		ctx := obs.WithAttrs(r.Context(), slog.String(obs.KeyCorrelationID, corr.ID))
 		ctx = context.WithValue(ctx, requestInfoKey{}, info)
+		rec.ctx = ctx
 		r = r.WithContext(ctx)
 		if corr.Rejected != "" {
 			logger.WarnContext(ctx, obs.EventCorrelationIDRejected,
@@ -139,25 +140,42 @@ type exchange struct {
 	info     requestInfo
 }
 
+// StatusClientClosedRequest is nginx's status for a request whose client
+// went away before it was answered. It is never sent (nobody is there to
+// read it); the access line records it, so that a departed client counts
+// neither as a success nor as a server error.
+const StatusClientClosedRequest = 499
+
 // recorder remembers the status written through it.
 type recorder struct {
 	http.ResponseWriter
+	ctx         context.Context // the request's, to tell a departed client at the first write
 	code        int
 	wroteHeader bool
 }
 
 func (rec *recorder) WriteHeader(code int) {
 	if !rec.wroteHeader {
-		rec.code, rec.wroteHeader = code, true
+		rec.record(code)
 	}
 	rec.ResponseWriter.WriteHeader(code)
 }
 
 func (rec *recorder) Write(b []byte) (int, error) {
 	if !rec.wroteHeader {
-		rec.code, rec.wroteHeader = http.StatusOK, true
+		rec.record(http.StatusOK)
 	}
 	return rec.ResponseWriter.Write(b)
+}
+
+// record keeps the status of the answer, or 499 when the client had gone
+// before it: whatever the handler made of a broken body or a cancelled
+// query (a 400, a 503) was not the client's answer.
+func (rec *recorder) record(code int) {
+	rec.code, rec.wroteHeader = code, true
+	if rec.ctx != nil && clientGone(rec.ctx) {
+		rec.code = StatusClientClosedRequest
+	}
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer.
@@ -165,15 +183,34 @@ func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
 func (rec *recorder) status() int {
 	if !rec.wroteHeader {
+		if rec.ctx != nil && clientGone(rec.ctx) {
+			return StatusClientClosedRequest // serverError wrote nothing for a departed client
+		}
 		return http.StatusOK // a handler that writes nothing sends 200
 	}
 	return rec.code
 }
 
+// clientGone reports whether the request's client went away: net/http
+// cancels the request's context when the connection breaks (a reset, a
+// close) or an HTTP/2 stream is reset. A deadline of the server's own ends
+// the context with context.DeadlineExceeded instead, which is the server's
+// failure to answer in time, not the client's departure.
+func clientGone(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
+}
+
 // serverError answers an internal failure: logged with its stack, answered
 // with a problem that reveals nothing of it (503 when the database is out of
 // reach, 500 otherwise).
+//
+// A failure that follows the client's departure is not one: its cancelled
+// context cancelled the query. It is neither logged nor answered, and the
+// access line records 499.
 func serverError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	if clientGone(r.Context()) {
+		return
+	}
 	status, detail := http.StatusInternalServerError, "The server failed to handle the request."
 	if unavailable(err) {
 		status, detail = http.StatusServiceUnavailable, "The database is unavailable; try again shortly."

@@ -2,12 +2,15 @@ package httpx
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/stretchr/testify/require"
@@ -28,6 +31,10 @@ func testRouter(logger *slog.Logger) http.Handler {
 	r.HandleFunc("/panic", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Location", "/half-made")
 		panic("handler exploded")
+	})
+	r.HandleFunc("/db", func(w http.ResponseWriter, r *http.Request) {
+		// A query that failed because the request's context ended.
+		serverError(logger, w, r, fmt.Errorf("select runs: %w", r.Context().Err()))
 	})
 	r.HandleFunc("/panic-after-write", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -61,6 +68,10 @@ func TestObserve(t *testing.T) {
 		wantRoute  string
 		wantEvents []string
 		wantLevel  string
+		// The request's context: cancelled as net/http does when the client
+		// goes away, or past a deadline of the server's own.
+		cancelled, pastDeadline bool
+		wantLogged              int // the access line's status_code, when not wantStatus
 	}{
 		{
 			name: "matched route, id reused", method: "GET", path: "/items/7", header: []string{"abc-123"},
@@ -91,6 +102,21 @@ func TestObserve(t *testing.T) {
 			wantEvents: []string{obs.EventRequestPanicked, obs.EventRequestFinished}, wantLevel: "error",
 		},
 		{
+			name: "client gone before the answer", method: "GET", path: "/items/7", cancelled: true,
+			wantStatus: 200, wantLogged: 499, wantRoute: "/items/{id}",
+			wantEvents: []string{"handler_ran", obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "query cancelled by a departed client is not a server error", method: "GET", path: "/db", cancelled: true,
+			wantStatus: 200, wantLogged: 499, wantRoute: "/db",
+			wantEvents: []string{obs.EventRequestFinished}, wantLevel: "info",
+		},
+		{
+			name: "our own deadline passing is a server error", method: "GET", path: "/db", pastDeadline: true,
+			wantStatus: 503, wantRoute: "/db",
+			wantEvents: []string{obs.EventRequestFailed, obs.EventRequestFinished}, wantLevel: "error",
+		},
+		{
 			name: "panic after the header keeps the status", method: "GET", path: "/panic-after-write",
 			wantStatus: 200, wantRoute: "/panic-after-write",
 			wantEvents: []string{obs.EventRequestPanicked, obs.EventRequestFinished}, wantLevel: "info",
@@ -101,7 +127,18 @@ func TestObserve(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
 			h := testRouter(obs.NewLogger(&buf, obs.Options{Service: "server"}))
-			req := httptest.NewRequestWithContext(t.Context(), tt.method, tt.path, nil)
+			ctx := t.Context()
+			if tt.cancelled {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				cancel()
+			}
+			if tt.pastDeadline {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, time.Unix(0, 0))
+				defer cancel()
+			}
+			req := httptest.NewRequestWithContext(ctx, tt.method, tt.path, nil)
 			for _, v := range tt.header {
 				req.Header.Add(HeaderCorrelationID, v)
 			}
@@ -142,7 +179,14 @@ func TestObserve(t *testing.T) {
 			require.Equal(t, tt.method, last[obs.KeyMethod])
 			require.Equal(t, tt.path, last[obs.KeyPath])
 			require.Equal(t, tt.wantRoute, last[obs.KeyRoute])
-			require.InDelta(t, tt.wantStatus, last[obs.KeyStatusCode], 0)
+			wantLogged := tt.wantStatus
+			if tt.wantLogged != 0 {
+				wantLogged = tt.wantLogged
+			}
+			require.InDelta(t, wantLogged, last[obs.KeyStatusCode], 0)
+			if wantLogged == StatusClientClosedRequest {
+				require.NotContains(t, buf.String(), obs.KeyTraceback, "a departed client is no fault to trace")
+			}
 			require.Contains(t, last, obs.KeyDurationMS)
 			require.Equal(t, tt.wantLevel, last[obs.KeyLevel])
 			if tt.wantReject != "" {

@@ -52,6 +52,12 @@ func ResolveCorrelationID(values []string) Correlation {
 	return Correlation{ID: v}
 }
 
+// ValidCorrelationID reports whether v passes the reuse rule of
+// ResolveCorrelationID. Whatever takes a correlation ID from a client
+// elsewhere (a query parameter, say) checks it with the same rule, so that a
+// value the header would refuse cannot reach a query or a log.
+func ValidCorrelationID(v string) bool { return checkCorrelationID(v) == "" }
+
 func checkCorrelationID(v string) string {
 	if v == "" {
 		return RejectEmpty

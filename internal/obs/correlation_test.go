@@ -43,6 +43,9 @@ func TestResolveCorrelationID(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := obs.ResolveCorrelationID(tt.values)
+			if len(tt.values) == 1 {
+				require.Equal(t, tt.wantReused, obs.ValidCorrelationID(tt.values[0]), "one rule for the header and the query")
+			}
 			require.Equal(t, tt.wantRejected, got.Rejected)
 			require.Equal(t, tt.wantLength, got.HeaderLength)
 			if tt.wantReused {
