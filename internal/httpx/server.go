@@ -39,6 +39,9 @@ type Deps struct {
 	// Admin, if set, is served under AdminPrefix: River UI, already behind
 	// the operator's credentials.
 	Admin http.Handler
+	// RequestTimeout, if positive, is the deadline of every routed request's
+	// context, and so of the queries it makes.
+	RequestTimeout time.Duration
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -49,6 +52,9 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	r := mux.NewRouter()
 	r.NotFoundHandler = statusHandler(http.StatusNotFound, "No such resource.")
 	r.MethodNotAllowedHandler = statusHandler(http.StatusMethodNotAllowed, "This method is not allowed here.")
+	if deps.RequestTimeout > 0 {
+		r.Use(deadline(deps.RequestTimeout))
+	}
 	addRoutes(r, logger, deps)
 	return Instrument(logger, r)
 }
