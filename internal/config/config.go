@@ -82,7 +82,8 @@ type Server struct {
 // connection for longer than they allow.
 type HTTPLimits struct {
 	// ReadHeaderTimeout is HTTP_READ_HEADER_TIMEOUT: how long a client may
-	// take to send a request's headers. Defaults to 5s.
+	// take to send a request's headers, and a new connection may stay
+	// without one. Defaults to 10s.
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout is HTTP_READ_TIMEOUT: how long a client may take to send
 	// a whole request, body included; a slower client's connection is
@@ -177,7 +178,7 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 
 func (r *reader) httpLimits() HTTPLimits {
 	l := HTTPLimits{
-		ReadHeaderTimeout: r.duration(EnvHTTPReadHeaderTimeout, 5*time.Second),
+		ReadHeaderTimeout: r.duration(EnvHTTPReadHeaderTimeout, 10*time.Second),
 		ReadTimeout:       r.duration(EnvHTTPReadTimeout, 10*time.Second),
 		WriteTimeout:      r.duration(EnvHTTPWriteTimeout, 15*time.Second),
 		IdleTimeout:       r.duration(EnvHTTPIdleTimeout, 60*time.Second),

@@ -113,7 +113,7 @@ func TestServerLimits(t *testing.T) {
 		want    config.HTTPLimits
 	}{
 		{name: "defaults", want: config.HTTPLimits{
-			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second,
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second,
 			IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10, MaxConnections: 1000,
 			RequestTimeout: 10 * time.Second, StatementTimeout: 15 * time.Second,
 		}},
@@ -127,7 +127,7 @@ func TestServerLimits(t *testing.T) {
 			RequestTimeout: 3 * time.Second, StatementTimeout: 3 * time.Second,
 		}},
 		{name: "read timeout below header timeout", env: map[string]string{
-			"HTTP_READ_HEADER_TIMEOUT": "5s", "HTTP_READ_TIMEOUT": "2s",
+			"HTTP_READ_HEADER_TIMEOUT": "3s", "HTTP_READ_TIMEOUT": "2s",
 		}, wantErr: `HTTP_READ_TIMEOUT="2s" must be at least HTTP_READ_HEADER_TIMEOUT`},
 		{name: "write timeout not above the request deadline", env: map[string]string{
 			"REQUEST_TIMEOUT": "15s",
