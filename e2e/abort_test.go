@@ -22,7 +22,8 @@ import (
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
-// dialRaw opens a TCP connection to the server for bytes written by hand.
+// dialRaw opens a TCP connection to the server for bytes written by hand,
+// closed when the test ends. Tests that wait for an answer set a deadline.
 func dialRaw(t *testing.T, addr string) *net.TCPConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -32,7 +33,6 @@ func dialRaw(t *testing.T, addr string) *net.TCPConn {
 	conn, ok := c.(*net.TCPConn)
 	require.True(t, ok)
 	t.Cleanup(func() { _ = conn.Close() })
-	require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 	return conn
 }
 
@@ -139,6 +139,8 @@ func TestResetClientsAreNotServerErrors(t *testing.T) {
 	for _, k := range kinds {
 		for i := range k.n {
 			conn := dialRaw(t, addr)
+		require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
+			require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 			k.send(t, conn, fmt.Sprintf("abort-%s-%d", k.name, i))
 			resetConn(t, conn)
 			total++
@@ -212,6 +214,7 @@ func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 	for _, r := range requests {
 		seen := px.stall()
 		conn := dialRaw(t, addr)
+		require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 		_, err := conn.Write([]byte(r.head))
 		require.NoError(t, err)
 		select {

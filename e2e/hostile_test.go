@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -17,6 +18,7 @@ import (
 func rawExchange(t *testing.T, addr, request string) (*http.Response, map[string]any) {
 	t.Helper()
 	conn := dialRaw(t, addr)
+	require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 	_, err := conn.Write([]byte(request))
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

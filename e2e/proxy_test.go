@@ -13,12 +13,15 @@ import (
 
 // proxy forwards TCP connections to a target until it is cut: then it drops
 // every open connection and refuses new ones, as a database that went away.
+// Frozen, it holds every byte without closing anything, as a database that
+// stopped answering (a stalled disk, a paused VM, a lost route).
 type proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	down   bool
 	conns  map[net.Conn]struct{}
+	frozen chan struct{} // while frozen: closed by thaw
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -30,6 +33,7 @@ func newProxy(t *testing.T, target string) *proxy {
 	t.Cleanup(func() {
 		_ = ln.Close()
 		p.cut()
+		p.thaw() // lets the held copies see their closed connections and end
 	})
 	return p
 }
@@ -74,11 +78,56 @@ func (p *proxy) pipe(c net.Conn) {
 	p.conns[up] = struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	go func() { p.forward(up, c); done <- struct{}{} }()
+	go func() { p.forward(c, up); done <- struct{}{} }()
 	<-done
 	_ = c.Close()
 	_ = up.Close()
+}
+
+// forward copies src to dst, holding what it read while the proxy is frozen.
+func (p *proxy) forward(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.waitThawed()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) waitThawed() {
+	p.mu.Lock()
+	frozen := p.frozen
+	p.mu.Unlock()
+	if frozen != nil {
+		<-frozen
+	}
+}
+
+// freeze stops forwarding bytes, both ways, on every connection (new ones
+// too), without closing any, until thaw.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+func (p *proxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
 }
 
 // cut drops every connection and refuses new ones until restore.

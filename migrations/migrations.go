@@ -63,9 +63,9 @@ func Check(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
 
 // Connect opens a pool on databaseURL and refuses, with ErrPending, a
 // database whose schema is behind: how the server and the worker start.
-// goose's own lines go to logger.
-func Connect(ctx context.Context, databaseURL string, logger *slog.Logger) (*pgxpool.Pool, error) {
-	pool, err := store.Connect(ctx, databaseURL)
+// goose's own lines go to logger; opts change the pool.
+func Connect(ctx context.Context, databaseURL string, logger *slog.Logger, opts ...store.ConnectOption) (*pgxpool.Pool, error) {
+	pool, err := store.Connect(ctx, databaseURL, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -26,12 +26,14 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"golang.org/x/net/netutil"
 	"riverqueue.com/riverui"
 
 	"github.com/backtestd/backtestd/internal/config"
@@ -95,7 +97,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	h := obs.NewHandler(stdout, obs.Options{Service: "server", Level: cfg.LogLevel})
 	logger := slog.New(h)
-	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn))
+	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn),
+		store.WithStatementTimeout(cfg.Limits.StatementTimeout))
 	if err != nil {
 		return err
 	}
@@ -140,17 +143,27 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	listening := make(chan struct{})
 	go func() { defer close(listening); listener.Run(lctx) }()
 	enqueuer := jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
+	// Past the cap, connections wait in the kernel's backlog: a flood of
+	// them cannot use up the file descriptors the database pool needs.
+	ln = netutil.LimitListener(ln, cfg.Limits.MaxConnections)
+	var open openConns
 	srv := &http.Server{
 		Handler: httpx.NewServer(logger, httpx.Deps{
 			Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
-			TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit,
+			TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit, RequestTimeout: cfg.Limits.RequestTimeout,
 		}),
 		// net/http's own complaints (TLS probes, bad requests) become lines
 		// of the contract too: nothing on stdout may be anything but JSON.
 		ErrorLog: slog.NewLogLogger(
 			obs.NewLibraryLogger(h, obs.EventHTTPServerLog, slog.LevelWarn).Handler(), slog.LevelWarn),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// ReadTimeout covers the body too: without it net/http waits with no
+		// deadline for the unread body of a request it has already answered.
+		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout,
+		ReadTimeout:       cfg.Limits.ReadTimeout,
+		WriteTimeout:      cfg.Limits.WriteTimeout,
+		IdleTimeout:       cfg.Limits.IdleTimeout,
+		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
+		ConnState:         open.track,
 	}
 	addr := ln.Addr().String()
 	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, admin != nil))
@@ -166,6 +179,14 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// What is left are clients too slow to finish their request within
+		// SHUTDOWN_TIMEOUT: closing them is the shutdown working, not failing.
+		n := open.count()
+		err = srv.Close()
+		logger.WarnContext(ctx, obs.EventServerShutdownTimedOut, slog.String(obs.KeyAddr, addr),
+			slog.Int64(obs.KeyConnectionsClosed, n))
+	}
 	stopListening()
 	<-listening
 	logger.InfoContext(ctx, obs.EventServerStopped, slog.String(obs.KeyAddr, addr))
@@ -174,6 +195,22 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	return nil
 }
+
+// openConns counts the server's open connections, for the line that says
+// how many a shutdown had to close.
+type openConns struct{ n atomic.Int64 }
+
+func (o *openConns) track(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		o.n.Add(1)
+	case http.StateHijacked, http.StateClosed:
+		o.n.Add(-1)
+	case http.StateActive, http.StateIdle:
+	}
+}
+
+func (o *openConns) count() int64 { return o.n.Load() }
 
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := config.LoadCommon(getenv)

@@ -32,6 +32,15 @@ const (
 	EnvAuthFailureBurst  = "AUTH_FAILURE_BURST"
 	EnvAuthFailureEvery  = "AUTH_FAILURE_INTERVAL"
 	EnvAuthFailureAddrs  = "AUTH_FAILURE_ADDRESSES"
+
+	EnvHTTPReadHeaderTimeout = "HTTP_READ_HEADER_TIMEOUT"
+	EnvHTTPReadTimeout       = "HTTP_READ_TIMEOUT"
+	EnvHTTPWriteTimeout      = "HTTP_WRITE_TIMEOUT"
+	EnvHTTPIdleTimeout       = "HTTP_IDLE_TIMEOUT"
+	EnvHTTPMaxHeaderBytes    = "HTTP_MAX_HEADER_BYTES"
+	EnvHTTPMaxConnections    = "HTTP_MAX_CONNECTIONS"
+	EnvRequestTimeout        = "REQUEST_TIMEOUT"
+	EnvDBStatementTimeout    = "DB_STATEMENT_TIMEOUT"
 )
 
 // Names lists every environment variable the processes read.
@@ -42,6 +51,8 @@ func Names() []string {
 		EnvJobMaxAttempts, EnvReconcileInterval, EnvMaxUnfinishedRuns,
 		EnvJobMaxAttempts, EnvReconcileInterval,
 		EnvTrustedProxies, EnvAuthFailureBurst, EnvAuthFailureEvery, EnvAuthFailureAddrs,
+		EnvHTTPReadHeaderTimeout, EnvHTTPReadTimeout, EnvHTTPWriteTimeout, EnvHTTPIdleTimeout,
+		EnvHTTPMaxHeaderBytes, EnvHTTPMaxConnections, EnvRequestTimeout, EnvDBStatementTimeout,
 	}
 }
 
@@ -97,6 +108,46 @@ type Server struct {
 	// addresses the limit tracks at once (about 100 bytes each); beyond it,
 	// new addresses share one budget. Defaults to 10000.
 	AuthFailureAddresses int
+	// Limits bound what one client can hold of the server.
+	Limits HTTPLimits
+}
+
+// HTTPLimits are the API server's timeouts and limits: no client, however
+// slow or large its request, holds a connection, memory or a database
+// connection for longer than they allow.
+type HTTPLimits struct {
+	// ReadHeaderTimeout is HTTP_READ_HEADER_TIMEOUT: how long a client may
+	// take to send a request's headers, and a new connection may stay
+	// without one. Defaults to 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout is HTTP_READ_TIMEOUT: how long a client may take to send
+	// a whole request, body included; a slower client's connection is
+	// closed. At least HTTP_READ_HEADER_TIMEOUT. Defaults to 10s.
+	ReadTimeout time.Duration
+	// WriteTimeout is HTTP_WRITE_TIMEOUT: how long after its headers a
+	// request's response may take to be written. Longer than
+	// REQUEST_TIMEOUT, so that a request cut by its deadline still gets its
+	// 503. Defaults to 15s.
+	WriteTimeout time.Duration
+	// IdleTimeout is HTTP_IDLE_TIMEOUT: how long a keep-alive connection
+	// may wait for its next request. Defaults to 60s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes is HTTP_MAX_HEADER_BYTES: the most a request's headers
+	// may take; larger ones get 431. Defaults to 65536 (64 KiB).
+	MaxHeaderBytes int
+	// MaxConnections is HTTP_MAX_CONNECTIONS: how many connections the
+	// server holds open at once; more wait in the listen backlog until one
+	// closes. Defaults to 1000.
+	MaxConnections int
+	// RequestTimeout is REQUEST_TIMEOUT: the deadline of a request's
+	// context, which every database query it makes inherits; past it the
+	// request answers 503. Defaults to 10s.
+	RequestTimeout time.Duration
+	// StatementTimeout is DB_STATEMENT_TIMEOUT: PostgreSQL's
+	// statement_timeout on the API server's connections, so that a query
+	// whose request has given up does not go on running in the database.
+	// At least REQUEST_TIMEOUT. Defaults to 15s.
+	StatementTimeout time.Duration
 }
 
 // RiverUIEnabled reports whether River UI is to be served.
@@ -134,6 +185,7 @@ func LoadServer(getenv func(string) string) (Server, error) {
 		RiverUIUser:     r.str(EnvRiverUIUser, ""),
 		RiverUIPassword: r.getenv(EnvRiverUIPassword), // spaces count in a password
 		JobMaxAttempts:  r.integer(EnvJobMaxAttempts, 5, 1, 25),
+		Limits:          r.httpLimits(),
 	}
 	s.MaxUnfinishedRuns = r.integer(EnvMaxUnfinishedRuns, 50_000, 1, 10_000_000)
 	s.TrustedProxies = r.prefixes(EnvTrustedProxies)
@@ -166,6 +218,32 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 		r.fail(EnvJobRescueAfter, w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")
 	}
 	return w, r.err
+}
+
+func (r *reader) httpLimits() HTTPLimits {
+	l := HTTPLimits{
+		ReadHeaderTimeout: r.duration(EnvHTTPReadHeaderTimeout, 10*time.Second),
+		ReadTimeout:       r.duration(EnvHTTPReadTimeout, 10*time.Second),
+		WriteTimeout:      r.duration(EnvHTTPWriteTimeout, 15*time.Second),
+		IdleTimeout:       r.duration(EnvHTTPIdleTimeout, 60*time.Second),
+		// Below 4 KiB even an ordinary browser request would not fit.
+		MaxHeaderBytes:   r.integer(EnvHTTPMaxHeaderBytes, 64<<10, 4<<10, 1<<20),
+		MaxConnections:   r.integer(EnvHTTPMaxConnections, 1000, 1, 1_000_000),
+		RequestTimeout:   r.duration(EnvRequestTimeout, 10*time.Second),
+		StatementTimeout: r.duration(EnvDBStatementTimeout, 15*time.Second),
+	}
+	switch {
+	case r.err != nil:
+	case l.ReadTimeout < l.ReadHeaderTimeout:
+		r.fail(EnvHTTPReadTimeout, l.ReadTimeout.String(), "must be at least "+EnvHTTPReadHeaderTimeout+" (the headers are part of the request)")
+	case l.WriteTimeout <= l.RequestTimeout:
+		r.fail(EnvHTTPWriteTimeout, l.WriteTimeout.String(), "must be longer than "+EnvRequestTimeout+
+			", or a request cut by its deadline could not send its 503")
+	case l.StatementTimeout < l.RequestTimeout:
+		r.fail(EnvDBStatementTimeout, l.StatementTimeout.String(), "must be at least "+EnvRequestTimeout+
+			": a request's own deadline ends its queries first, and answers 503")
+	}
+	return l
 }
 
 // LoadCommon reads the settings of the one-shot commands.

@@ -210,3 +210,54 @@ func TestMaxUnfinishedRuns(t *testing.T) {
 		})
 	}
 }
+
+func TestServerLimits(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		want    config.HTTPLimits
+	}{
+		{name: "defaults", want: config.HTTPLimits{
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second,
+			IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10, MaxConnections: 1000,
+			RequestTimeout: 10 * time.Second, StatementTimeout: 15 * time.Second,
+		}},
+		{name: "values", env: map[string]string{
+			"HTTP_READ_HEADER_TIMEOUT": "1s", "HTTP_READ_TIMEOUT": "2s", "HTTP_WRITE_TIMEOUT": "4s",
+			"HTTP_IDLE_TIMEOUT": "30s", "HTTP_MAX_HEADER_BYTES": "8192", "HTTP_MAX_CONNECTIONS": "50",
+			"REQUEST_TIMEOUT": "3s", "DB_STATEMENT_TIMEOUT": "3s",
+		}, want: config.HTTPLimits{
+			ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 4 * time.Second,
+			IdleTimeout: 30 * time.Second, MaxHeaderBytes: 8192, MaxConnections: 50,
+			RequestTimeout: 3 * time.Second, StatementTimeout: 3 * time.Second,
+		}},
+		{name: "read timeout below header timeout", env: map[string]string{
+			"HTTP_READ_HEADER_TIMEOUT": "3s", "HTTP_READ_TIMEOUT": "2s",
+		}, wantErr: `HTTP_READ_TIMEOUT="2s" must be at least HTTP_READ_HEADER_TIMEOUT`},
+		{name: "write timeout not above the request deadline", env: map[string]string{
+			"REQUEST_TIMEOUT": "15s",
+		}, wantErr: `HTTP_WRITE_TIMEOUT="15s" must be longer than REQUEST_TIMEOUT`},
+		{name: "statement timeout below the request deadline", env: map[string]string{
+			"DB_STATEMENT_TIMEOUT": "5s",
+		}, wantErr: `DB_STATEMENT_TIMEOUT="5s" must be at least REQUEST_TIMEOUT`},
+		{name: "header limit too small", env: map[string]string{"HTTP_MAX_HEADER_BYTES": "100"}, wantErr: "HTTP_MAX_HEADER_BYTES"},
+		{name: "header limit too large", env: map[string]string{"HTTP_MAX_HEADER_BYTES": "2000000"}, wantErr: "from 4096 to 1048576"},
+		{name: "no connections", env: map[string]string{"HTTP_MAX_CONNECTIONS": "0"}, wantErr: "HTTP_MAX_CONNECTIONS"},
+		{name: "zero timeout", env: map[string]string{"HTTP_IDLE_TIMEOUT": "0s"}, wantErr: "HTTP_IDLE_TIMEOUT"},
+		{name: "bad deadline", env: map[string]string{"REQUEST_TIMEOUT": "soon"}, wantErr: "REQUEST_TIMEOUT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := config.LoadServer(env(tt.env))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, s.Limits)
+		})
+	}
+}

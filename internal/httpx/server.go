@@ -50,6 +50,9 @@ type Deps struct {
 	// AuthLimit bounds the unknown API keys a client address may try. The
 	// zero value sets no limit.
 	AuthLimit AuthLimit
+	// RequestTimeout, if positive, is the deadline of every routed request's
+	// context, and so of the queries it makes.
+	RequestTimeout time.Duration
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -60,6 +63,9 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	r := mux.NewRouter()
 	r.NotFoundHandler = statusHandler(http.StatusNotFound, "No such resource.")
 	r.MethodNotAllowedHandler = statusHandler(http.StatusMethodNotAllowed, "This method is not allowed here.")
+	if deps.RequestTimeout > 0 {
+		r.Use(deadline(deps.RequestTimeout))
+	}
 	r.Use(routeTemplate)
 	addRoutes(r, logger, deps)
 	return observe(logger, clientAddress(deps.TrustedProxies, r))

@@ -109,3 +109,13 @@ const (
 	EventGooseLog              = "goose_log"
 	EventRiverUILog            = "riverui_log"
 )
+
+// Keys and events of the server's limits.
+const (
+	// KeyConnectionsClosed counts the connections a stopping server closed
+	// because SHUTDOWN_TIMEOUT ran out before they finished.
+	KeyConnectionsClosed = "connections_closed"
+	// EventServerShutdownTimedOut: SHUTDOWN_TIMEOUT ran out with connections
+	// still open; they were closed.
+	EventServerShutdownTimedOut = "server_shutdown_timed_out"
+)

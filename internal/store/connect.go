@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,12 +13,27 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// ConnectOption changes the pool Connect opens.
+type ConnectOption func(*pgxpool.Config)
+
+// WithStatementTimeout sets PostgreSQL's statement_timeout on every
+// connection of the pool: the database itself ends a statement that runs
+// longer, even one whose client has given up and gone.
+func WithStatementTimeout(d time.Duration) ConnectOption {
+	return func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(d.Milliseconds(), 10)
+	}
+}
+
 // Connect opens a pool on databaseURL and checks that the database answers.
 // Its errors are one line an operator can act on, without the password.
-func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+func Connect(ctx context.Context, databaseURL string, opts ...ConnectOption) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL")
+	}
+	for _, opt := range opts {
+		opt(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

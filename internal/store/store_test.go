@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
@@ -387,4 +388,39 @@ func TestCountUnfinishedRuns(t *testing.T) {
 	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Contains(t, strings.Join(plan, "\n"), "backtest_runs_unfinished_user_id_idx")
+}
+
+// The statement timeout is PostgreSQL's: the database ends a statement that
+// runs longer, whatever its client does.
+func TestConnectWithStatementTimeout(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	tests := []struct {
+		name    string
+		opts    []store.ConnectOption
+		setting string
+		sleepOK bool
+	}{
+		{name: "with", opts: []store.ConnectOption{store.WithStatementTimeout(200 * time.Millisecond)}, setting: "200ms"},
+		{name: "without", setting: "0", sleepOK: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pool, err := store.Connect(t.Context(), db.URL, tt.opts...)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			var setting string
+			require.NoError(t, pool.QueryRow(t.Context(), `SHOW statement_timeout`).Scan(&setting))
+			require.Equal(t, tt.setting, setting)
+			_, err = pool.Exec(t.Context(), `SELECT pg_sleep(0.5)`)
+			if tt.sleepOK {
+				require.NoError(t, err)
+				return
+			}
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr)
+			require.Equal(t, "57014", pgErr.Code, "query_canceled by statement_timeout: %v", err)
+		})
+	}
 }
