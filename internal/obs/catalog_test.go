@@ -176,14 +176,16 @@ func requireFresh(t *testing.T, path string, want []byte) {
 	for line < min(len(gotLines), len(wantLines)) && gotLines[line] == wantLines[line] {
 		line++
 	}
+	// The differing line and the two before it, which place it.
 	at := func(lines []string) string {
-		if line < len(lines) {
-			return lines[line]
+		from, to := max(line-2, 0), min(line+1, len(lines))
+		if from >= to {
+			return "\t(end of file)"
 		}
-		return "(end of file)"
+		return "\t" + strings.Join(lines[from:to], "\n\t")
 	}
 	t.Fatalf("%s is stale: it is not what the catalog (internal/obs/catalog.go, keys.go) makes of it.\n"+
-		"Line %d is\n\t%s\nand should be\n\t%s\nRun %s.", path, line+1, at(gotLines), at(wantLines), logdoc.Fix)
+		"Up to line %d it reads\n%s\nand should read\n%s\nRun %s.", path, line+1, at(gotLines), at(wantLines), logdoc.Fix)
 }
 
 // TestCatalogEntriesAreComplete checks what the generated documents cannot:
