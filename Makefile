@@ -51,6 +51,10 @@ tools: ## Install golangci-lint
 bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1: 1 GiB trace file; BENCH_SOAK=1: 5-minute soak)
 	@bench/run
 
+.PHONY: generate
+generate: ## Regenerate generated files (docs/log-schema.json and the events table of docs/logging.md, from internal/obs/catalog.go)
+	go generate ./...
+
 .PHONY: river-migrations
 river-migrations: ## Write goose files for new River schema versions (after a River upgrade)
 	go generate ./migrations

@@ -78,6 +78,13 @@ func start(t *testing.T, name string, env []string, args ...string) *process {
 		p.done <- cmd.Wait()
 		_ = f.Close()
 	}()
+	// Every line of every test keeps the log contract. Registered first, so
+	// it runs last: after the process has exited and its file is closed.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			requireSchema(t, p.rawLines(t))
+		}
+	})
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done //nolint:errcheck // a killed process's exit status says nothing
@@ -102,6 +109,12 @@ func (p *process) rawLines(t *testing.T) [][]byte {
 	t.Helper()
 	data, err := os.ReadFile(p.stdout)
 	require.NoError(t, err)
+	return splitLines(string(data))
+}
+
+// splitLines returns the non-empty lines of output.
+func splitLines(output string) [][]byte {
+	data := []byte(output)
 	var out [][]byte
 	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
 		if len(line) > 0 {
@@ -217,7 +230,7 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
 		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
 	}, opts.env...)
-	runCommand(t, env, "server", "migrate", "up")
+	requireSchema(t, splitLines(runCommand(t, env, "server", "migrate", "up")))
 	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
 	require.True(t, strings.HasPrefix(key, "bt_"))
 	if opts.via != nil {

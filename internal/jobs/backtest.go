@@ -252,7 +252,8 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[BacktestArgs]) error {
 		}
 		if err := w.q.SetProgress(ctx, runID, pct); err != nil {
 			// Progress is informative: losing one update must not fail the run.
-			w.logger.WarnContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()))
+			w.logger.WarnContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()),
+				slog.String(obs.KeyStatus, store.StatusRunning))
 		}
 	})
 	if err != nil {

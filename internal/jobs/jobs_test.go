@@ -296,7 +296,7 @@ func TestWorkerWithRivertest(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			nb := newBacktest(b.user.ID, uuid.Nil, "cid-"+tt.name, "ACME", tt.days)
+			nb := newBacktest(b.user.ID, uuid.Nil, "cid-"+strings.ReplaceAll(tt.name, " ", "-"), "ACME", tt.days)
 			q, run, res, err := b.workOnce(t, tt.kind, tt.params, nb, tt.engine, tt.maxAttempts)
 			if tt.wantPanic {
 				var pe *rivertest.PanicError
@@ -461,7 +461,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 	}
 	runs := make([]store.Run, len(cases))
 	for i, c := range cases {
-		runs[i], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-"+c.symbol+time.Now().String(), c.symbol, c.days))
+		runs[i], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-"+c.symbol+"-"+strconv.Itoa(i), c.symbol, c.days))
 		require.NoError(t, err)
 	}
 

@@ -1,11 +1,12 @@
 package obs_test
 
 import (
-	"encoding/json"
+	"bytes"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/obs/logdoc"
 )
 
 // logMethods maps slog.Logger's logging methods to the index of their
@@ -26,9 +30,11 @@ var logMethods = map[string]int{
 
 // TestLogCallsUseCatalogEvents keeps event names in the catalog: every
 // logging call in the service's code passes an obs.Event* constant as its
-// message, never a literal or a computed string.
+// message, never a literal or a computed string, and that constant has its
+// entry in obs.Events.
 func TestLogCallsUseCatalogEvents(t *testing.T) {
 	t.Parallel()
+	consts := constants(t)
 	calls := 0
 	err := walkCode(t, func(fset *token.FileSet, f *ast.File) {
 		ast.Inspect(f, func(n ast.Node) bool {
@@ -54,6 +60,11 @@ func TestLogCallsUseCatalogEvents(t *testing.T) {
 			pkg, _ := ast.Unparen(msgX(msg)).(*ast.Ident)
 			require.True(t, ok && pkg != nil && pkg.Name == "obs" && strings.HasPrefix(msg.Sel.Name, "Event"),
 				"%s: %s's message must be an obs.Event* constant", fset.Position(call.Pos()), sel.Sel.Name)
+			value, known := consts[msg.Sel.Name]
+			require.True(t, known, "%s: obs.%s is not a constant of internal/obs", fset.Position(call.Pos()), msg.Sel.Name)
+			_, listed := obs.LookupEvent(value)
+			require.True(t, listed, "%s: obs.%s (%s) has no entry in obs.Events (internal/obs/catalog.go)",
+				fset.Position(call.Pos()), msg.Sel.Name, value)
 			return true
 		})
 	})
@@ -105,60 +116,152 @@ func looksLikeLogger(x ast.Expr) bool {
 	}
 }
 
-// The catalog is one list kept in three places: the Event constants, the
-// events table of docs/logging.md and the schema's event enum. A test fails
-// when they differ, or when an event is never used by the service's code.
+// The catalog is written once, in obs.Events and obs.Keys: the Event and
+// Key constants each have their entry there, every event is emitted and
+// every key used by the service's code, and docs/log-schema.json and the
+// events table of docs/logging.md are what go generate makes of it.
 func TestEventCatalogMatchesTheDocs(t *testing.T) {
 	t.Parallel()
-	constants := eventConstants(t) // name -> value
+	consts := constants(t)
+	used := usedNames(t)
 
+	catalog := map[string]bool{}
+	for _, e := range obs.Events {
+		require.False(t, catalog[e.Name], "%s is in obs.Events twice", e.Name)
+		catalog[e.Name] = true
+	}
+	keys := map[string]bool{}
+	for _, k := range obs.Keys {
+		require.False(t, keys[k.Name], "%s is in obs.Keys twice", k.Name)
+		keys[k.Name] = true
+	}
+	constEvents, constKeys := map[string]bool{}, map[string]bool{}
+	for name, value := range consts {
+		switch {
+		case strings.HasPrefix(name, "Event"):
+			constEvents[value] = true
+			require.True(t, catalog[value], "obs.%s (%s) has no entry in obs.Events", name, value)
+			require.True(t, used[name], "obs.%s (%s) is never emitted by the service's code", name, value)
+		case strings.HasPrefix(name, "Key"):
+			constKeys[value] = true
+			require.True(t, keys[value], "obs.%s (%s) has no entry in obs.Keys", name, value)
+			require.True(t, used[name], "obs.%s (%s) is used nowhere in the service's code: remove it", name, value)
+		}
+	}
+	require.Equal(t, sortedKeys(constEvents), sortedKeys(catalog), "obs.Events lists an event without its Event constant")
+	require.Equal(t, sortedKeys(constKeys), sortedKeys(keys), "obs.Keys lists a key without its Key constant")
+
+	schema, err := logdoc.Schema()
+	require.NoError(t, err)
+	requireFresh(t, logdoc.SchemaPath, schema)
+	doc, err := os.ReadFile(filepath.Join("..", "..", logdoc.LoggingPath))
+	require.NoError(t, err)
+	fresh, err := logdoc.Logging(doc)
+	require.NoError(t, err)
+	requireFresh(t, logdoc.LoggingPath, fresh)
+	require.Equal(t, sortedKeys(catalog), sortedKeys(documentedEvents(t)), "docs/logging.md's events table and obs.Events differ")
+}
+
+// requireFresh fails when the file at path is not want, the document the
+// catalog makes.
+func requireFresh(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(filepath.Join("..", "..", path))
+	require.NoError(t, err)
+	if bytes.Equal(got, want) {
+		return
+	}
+	gotLines, wantLines := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	line := 0
+	for line < min(len(gotLines), len(wantLines)) && gotLines[line] == wantLines[line] {
+		line++
+	}
+	// The differing line and the two before it, which place it.
+	at := func(lines []string) string {
+		from, to := max(line-2, 0), min(line+1, len(lines))
+		if from >= to {
+			return "\t(end of file)"
+		}
+		return "\t" + strings.Join(lines[from:to], "\n\t")
+	}
+	t.Fatalf("%s is stale: it is not what the catalog (internal/obs/catalog.go, keys.go) makes of it.\n"+
+		"Up to line %d it reads\n%s\nand should read\n%s\nRun %s.", path, line+1, at(gotLines), at(wantLines), logdoc.Fix)
+}
+
+// TestCatalogEntriesAreComplete checks what the generated documents cannot:
+// every event names its services, levels and keys, from obs.Keys, once.
+func TestCatalogEntriesAreComplete(t *testing.T) {
+	t.Parallel()
+	levels := []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
+	for _, e := range obs.Events {
+		require.NotEmpty(t, e.Services, "%s: services", e.Name)
+		require.NotEmpty(t, e.Levels, "%s: levels", e.Name)
+		require.NotEmpty(t, e.When, "%s: when", e.Name)
+		scopeRequired, scopeOptional := e.Scope.Keys()
+		from := map[string]string{} // key -> the list that names it
+		for _, k := range scopeOptional {
+			from[k] = "scope optional"
+		}
+		for _, list := range []struct {
+			name string
+			keys []string
+		}{{"scope", scopeRequired}, {"required", e.Required}, {"required at error", e.RequiredAtError}, {"optional", e.Optional}} {
+			for _, k := range list.keys {
+				_, known := obs.LookupKey(k)
+				require.True(t, known, "%s: key %s has no entry in obs.Keys", e.Name, k)
+				require.NotContains(t, obs.HeaderKeys(), k, "%s: %s is on every line already", e.Name, k)
+				// An event may require a key that its scope has on some lines only.
+				prev, dup := from[k]
+				require.True(t, !dup || prev == "scope optional" && list.name == "required",
+					"%s: key %s is both %s and %s (scope %q)", e.Name, k, prev, list.name, e.Scope)
+				from[k] = list.name
+			}
+		}
+		for k := range e.Notes {
+			require.Contains(t, from, k, "%s: a note on %s, which it does not carry", e.Name, k)
+		}
+		for _, l := range e.Levels {
+			require.Contains(t, levels, l, "%s", e.Name)
+		}
+		if e.Library {
+			require.Contains(t, e.Required, obs.KeyMessage, "%s: a library's text", e.Name)
+		}
+		if len(e.RequiredAtError) > 0 {
+			require.Contains(t, e.Levels, slog.LevelError, "%s: keys at error level, which it is never written at", e.Name)
+		}
+	}
+	for _, k := range obs.Keys {
+		require.NotEmpty(t, k.Doc, "%s: doc", k.Name)
+	}
+}
+
+// usedNames returns the Event* and Key* names of package obs that the
+// service's code uses outside the catalog's own files.
+func usedNames(t *testing.T) map[string]bool {
+	t.Helper()
+	catalogFiles := map[string]bool{"keys.go": true, "catalog.go": true}
 	used := map[string]bool{}
-	require.NoError(t, walkCode(t, func(_ *token.FileSet, f *ast.File) {
+	require.NoError(t, walkCode(t, func(fset *token.FileSet, f *ast.File) {
+		path := filepath.ToSlash(fset.Position(f.Package).Filename)
+		inObs := f.Name.Name == "obs"
+		if inObs && catalogFiles[filepath.Base(path)] || strings.Contains(path, "internal/obs/") && !inObs {
+			return // the catalog itself, and the generator of its documents
+		}
 		ast.Inspect(f, func(n ast.Node) bool {
-			if sel, ok := n.(*ast.SelectorExpr); ok {
-				if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "obs" && strings.HasPrefix(sel.Sel.Name, "Event") {
-					used[sel.Sel.Name] = true
+			switch n := n.(type) {
+			case *ast.SelectorExpr:
+				if pkg, ok := n.X.(*ast.Ident); ok && pkg.Name == "obs" {
+					used[n.Sel.Name] = true
+				}
+			case *ast.Ident:
+				if inObs {
+					used[n.Name] = true
 				}
 			}
 			return true
 		})
 	}))
-	values := map[string]bool{}
-	for name, value := range constants {
-		require.True(t, used[name], "obs.%s (%s) is never emitted by the service's code", name, value)
-		values[value] = true
-	}
-
-	documented := documentedEvents(t)
-	require.Equal(t, sortedKeys(values), sortedKeys(documented), "docs/logging.md's events table and the Event constants differ")
-
-	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "log-schema.json"))
-	require.NoError(t, err)
-	var schema struct {
-		Properties struct {
-			Event struct {
-				Enum []string `json:"enum"`
-			} `json:"event"`
-		} `json:"properties"`
-	}
-	require.NoError(t, json.Unmarshal(raw, &schema))
-	enum := map[string]bool{}
-	for _, e := range schema.Properties.Event.Enum {
-		enum[e] = true
-	}
-	require.Equal(t, sortedKeys(values), sortedKeys(enum), "docs/log-schema.json's event enum and the Event constants differ")
-}
-
-func eventConstants(t *testing.T) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for name, v := range constants(t) {
-		if strings.HasPrefix(name, "Event") {
-			out[name] = v
-		}
-	}
-	require.NotEmpty(t, out)
-	return out
+	return used
 }
 
 // documentedEvents reads the event names from the first column of the

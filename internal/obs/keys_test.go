@@ -6,17 +6,27 @@ import (
 	"go/token"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
-// constants parses keys.go: the name and value of every constant.
+// constants parses keys.go and catalog.go: the name and value of every
+// Key* and Event* constant.
 func constants(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "keys.go", nil, 0)
-	require.NoError(t, err)
 	out := map[string]string{}
+	for _, file := range []string{"keys.go", "catalog.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		require.NoError(t, err)
+		addConstants(t, f, out)
+	}
+	return out
+}
+
+func addConstants(t *testing.T, f *ast.File, out map[string]string) {
+	t.Helper()
 	for _, decl := range f.Decls {
 		gd, ok := decl.(*ast.GenDecl)
 		if !ok || gd.Tok != token.CONST {
@@ -26,6 +36,9 @@ func constants(t *testing.T) map[string]string {
 			vs, ok := spec.(*ast.ValueSpec)
 			require.True(t, ok)
 			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Key") && !strings.HasPrefix(name.Name, "Event") {
+					continue
+				}
 				lit, ok := vs.Values[i].(*ast.BasicLit)
 				require.True(t, ok, "%s must be a string literal", name.Name)
 				v, err := strconv.Unquote(lit.Value)
@@ -34,7 +47,6 @@ func constants(t *testing.T) map[string]string {
 			}
 		}
 	}
-	return out
 }
 
 // sloglint checks the case of literal keys only, not of constants imported
