@@ -109,7 +109,7 @@ func logFinished(logger *slog.Logger, r *http.Request, status int, info *request
 	if info.userID != "" {
 		attrs = append(attrs, slog.String(obs.KeyUserID, info.userID))
 	}
-	obs.Log(r.Context(), logger, level, obs.EventRequestFinished, attrs...)
+	logger.LogAttrs(r.Context(), level, obs.EventRequestFinished, attrs...)
 }
 
 // routeTemplate records the matched route's template (/backtests/{id}) for
