@@ -16,7 +16,8 @@ const MaxLineBytes = 16 * 1024
 
 // Bounds on what a value adds to a line, so that lines fit by construction.
 const (
-	maxString  = 4096 // bytes of a string value (and event), cut beyond with a marker
+	maxString  = 4096 // bytes of a string value, cut beyond with a marker
+	maxEvent   = 256  // bytes of an event: escaped, the header still fits a line
 	headFrames = 32   // traceback frames kept from the innermost end
 	tailFrames = 8    // traceback frames kept from the outermost end
 )
@@ -118,10 +119,10 @@ func replaceAttr(groups []string, a slog.Attr) slog.Attr {
 	top := len(groups) == 0
 	switch a.Value.Kind() {
 	case slog.KindString:
-		a.Value = slog.StringValue(cut(a.Value.String(), maxString))
 		if top && a.Key == slog.MessageKey {
-			a.Key = KeyEvent
+			return slog.String(KeyEvent, cut(a.Value.String(), maxEvent))
 		}
+		a.Value = slog.StringValue(cut(a.Value.String(), maxString))
 	case slog.KindTime:
 		if top && a.Key == slog.TimeKey {
 			return slog.String(KeyTimestamp, a.Value.Time().UTC().Format("2006-01-02T15:04:05.000000Z"))
@@ -141,7 +142,7 @@ func cut(s string, maxLen int) string {
 		return s
 	}
 	end := maxLen
-	for end > 0 && !utf8.RuneStart(s[end]) {
+	for end > maxLen-utf8.UTFMax && !utf8.RuneStart(s[end]) { // no further: invalid bytes
 		end--
 	}
 	return s[:end] + "...[truncated " + strconv.Itoa(len(s)-end) + " bytes]"

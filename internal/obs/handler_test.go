@@ -290,6 +290,20 @@ func TestHandlerBoundsEveryLine(t *testing.T) {
 			},
 		},
 		{
+			name: "an event of control and invalid bytes, which escaping multiplies by six, keeps the header within bounds",
+			log: func(l *slog.Logger, ctx context.Context) {
+				big := strings.Repeat("\x01\x8a", 2000)
+				l.InfoContext(ctx, strings.Repeat("\x01\x8a", 10_000), //nolint:sloglint // the handler must cope all the same
+					slog.String("a", big), slog.String("b", big), slog.String("c", big))
+			},
+			check: func(t *testing.T, m map[string]any) {
+				t.Helper()
+				require.Equal(t, true, m[obs.KeyLineTruncate])
+				require.Equal(t, "abc", m[obs.KeyCorrelationID])
+				require.Contains(t, m[obs.KeyEvent], "...[truncated ")
+			},
+		},
+		{
 			name: "a deep panic keeps head and tail of its traceback",
 			log: func(l *slog.Logger, ctx context.Context) {
 				tb := deepPanic(5000)
