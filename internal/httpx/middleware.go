@@ -98,8 +98,7 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// logFinished writes the access line, through obs.Log: it is written for
-// every request.
+// logFinished writes the access line, once for every request.
 func logFinished(logger *slog.Logger, r *http.Request, status int, info *requestInfo, start time.Time) {
 	level := slog.LevelInfo
 	if status >= http.StatusInternalServerError {
@@ -118,7 +117,7 @@ func logFinished(logger *slog.Logger, r *http.Request, status int, info *request
 	if info.clientIP != "" {
 		attrs = append(attrs, slog.String(obs.KeyClientIP, info.clientIP))
 	}
-	obs.Log(r.Context(), logger, level, obs.EventRequestFinished, attrs...)
+	logger.LogAttrs(r.Context(), level, obs.EventRequestFinished, attrs...)
 }
 
 // routeTemplate records the matched route's template (/backtests/{id}) for

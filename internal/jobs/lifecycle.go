@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,75 +54,9 @@ type jobFields struct {
 	StrategyID    string `json:"strategy_id"`
 }
 
-// readJobFields reads the fields every backtest job carries. Its args are
-// ours, as encoding/json wrote them: a flat object of plain strings that need
-// no unescaping (IDs, and correlation IDs that passed the rule), so one pass
-// over it is enough, and saves decoding the args twice (River decodes them
-// again for the worker). Anything else (an escape, spacing, another key, a
-// value that is not a string) goes through encoding/json; args that do not decode leave
-// the fields empty, and River's own decoding reports them.
+// readJobFields reads the fields every backtest job carries. Args that do
+// not decode leave them empty: River's own decoding reports those.
 func readJobFields(args []byte) jobFields {
-	var f jobFields
-	s := string(args) // one copy; the fields are slices of it
-	if len(s) < 2 || s[0] != '{' {
-		return decodeJobFields(args)
-	}
-	if s == "{}" {
-		return f
-	}
-	for i := 1; ; {
-		key, next, ok := plainString(s, i)
-		if !ok || next >= len(s) || s[next] != ':' {
-			return decodeJobFields(args)
-		}
-		value, next, ok := plainString(s, next+1)
-		if !ok || next >= len(s) {
-			return decodeJobFields(args)
-		}
-		switch key {
-		case "run_id":
-			f.RunID = value
-		case "correlation_id":
-			f.CorrelationID = value
-		case "user_id":
-			f.UserID = value
-		case "strategy_id":
-			f.StrategyID = value
-		default: // encoding/json knows what to make of it ("RUN_ID" is run_id)
-			return decodeJobFields(args)
-		}
-		switch s[next] {
-		case ',':
-			i = next + 1
-		case '}':
-			if next != len(s)-1 {
-				return decodeJobFields(args)
-			}
-			return f
-		default:
-			return decodeJobFields(args)
-		}
-	}
-}
-
-// plainString reads the JSON string that starts at s[i], if it has no
-// escapes, and returns it with the index after its closing quote.
-func plainString(s string, i int) (string, int, bool) {
-	if i >= len(s) || s[i] != '"' {
-		return "", 0, false
-	}
-	end := strings.IndexByte(s[i+1:], '"')
-	if end < 0 {
-		return "", 0, false
-	}
-	v := s[i+1 : i+1+end]
-	if strings.IndexByte(v, '\\') >= 0 {
-		return "", 0, false
-	}
-	return v, i + 2 + end, true
-}
-
-func decodeJobFields(args []byte) jobFields {
 	var f jobFields
 	_ = json.Unmarshal(args, &f)
 	return f
@@ -161,7 +94,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	if job.AttemptedAt != nil {
 		wait = job.AttemptedAt.Sub(job.ScheduledAt)
 	}
-	obs.Log(ctx, l.logger, lifecycleLevel, obs.EventJobStarted,
+	l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobStarted,
 		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
 		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
 
@@ -175,7 +108,7 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	err = doInner(ctx)
 	switch {
 	case err == nil:
-		obs.Log(ctx, l.logger, lifecycleLevel, obs.EventJobCompleted, append([]slog.Attr{
+		l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobCompleted, append([]slog.Attr{
 			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
 		}, out.attrs...)...)
 	case interrupted(ctx, err):

@@ -3,6 +3,7 @@ package obs_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"regexp"
@@ -11,7 +12,10 @@ import (
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
-var reusable = regexp.MustCompile(`^[A-Za-z0-9._:+=/@-]{1,128}$`)
+var (
+	reusable  = regexp.MustCompile(`^[A-Za-z0-9._:+=/@-]{1,128}$`)
+	timestamp = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$`)
+)
 
 func FuzzResolveCorrelationID(f *testing.F) {
 	for _, seed := range []string{"", "abc", "   ", "a\r\nb", "a\x00b", "caf\u00e9", "01ARZ3NDEKTSV4RRFFQ69G5FAV", string(make([]byte, 200))} {
@@ -62,7 +66,7 @@ func FuzzHandler(f *testing.F) {
 		if err := json.Unmarshal(out, &m); err != nil {
 			t.Fatalf("invalid JSON %q: %v", out, err)
 		}
-		if m[obs.KeyService] != "fuzz" || m[obs.KeyLevel] != "info" {
+		if m[obs.KeyService] != "fuzz" || m[obs.KeyLevel] != "info" || !timestamp.MatchString(fmt.Sprint(m[obs.KeyTimestamp])) {
 			t.Fatalf("header lost: %q", out)
 		}
 	})

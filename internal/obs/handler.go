@@ -7,49 +7,44 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
+	"unicode/utf8"
 )
 
 // MaxLineBytes is the longest line the Handler writes, newline included.
 // Docker splits longer lines into pieces that are no longer JSON.
 const MaxLineBytes = 16 * 1024
 
+// Bounds on what a value adds to a line, so that lines fit by construction.
+const (
+	maxString  = 4096 // bytes of a string value, cut beyond with a marker
+	maxEvent   = 256  // bytes of an event: escaped, the header still fits a line
+	headFrames = 32   // traceback frames kept from the innermost end
+	tailFrames = 8    // traceback frames kept from the outermost end
+)
+
 // Options configures a Handler.
 type Options struct {
-	// Service names the process on every line ("server", "worker").
-	Service string
-	// Level is the minimum level written. Defaults to info.
-	Level slog.Leveler
+	Service string       // names the process on every line ("server", "worker")
+	Level   slog.Leveler // the minimum level written; defaults to info
 }
 
-// Handler is a slog.Handler that writes the log contract's JSON lines: one
-// object per line, one write per line, at most MaxLineBytes long, with the
-// fields bound to the context by WithAttrs on every line.
-//
-// It renders JSON itself rather than wrapping slog.JSONHandler so that the
-// context fields, rendered once when they are bound, are copied into each
-// line instead of being encoded again.
+// Handler is a slog.Handler writing the log contract's lines through
+// slog.JSONHandler: one write per line, at most MaxLineBytes, with the fields
+// bound by WithAttrs at the top level, whatever groups the logger opened.
 type Handler struct {
-	out    *lineWriter
-	level  slog.Leveler
-	prefix []byte // `,"service":"..."`
-	attrs  []byte // attributes from WithAttrs, rendered, inside opened groups
-	opened int    // groups opened in attrs
-	groups []string
+	base  slog.Handler                      // the JSON handler with the service; context fields bind to it
+	ops   []func(slog.Handler) slog.Handler // With and WithGroup calls since base
+	inner slog.Handler                      // base after ops, for lines without context fields
+	event string                            // for a library's lines: their event (see NewLibraryLogger)
+	min   slog.Level                        // for a library's lines: the lowest level written
 }
-
-var _ slog.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler writing to w. Write errors are ignored:
 // logging must never stop the work it describes.
 func NewHandler(w io.Writer, opts Options) *Handler {
-	level := opts.Level
-	if level == nil {
-		level = slog.LevelInfo
-	}
-	prefix := appendString([]byte(`,"`+KeyService+`":`), opts.Service, normalLimits.maxString)
-	return &Handler{out: &lineWriter{w: w}, level: level, prefix: prefix}
+	json := slog.NewJSONHandler(lineWriter{w}, &slog.HandlerOptions{Level: opts.Level, ReplaceAttr: replaceAttr})
+	base := json.WithAttrs([]slog.Attr{slog.String(KeyService, opts.Service)})
+	return &Handler{base: base, inner: base}
 }
 
 // NewLogger returns a logger writing the log contract's lines to w.
@@ -57,203 +52,115 @@ func NewLogger(w io.Writer, opts Options) *slog.Logger {
 	return slog.New(NewHandler(w, opts))
 }
 
-// Enabled reports whether lines at level l are written.
-func (h *Handler) Enabled(_ context.Context, l slog.Level) bool {
-	return l >= h.level.Level()
+// NewLibraryLogger returns a logger for a library (River, goose, net/http)
+// that writes through h: each line's event is event, the library's text goes
+// to KeyMessage, and records below minLevel are dropped.
+func NewLibraryLogger(h slog.Handler, event string, minLevel slog.Level) *slog.Logger {
+	lh := &Handler{base: h, inner: h, event: event, min: minLevel}
+	if oh, ok := h.(*Handler); ok { // keep the context fields at the top level
+		lh.base, lh.ops, lh.inner = oh.base, oh.ops, oh.inner
+	}
+	return slog.New(lh)
 }
 
-// WithAttrs returns a handler whose lines carry attrs, rendered once now.
+// Enabled reports whether lines at level l are written.
+func (h *Handler) Enabled(ctx context.Context, l slog.Level) bool {
+	return (h.event == "" || l >= h.min) && h.inner.Enabled(ctx, l)
+}
+
+// WithAttrs returns a handler whose lines carry attrs.
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	var rendered []byte
-	for _, a := range attrs {
-		rendered, _ = appendAttr(rendered, a, false, normalLimits)
-	}
-	if len(rendered) == 0 {
-		return h
-	}
-	h2 := *h
-	own := make([]byte, len(h.attrs), len(h.attrs)+len(rendered)+32)
-	copy(own, h.attrs)
-	h2.attrs = h.openGroups(own)
-	h2.opened += len(h.groups)
-	h2.groups = nil
-	if n := len(h2.attrs); n > 0 && h2.attrs[n-1] == '{' {
-		rendered = rendered[1:] // first in its group: no comma
-	}
-	h2.attrs = append(h2.attrs, rendered...)
-	return &h2
+	attrs = slices.Clone(attrs) // kept to replay: the caller may reuse its slice
+	return h.with(func(x slog.Handler) slog.Handler { return x.WithAttrs(attrs) })
 }
 
 // WithGroup returns a handler that nests later attributes under name. The
 // context fields stay at the top level, where jq filters look for them.
 func (h *Handler) WithGroup(name string) slog.Handler {
-	if name == "" {
-		return h
-	}
+	return h.with(func(x slog.Handler) slog.Handler { return x.WithGroup(name) })
+}
+
+func (h *Handler) with(op func(slog.Handler) slog.Handler) *Handler {
 	h2 := *h
-	h2.groups = append(slices.Clip(h.groups), name)
+	h2.ops, h2.inner = append(slices.Clip(h.ops), op), op(h.inner)
 	return &h2
 }
 
-// openGroups writes the groups that WithGroup named and that now get their
-// first attribute.
-func (h *Handler) openGroups(b []byte) []byte {
-	for _, g := range h.groups {
-		if len(b) == 0 || b[len(b)-1] != '{' {
-			b = append(b, ',')
-		}
-		b = appendString(b, g, normalLimits.maxString)
-		b = append(b, ':', '{')
-	}
-	return b
-}
-
-// Handle writes r as one line.
+// Handle writes r as one line. It never fails: write errors are dropped; a
+// line still too long becomes its header, context fields and length.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
-	bp := bufPool.Get().(*[]byte)
-	b := h.render(ctx, (*bp)[:0], r, normalLimits)
-	if len(b) > MaxLineBytes {
-		b = h.render(ctx, b[:0], r, tightLimits)
-		if len(b) > MaxLineBytes {
-			b = h.renderMinimal(ctx, b, r)
+	if h.event != "" { // a library's text goes under KeyMessage
+		r = r.Clone()
+		r.AddAttrs(slog.String(KeyMessage, strings.TrimRight(r.Message, "\n")))
+		r.Message = h.event
+	}
+	f := fieldsFrom(ctx)
+	target := h.inner
+	if f != nil {
+		target = f.handler(h.base)
+		for _, op := range h.ops { // only for loggers made with With or WithGroup
+			target = op(target)
 		}
 	}
-	h.out.write(b)
-	if cap(b) <= 64*1024 {
-		*bp = b
-		bufPool.Put(bp)
+	err := target.Handle(ctx, r)
+	if long, ok := err.(lineTooLong); ok { //nolint:errorlint // slog returns the writer's error as it is
+		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		nr.AddAttrs(slog.Bool(KeyLineTruncate, true), slog.Int(KeyLineBytes, int(long)))
+		if f == nil || f.handler(h.base).Handle(ctx, nr) != nil {
+			_ = h.base.Handle(ctx, nr) // the context fields do not fit either
+		}
 	}
 	return nil
 }
 
-func (h *Handler) render(ctx context.Context, b []byte, r slog.Record, lim limits) []byte {
-	b = h.appendHeader(b, r, lim)
-	if f := fieldsFrom(ctx); f != nil {
-		b = append(b, f.json...)
-	}
-	if len(h.attrs) > 0 {
-		// The leading '{' of the line keeps the comma rule simple: a
-		// rendered attribute list never starts a line.
-		b = append(b, h.attrs...)
-	}
-	closing := h.opened
-	if r.NumAttrs() > 0 {
-		mark := len(b)
-		b = h.openGroups(b)
-		wrote := false
-		r.Attrs(func(a slog.Attr) bool {
-			var w bool
-			b, w = appendAttr(b, a, b[len(b)-1] == '{', lim)
-			wrote = wrote || w
-			return true
-		})
-		if wrote {
-			closing += len(h.groups)
-		} else {
-			b = b[:mark]
+// replaceAttr renames slog's built-in keys, formats the timestamp (fixed
+// width: sorting the strings sorts by time) and level, and bounds strings.
+func replaceAttr(groups []string, a slog.Attr) slog.Attr {
+	top := len(groups) == 0
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if top && a.Key == slog.MessageKey {
+			return slog.String(KeyEvent, cut(a.Value.String(), maxEvent))
+		}
+		a.Value = slog.StringValue(cut(a.Value.String(), maxString))
+	case slog.KindTime:
+		if top && a.Key == slog.TimeKey {
+			return slog.String(KeyTimestamp, a.Value.Time().UTC().Format("2006-01-02T15:04:05.000000Z"))
+		}
+	case slog.KindAny:
+		if l, ok := a.Value.Any().(slog.Level); ok && top && a.Key == slog.LevelKey {
+			// Levels between the four round down; slog's are 4 apart from debug.
+			return slog.String(KeyLevel, [...]string{"debug", "info", "warn", "error"}[min(max(int(l-slog.LevelDebug), 0)/4, 3)])
 		}
 	}
-	for range closing {
-		b = append(b, '}')
+	return a
+}
+
+// cut keeps at most maxLen bytes of s (whole runes), marking what it drops.
+func cut(s string, maxLen int) string {
+	if len(s) <= maxLen {
+		return s
 	}
-	return append(b, '}', '\n')
-}
-
-func (h *Handler) appendHeader(b []byte, r slog.Record, lim limits) []byte {
-	b = append(b, '{')
-	if !r.Time.IsZero() {
-		b = append(b, `"`+KeyTimestamp+`":"`...)
-		b = appendTimestamp(b, r.Time)
-		b = append(b, `",`...)
+	end := maxLen
+	for end > maxLen-utf8.UTFMax && !utf8.RuneStart(s[end]) { // no further: invalid bytes
+		end--
 	}
-	b = append(b, `"`+KeyLevel+`":"`...)
-	b = append(b, levelName(r.Level)...)
-	b = append(b, `","`+KeyEvent+`":`...)
-	b = appendString(b, r.Message, min(lim.maxString, 256))
-	return append(b, h.prefix...)
+	return s[:end] + "...[truncated " + strconv.Itoa(len(s)-end) + " bytes]"
 }
 
-// renderMinimal is the last resort for a line that stays too long even with
-// tight limits (thousands of attributes, say): the header, the context fields
-// and a note of what was dropped.
-func (h *Handler) renderMinimal(ctx context.Context, b []byte, r slog.Record) []byte {
-	size := len(b)
-	b = h.appendHeader(b[:0], r, tightLimits)
-	if f := fieldsFrom(ctx); f != nil && len(f.json) < MaxLineBytes/2 {
-		b = append(b, f.json...)
+// lineWriter hands each line to w in one call, unless it is too long.
+type lineWriter struct{ w io.Writer }
+
+// lineTooLong is the length of a line lineWriter refused.
+type lineTooLong int
+
+func (n lineTooLong) Error() string { return "log line of " + strconv.Itoa(int(n)) + " bytes" }
+
+func (lw lineWriter) Write(p []byte) (int, error) {
+	if len(p) > MaxLineBytes {
+		return 0, lineTooLong(len(p))
 	}
-	b = append(b, `,"`+KeyLineTruncate+`":true,"`+KeyLineBytes+`":`...)
-	b = strconv.AppendInt(b, int64(size), 10)
-	return append(b, '}', '\n')
-}
-
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, 1024)
-	return &b
-}}
-
-// lineWriter serialises lines so that each reaches the writer in one call.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (lw *lineWriter) write(b []byte) {
-	lw.mu.Lock()
-	defer func() {
-		lw.mu.Unlock()
-		_ = recover() // a panicking writer must not take the caller down
-	}()
-	_, _ = lw.w.Write(b)
-}
-
-// libraryHandler turns a library's free-text records into contract lines: a
-// constant event, the library's text under KeyMessage.
-type libraryHandler struct {
-	inner    slog.Handler
-	event    string
-	minLevel slog.Level
-}
-
-// NewLibraryLogger returns a logger for a library (River, goose, net/http)
-// that writes through h: each line's event is event, the library's text goes
-// to KeyMessage, and records below minLevel are dropped.
-func NewLibraryLogger(h slog.Handler, event string, minLevel slog.Level) *slog.Logger {
-	return slog.New(&libraryHandler{inner: h, event: event, minLevel: minLevel})
-}
-
-func (l *libraryHandler) Enabled(ctx context.Context, level slog.Level) bool {
-	return level >= l.minLevel && l.inner.Enabled(ctx, level)
-}
-
-func (l *libraryHandler) Handle(ctx context.Context, r slog.Record) error {
-	nr := slog.NewRecord(r.Time, r.Level, l.event, r.PC)
-	nr.AddAttrs(slog.String(KeyMessage, strings.TrimRight(r.Message, "\n")))
-	r.Attrs(func(a slog.Attr) bool {
-		nr.AddAttrs(a)
-		return true
-	})
-	return l.inner.Handle(ctx, nr)
-}
-
-func (l *libraryHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &libraryHandler{inner: l.inner.WithAttrs(attrs), event: l.event, minLevel: l.minLevel}
-}
-
-func (l *libraryHandler) WithGroup(name string) slog.Handler {
-	return &libraryHandler{inner: l.inner.WithGroup(name), event: l.event, minLevel: l.minLevel}
-}
-
-// Log writes one line through logger like logger.LogAttrs, minus the walk
-// up the stack that slog.Logger does to record the caller's PC, which the
-// contract does not print. It is for the lines written for every request
-// and every job, where that walk was a fair part of the cost.
-func Log(ctx context.Context, logger *slog.Logger, level slog.Level, event string, attrs ...slog.Attr) {
-	h := logger.Handler()
-	if !h.Enabled(ctx, level) {
-		return
-	}
-	r := slog.NewRecord(time.Now(), level, event, 0)
-	r.AddAttrs(attrs...)
-	_ = h.Handle(ctx, r) // the handler has nowhere to report a failure either
+	defer func() { _ = recover() }() // a panicking writer must not take the caller down
+	_, _ = lw.w.Write(p)             // EPIPE and the like: nowhere to report them
+	return len(p), nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"testing/slogtest"
 	"time"
@@ -105,26 +106,93 @@ func TestHandlerGoldenLines(t *testing.T) {
 					slog.String("bad_utf8", "a\xffb\u2028"), slog.Duration("d", time.Second))
 			},
 			want: `{"timestamp":"2026-11-26T09:09:14.123456Z","level":"info","event":"x","service":"server",
-				"nan":"NaN","bad":"!MARSHAL obs_test.badJSON: {N:1}","err":"boom","panicky":"!PANIC in obs_test.panicky: marshal exploded",
-				"nil":null,"bad_utf8":"a\ufffdb\u2028","d":1000000000}`,
+				"nan":"!ERROR:json: unsupported value: NaN","bad":"!ERROR:json: error calling MarshalJSON for type obs_test.badJSON: no","err":"boom",
+				"panicky":"!PANIC: marshal exploded","nil":null,"bad_utf8":"a\ufffdb\u2028","d":1000000000}`,
+		},
+		{
+			name: "debug and beyond error",
+			log: func(l *slog.Logger, ctx context.Context) {
+				l.Log(ctx, slog.LevelDebug-4, "x")
+				l.Log(ctx, slog.LevelError+4, "y")
+			},
+			want: `{"timestamp":"2026-11-26T09:09:14.123456Z","level":"debug","event":"x","service":"server"}
+				{"timestamp":"2026-11-26T09:09:14.123456Z","level":"error","event":"y","service":"server"}`,
+		},
+		{
+			name: "a traceback is an array of frames",
+			log: func(l *slog.Logger, ctx context.Context) {
+				tb := obs.Traceback{{Function: "main.f", File: "main/f.go", Line: 3}}
+				l.ErrorContext(ctx, "e", slog.Any(obs.KeyTraceback, tb), slog.Group("g", slog.Any(obs.KeyTraceback, &tb)))
+			},
+			want: `{"timestamp":"2026-11-26T09:09:14.123456Z","level":"error","event":"e","service":"server",
+				"traceback":[{"function":"main.f","file":"main/f.go","line":3}],
+				"g":{"traceback":[{"function":"main.f","file":"main/f.go","line":3}]}}`,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
-			h := obs.NewHandler(&buf, obs.Options{Service: "server"})
+			h := obs.NewHandler(&buf, obs.Options{Service: "server", Level: slog.LevelDebug - 4})
 			ctx := t.Context()
 			if tt.ctx != nil {
 				ctx = tt.ctx(ctx)
 			}
 			tt.log(slog.New(fixedTime{h, at}), ctx)
 			got := parseLines(t, buf.Bytes())
-			require.Len(t, got, 1)
-			var wantMap map[string]any
-			require.NoError(t, json.Unmarshal([]byte(tt.want), &wantMap))
-			require.Equal(t, wantMap, got[0])
+			var want []map[string]any
+			for dec := json.NewDecoder(strings.NewReader(tt.want)); dec.More(); {
+				var m map[string]any
+				require.NoError(t, dec.Decode(&m))
+				want = append(want, m)
+			}
+			require.Equal(t, want, got)
+			for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+				require.Equal(t, []string{obs.KeyTimestamp, obs.KeyLevel, obs.KeyEvent, obs.KeyService}, topKeys(t, line)[:4])
+			}
 		})
+	}
+}
+
+// topKeys returns the top-level keys of a JSON object, in order.
+func topKeys(t *testing.T, line []byte) []string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(line))
+	tok, err := dec.Token()
+	require.NoError(t, err)
+	require.Equal(t, json.Delim('{'), tok)
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		require.NoError(t, err)
+		key, ok := tok.(string)
+		require.True(t, ok)
+		keys = append(keys, key)
+		var skip json.RawMessage
+		require.NoError(t, dec.Decode(&skip))
+	}
+	return keys
+}
+
+// The timestamp is UTC with exactly six fractional digits and a Z, whatever
+// the zone and however many trailing zeros: sorting the strings sorts by time.
+func TestTimestampIsFixedWidth(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "2026-01-02T03:04:05.000000Z"},
+		{time.Date(2026, 1, 2, 3, 4, 5, 100_000_000, time.UTC), "2026-01-02T03:04:05.100000Z"},
+		{time.Date(2026, 1, 2, 3, 4, 5, 999_999_999, time.UTC), "2026-01-02T03:04:05.999999Z"},
+		{time.Date(2026, 1, 1, 0, 30, 0, 1000, time.FixedZone("east", 3600)), "2025-12-31T23:30:00.000001Z"},
+		{time.Date(2024, 2, 29, 23, 59, 59, 123_000, time.FixedZone("west", -5*3600)), "2024-03-01T04:59:59.000123Z"},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		l := slog.New(fixedTime{obs.NewHandler(&buf, obs.Options{Service: "s"}), tt.at})
+		l.InfoContext(t.Context(), "x")
+		require.Equal(t, tt.want, parseLines(t, buf.Bytes())[0][obs.KeyTimestamp])
 	}
 }
 
@@ -190,6 +258,49 @@ func TestHandlerBoundsEveryLine(t *testing.T) {
 				require.Equal(t, true, m[obs.KeyLineTruncate])
 				require.Equal(t, "abc", m[obs.KeyCorrelationID])
 				require.Greater(t, m[obs.KeyLineBytes], float64(obs.MaxLineBytes))
+			},
+		},
+		{
+			name: "huge With attributes under a group fall back to the context fields",
+			log: func(l *slog.Logger, ctx context.Context) {
+				l.With(many...).WithGroup("g").InfoContext(ctx, "x", slog.Int("n", 1)) //nolint:forbidigo // the handler must cope all the same
+			},
+			check: func(t *testing.T, m map[string]any) {
+				t.Helper()
+				require.Equal(t, true, m[obs.KeyLineTruncate])
+				require.Equal(t, "abc", m[obs.KeyCorrelationID])
+				require.Equal(t, "x", m[obs.KeyEvent])
+				require.NotContains(t, m, "g")
+			},
+		},
+		{
+			name: "context fields too long for the minimal line leave the header",
+			log: func(l *slog.Logger, ctx context.Context) {
+				big := strings.Repeat("y", 4000)
+				ctx = obs.WithAttrs(ctx, slog.String("a", big), slog.String("b", big), slog.String("c", big), slog.String("d", big), slog.String("e", big))
+				l.WarnContext(ctx, "x")
+			},
+			check: func(t *testing.T, m map[string]any) {
+				t.Helper()
+				require.Equal(t, true, m[obs.KeyLineTruncate])
+				require.Greater(t, m[obs.KeyLineBytes], float64(obs.MaxLineBytes))
+				require.Equal(t, map[string]any{obs.KeyLevel: "warn", obs.KeyEvent: "x", obs.KeyService: "worker"},
+					map[string]any{obs.KeyLevel: m[obs.KeyLevel], obs.KeyEvent: m[obs.KeyEvent], obs.KeyService: m[obs.KeyService]})
+				require.NotContains(t, m, obs.KeyCorrelationID)
+			},
+		},
+		{
+			name: "an event of control and invalid bytes, which escaping multiplies by six, keeps the header within bounds",
+			log: func(l *slog.Logger, ctx context.Context) {
+				big := strings.Repeat("\x01\x8a", 2000)
+				l.InfoContext(ctx, strings.Repeat("\x01\x8a", 10_000), //nolint:sloglint // the handler must cope all the same
+					slog.String("a", big), slog.String("b", big), slog.String("c", big))
+			},
+			check: func(t *testing.T, m map[string]any) {
+				t.Helper()
+				require.Equal(t, true, m[obs.KeyLineTruncate])
+				require.Equal(t, "abc", m[obs.KeyCorrelationID])
+				require.Contains(t, m[obs.KeyEvent], "...[truncated ")
 			},
 		},
 		{
@@ -297,40 +408,66 @@ func TestLibraryLogger(t *testing.T) {
 func TestErrorStackAndType(t *testing.T) {
 	t.Parallel()
 	base := &json.SyntaxError{}
-	err := fmt.Errorf("load run: %w", obs.WithStack(base))
+	err := fmt.Errorf("load run: %w", obs.WithStackSkip(base, 0))
 	require.Equal(t, "*json.SyntaxError", obs.ErrorType(err))
 	tb, ok := obs.StackOf(err)
 	require.True(t, ok)
-	require.NotEmpty(t, tb.Frames)
-	require.Contains(t, tb.Frames[0].Function, "TestErrorStackAndType")
-	again := obs.WithStack(err)
+	require.NotEmpty(t, tb)
+	require.Contains(t, tb[0].Function, "TestErrorStackAndType")
+	again := obs.WithStackSkip(err, 0)
 	tb2, _ := obs.StackOf(again)
 	require.Equal(t, tb, tb2, "the first stack is kept")
 	_, ok = obs.StackOf(errors.New("plain"))
 	require.False(t, ok)
 }
 
-// TestLogWritesWhatLogAttrsWrites holds obs.Log, the shortcut of the
-// per-request and per-job lines, to the line slog.Logger.LogAttrs writes
-// (the timestamp aside), and to the logger's level.
-func TestLogWritesWhatLogAttrsWrites(t *testing.T) {
+// The fields bound to a context reach every handler that logs with it, each
+// with its own service and With attributes, also concurrently, and later
+// changes to the caller's slice do not reach them.
+func TestContextFieldsReachEveryHandler(t *testing.T) {
 	t.Parallel()
-	var viaLogger, viaLog bytes.Buffer
-	ctx := obs.WithAttrs(t.Context(), slog.String(obs.KeyCorrelationID, "c-1"), slog.Int(obs.KeyAttempt, 2))
-	attrs := []slog.Attr{slog.String(obs.KeyRoute, "/r/{id}"), slog.Int(obs.KeyStatusCode, 503), slog.Group("g", slog.Bool("b", true))}
-	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelError} {
-		obs.NewLogger(&viaLogger, obs.Options{Service: "s"}).With(slog.String("with", "w")).
-			LogAttrs(ctx, level, obs.EventRequestFinished, attrs...)
-		obs.Log(ctx, obs.NewLogger(&viaLog, obs.Options{Service: "s"}).With(slog.String("with", "w")),
-			level, obs.EventRequestFinished, attrs...)
+	var bufA, bufB bytes.Buffer
+	a := obs.NewLogger(&bufA, obs.Options{Service: "a"})
+	b := obs.NewLogger(&bufB, obs.Options{Service: "b"}).With(slog.String(obs.KeyStatus, "c"))
+	attrs := []slog.Attr{slog.String(obs.KeyCorrelationID, "cid"), slog.Int64(obs.KeyJobID, 7)}
+	ctx := obs.WithAttrs(t.Context(), attrs...)
+	attrs[0] = slog.String(obs.KeyCorrelationID, "changed")
+	nested := obs.WithAttrs(ctx, slog.String(obs.KeyUserID, "u"))
+
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if i%2 == 0 {
+					a.InfoContext(ctx, obs.EventJobProgress)
+				} else {
+					b.InfoContext(nested, obs.EventJobProgress)
+				}
+			}
+		})
 	}
-	want, got := parseLines(t, viaLogger.Bytes()), parseLines(t, viaLog.Bytes())
-	require.Len(t, got, 2, "debug is below the logger's level")
-	for i := range want {
-		require.NotEmpty(t, got[i][obs.KeyTimestamp])
-		delete(want[i], obs.KeyTimestamp)
-		delete(got[i], obs.KeyTimestamp)
+	wg.Wait()
+	a.InfoContext(obs.ResetAttrs(ctx), obs.EventJobCompleted)
+
+	linesA, linesB := parseLines(t, bufA.Bytes()), parseLines(t, bufB.Bytes())
+	require.Len(t, linesA, 201)
+	require.Len(t, linesB, 200)
+	for _, m := range linesA[:200] {
+		delete(m, obs.KeyTimestamp)
+		require.Equal(t, map[string]any{
+			obs.KeyLevel: "info", obs.KeyEvent: obs.EventJobProgress, obs.KeyService: "a",
+			obs.KeyCorrelationID: "cid", obs.KeyJobID: float64(7),
+		}, m)
 	}
-	require.Equal(t, want, got)
-	require.Equal(t, "c-1", got[1][obs.KeyCorrelationID])
+	for _, m := range linesB {
+		delete(m, obs.KeyTimestamp)
+		require.Equal(t, map[string]any{
+			obs.KeyLevel: "info", obs.KeyEvent: obs.EventJobProgress, obs.KeyService: "b",
+			obs.KeyCorrelationID: "cid", obs.KeyJobID: float64(7), obs.KeyUserID: "u", obs.KeyStatus: "c",
+		}, m)
+	}
+	require.NotContains(t, linesA[200], obs.KeyCorrelationID, "reset: no fields")
+	require.Equal(t, "cid", obs.CorrelationID(nested))
+	require.Empty(t, obs.CorrelationID(obs.ResetAttrs(nested)))
+	require.Empty(t, obs.CorrelationID(t.Context()))
 }

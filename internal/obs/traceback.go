@@ -16,163 +16,52 @@ type Frame struct {
 	Line     int    `json:"line"`
 }
 
-// Traceback is a goroutine's stack, innermost call first. Very deep stacks
-// keep their head and tail and count the frames skipped between them.
-type Traceback struct {
-	Frames  []Frame
-	Skipped int // frames dropped between Frames[:Split] and Frames[Split:]
-	Split   int // where the skipped frames were, when Skipped > 0
-}
-
-// Capture keeps this many innermost and outermost frames of a deep stack; the
-// encoder may keep fewer.
-const (
-	captureHead = 48
-	captureTail = 16
-)
+// Traceback is a goroutine's stack, innermost call first. A deep one keeps its
+// innermost and outermost frames around a frame counting those skipped.
+type Traceback []Frame
 
 // CaptureStack returns the calling goroutine's stack, starting skip frames
 // above its caller (0 is the caller of CaptureStack).
 func CaptureStack(skip int) Traceback {
-	pcs := callers(skip + 2)
-	return framesOf(pcs)
+	var pcs []uintptr
+	for n := 64; len(pcs) == cap(pcs); n *= 4 { // the whole stack, to keep its outermost frames
+		pcs = make([]uintptr, n)
+		pcs = pcs[:runtime.Callers(skip+2, pcs)]
+	}
+	if len(pcs) <= headFrames+tailFrames {
+		return resolve(nil, pcs)
+	}
+	tb := resolve(make(Traceback, 0, headFrames+tailFrames+1), pcs[:headFrames])
+	tb = append(tb, Frame{Function: "... " + strconv.Itoa(len(pcs)-headFrames-tailFrames) + " frames skipped ..."})
+	return resolve(tb, pcs[len(pcs)-tailFrames:])
 }
 
-// PanicStack returns the stack of a panic being recovered: it must be called
-// from the deferred function that called recover. The frames of the panic
-// machinery itself are dropped, so the first frame is where the panic began.
+// PanicStack returns the stack of a panic being recovered, from where it
+// began: call it in the deferred function that called recover. The runtime's
+// frames above (the panic machinery, a bad index's check) are dropped.
 func PanicStack() Traceback {
-	pcs := callers(2)
-	frames := runtime.CallersFrames(pcs)
-	skip := 0
-	for i := 0; ; i++ {
-		f, more := frames.Next()
-		if f.Function == "runtime.gopanic" {
-			skip = i + 1
-			break
-		}
-		if !more {
-			break
-		}
-	}
-	// Runtime errors (nil map writes, bad indexes) sit in runtime frames
-	// below the panic site; the reader wants the code that caused them.
-	tb := framesOf(pcs[min(skip, len(pcs)):])
-	for len(tb.Frames) > 1 && strings.HasPrefix(tb.Frames[0].Function, "runtime.") {
-		tb.Frames = tb.Frames[1:]
-		if tb.Split > 0 {
-			tb.Split--
-		}
+	tb := CaptureStack(2) // from runtime.gopanic
+	for len(tb) > 1 && strings.HasPrefix(tb[0].Function, "runtime.") {
+		tb = tb[1:]
 	}
 	return tb
 }
 
-func callers(skip int) []uintptr {
-	pcs := make([]uintptr, 64)
-	for {
-		n := runtime.Callers(skip+1, pcs)
-		if n < len(pcs) {
-			return pcs[:n]
-		}
-		pcs = make([]uintptr, len(pcs)*4)
-	}
-}
-
-func framesOf(pcs []uintptr) Traceback {
-	if len(pcs) <= captureHead+captureTail {
-		return Traceback{Frames: resolve(pcs)}
-	}
-	head := resolve(pcs[:captureHead])
-	tail := resolve(pcs[len(pcs)-captureTail:])
-	return Traceback{
-		Frames:  append(head, tail...),
-		Skipped: len(pcs) - captureHead - captureTail,
-		Split:   len(head),
-	}
-}
-
-func resolve(pcs []uintptr) []Frame {
-	out := make([]Frame, 0, len(pcs))
+// resolve appends the frames of pcs to tb, files named by package path: the
+// same wherever the binary was built, and no build paths leaked.
+func resolve(tb Traceback, pcs []uintptr) Traceback {
 	frames := runtime.CallersFrames(pcs)
-	for {
-		f, more := frames.Next()
-		out = append(out, Frame{Function: f.Function, File: relativeFile(f.Function, f.File), Line: f.Line})
-		if !more {
-			return out
+	for more := len(pcs) > 0; more; {
+		var f runtime.Frame
+		f, more = frames.Next()
+		file := path.Base(f.File)
+		slash := strings.LastIndexByte(f.Function, '/')
+		if dot := strings.IndexByte(f.Function[slash+1:], '.'); dot >= 0 {
+			file = f.Function[:slash+1+dot] + "/" + file
 		}
+		tb = append(tb, Frame{Function: f.Function, File: file, Line: f.Line})
 	}
-}
-
-// relativeFile names a source file by its package path, so frames read the
-// same whatever directory the binary was built in and leak no build paths.
-func relativeFile(function, file string) string {
-	if function == "" {
-		return path.Base(file)
-	}
-	slash := strings.LastIndexByte(function, '/')
-	dot := strings.IndexByte(function[slash+1:], '.')
-	if dot < 0 {
-		return path.Base(file)
-	}
-	return function[:slash+1+dot] + "/" + path.Base(file)
-}
-
-// appendTraceback writes tb as a JSON array of frames, keeping at most
-// lim.headFrames innermost and lim.tailFrames outermost frames, with a marker
-// frame where frames were skipped.
-func appendTraceback(b []byte, tb Traceback, lim limits) []byte {
-	h, t := lim.headFrames, lim.tailFrames
-	var head, tail []Frame
-	skipped := tb.Skipped
-	if skipped == 0 {
-		head = tb.Frames
-		if len(head) > h+t {
-			tail = head[len(head)-t:]
-			head = head[:h]
-			skipped = len(tb.Frames) - h - t
-		}
-	} else {
-		head, tail = tb.Frames[:tb.Split], tb.Frames[tb.Split:]
-		if len(head) > h {
-			skipped += len(head) - h
-			head = head[:h]
-		}
-		if len(tail) > t {
-			skipped += len(tail) - t
-			tail = tail[len(tail)-t:]
-		}
-	}
-	b = append(b, '[')
-	first := true
-	sep := func() {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-	}
-	for _, f := range head {
-		sep()
-		b = appendFrame(b, f, lim)
-	}
-	if skipped > 0 {
-		sep()
-		b = appendFrame(b, Frame{Function: "... " + strconv.Itoa(skipped) + " frames skipped ..."}, lim)
-	}
-	for _, f := range tail {
-		sep()
-		b = appendFrame(b, f, lim)
-	}
-	return append(b, ']')
-}
-
-func appendFrame(b []byte, f Frame, lim limits) []byte {
-	b = append(b, `{"function":`...)
-	b = appendString(b, f.Function, lim.maxString)
-	b = append(b, `,"file":`...)
-	b = appendString(b, f.File, lim.maxString)
-	b = append(b, `,"line":`...)
-	b = strconv.AppendInt(b, int64(f.Line), 10)
-	return append(b, '}')
+	return tb
 }
 
 // stackError carries the stack of the place an error was noticed.
@@ -184,47 +73,32 @@ type stackError struct {
 func (e *stackError) Error() string { return e.err.Error() }
 func (e *stackError) Unwrap() error { return e.err }
 
-// WithStack returns err annotated with the caller's stack, unless err already
-// carries one. Go errors have no stack of their own; call it where a failure
-// is first seen so that the log line can show where that was.
-func WithStack(err error) error {
-	return WithStackSkip(err, 1)
-}
-
-// WithStackSkip is WithStack for helpers: the stack starts skip frames
-// above the caller, so a helper that classifies errors can leave itself out.
+// WithStackSkip returns err with the stack from skip frames above its caller
+// (0: the caller), unless err carries one: Go errors have none of their own.
 func WithStackSkip(err error, skip int) error {
-	if err == nil {
-		return nil
-	}
-	var se *stackError
-	if errors.As(err, &se) {
+	if _, ok := errors.AsType[*stackError](err); err == nil || ok {
 		return err
 	}
 	return &stackError{err: err, tb: CaptureStack(skip + 1)}
 }
 
-// StackOf returns the stack recorded by WithStack anywhere in err's chain.
+// StackOf returns the stack recorded by WithStackSkip anywhere in err's chain.
 func StackOf(err error) (Traceback, bool) {
 	var se *stackError
 	if errors.As(err, &se) {
 		return se.tb, true
 	}
-	return Traceback{}, false
+	return nil, false
 }
 
-// ErrorType names the most specific type in err's chain of wrappers: the
-// innermost error, which says what actually went wrong (a *pgconn.PgError
-// rather than the *fmt.wrapError around it).
+// ErrorType names the innermost error's type, which says what went wrong (a
+// *pgconn.PgError rather than the *fmt.wrapError around it).
 func ErrorType(err error) string {
 	if err == nil {
 		return ""
 	}
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return fmt.Sprintf("%T", err)
-		}
+	for next := errors.Unwrap(err); next != nil; next = errors.Unwrap(err) {
 		err = next
 	}
+	return fmt.Sprintf("%T", err)
 }
