@@ -52,7 +52,7 @@ bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1: 1
 	@bench/run
 
 .PHONY: generate
-generate: ## Regenerate generated files (docs/log-schema.json and the events table of docs/logging.md, from internal/obs/catalog.go)
+generate: ## Regenerate generated files (docs/log-schema.json and the events table of docs/logging.md, from internal/logcatalog)
 	go generate ./...
 
 .PHONY: river-migrations

@@ -13,7 +13,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/backtestd/backtestd/internal/obs/logdoc"
+	"github.com/backtestd/backtestd/internal/logcatalog"
 )
 
 // Sink is an io.Writer that keeps what is written to it.
@@ -84,7 +84,7 @@ func (s *Sink) Find(tb testing.TB, event string) map[string]any {
 // schema is the log contract, compiled once: the catalog it comes from is
 // fixed when the tests run.
 var schema = sync.OnceValues(func() (*jsonschema.Schema, error) {
-	raw, err := logdoc.Schema()
+	raw, err := logcatalog.Schema()
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +93,10 @@ var schema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 		return nil, fmt.Errorf("parse the log schema: %w", err)
 	}
 	c := jsonschema.NewCompiler()
-	if err := c.AddResource(logdoc.SchemaID, doc); err != nil {
+	if err := c.AddResource(logcatalog.SchemaID, doc); err != nil {
 		return nil, fmt.Errorf("add the log schema: %w", err)
 	}
-	compiled, err := c.Compile(logdoc.SchemaID)
+	compiled, err := c.Compile(logcatalog.SchemaID)
 	if err != nil {
 		return nil, fmt.Errorf("compile the log schema: %w", err)
 	}
@@ -104,7 +104,7 @@ var schema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 })
 
 // Check returns an error when line breaks the log contract: an event the
-// catalog (internal/obs/catalog.go) does not know, a required key missing,
+// catalog (internal/logcatalog) does not know, a required key missing,
 // a key the event does not list, a value of the wrong shape, a level or a
 // service the event is not written at. It checks the line against the
 // JSON Schema generated from the catalog, the one in docs/log-schema.json.
@@ -118,7 +118,7 @@ func Check(line []byte) error {
 		return fmt.Errorf("not a JSON line: %q: %w", line, err)
 	}
 	if err := s.Validate(inst); err != nil {
-		return fmt.Errorf("log line breaks the contract of internal/obs/catalog.go:\n%s\n%w", line, err)
+		return fmt.Errorf("log line breaks the contract of internal/logcatalog:\n%s\n%w", line, err)
 	}
 	return nil
 }

@@ -70,7 +70,6 @@ func checkCorrelationID(v string) string {
 // NewCorrelationID returns a new UUID version 7: time-ordered, so IDs made
 // close together sort (and index) close together.
 func NewCorrelationID() string {
-	// NewV7 fails only if crypto/rand does, which since Go 1.24 it cannot:
-	// it crashes the program instead of returning an error.
+	// NewV7 fails only if crypto/rand does, which crashes instead (Go 1.24+).
 	return uuid.Must(uuid.NewV7()).String()
 }

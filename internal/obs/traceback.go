@@ -84,11 +84,11 @@ func WithStackSkip(err error, skip int) error {
 
 // StackOf returns the stack recorded by WithStackSkip anywhere in err's chain.
 func StackOf(err error) (Traceback, bool) {
-	var se *stackError
-	if errors.As(err, &se) {
-		return se.tb, true
+	se, ok := errors.AsType[*stackError](err)
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	return se.tb, true
 }
 
 // ErrorType names the innermost error's type, which says what went wrong (a

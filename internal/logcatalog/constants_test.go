@@ -1,9 +1,10 @@
-package obs_test
+package logcatalog_test
 
 import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,12 +13,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// constants parses keys.go and catalog.go: the name and value of every
-// Key* and Event* constant.
+// constants parses internal/obs/names.go: the name and value
+// of every Key* and Event* constant.
 func constants(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, file := range []string{"keys.go", "catalog.go"} {
+	for _, file := range []string{filepath.Join("..", "obs", "names.go")} {
 		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
 		require.NoError(t, err)
 		addConstants(t, f, out)

@@ -1,4 +1,4 @@
-package obs_test
+package logcatalog_test
 
 import (
 	"bytes"
@@ -16,8 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/logcatalog"
 	"github.com/backtestd/backtestd/internal/obs"
-	"github.com/backtestd/backtestd/internal/obs/logdoc"
 )
 
 // logMethods maps slog.Logger's logging methods to the index of their
@@ -31,7 +31,7 @@ var logMethods = map[string]int{
 // TestLogCallsUseCatalogEvents keeps event names in the catalog: every
 // logging call in the service's code passes an obs.Event* constant as its
 // message, never a literal or a computed string, and that constant has its
-// entry in obs.Events.
+// entry in logcatalog.Events.
 func TestLogCallsUseCatalogEvents(t *testing.T) {
 	t.Parallel()
 	consts := constants(t)
@@ -57,8 +57,8 @@ func TestLogCallsUseCatalogEvents(t *testing.T) {
 				"%s: %s's message must be an obs.Event* constant", fset.Position(call.Pos()), sel.Sel.Name)
 			value, known := consts[msg.Sel.Name]
 			require.True(t, known, "%s: obs.%s is not a constant of internal/obs", fset.Position(call.Pos()), msg.Sel.Name)
-			_, listed := obs.LookupEvent(value)
-			require.True(t, listed, "%s: obs.%s (%s) has no entry in obs.Events (internal/obs/catalog.go)",
+			_, listed := logcatalog.LookupEvent(value)
+			require.True(t, listed, "%s: obs.%s (%s) has no entry in logcatalog.Events (internal/logcatalog/events.go)",
 				fset.Position(call.Pos()), msg.Sel.Name, value)
 			return true
 		})
@@ -111,7 +111,7 @@ func looksLikeLogger(x ast.Expr) bool {
 	}
 }
 
-// The catalog is written once, in obs.Events and obs.Keys: the Event and
+// The catalog is written once, in logcatalog.Events and logcatalog.Keys: the Event and
 // Key constants each have their entry there, every event is emitted and
 // every key used by the service's code, and docs/log-schema.json and the
 // events table of docs/logging.md are what go generate makes of it.
@@ -120,14 +120,14 @@ func TestEventCatalogMatchesTheDocs(t *testing.T) {
 	consts := constants(t)
 	used := usedNames(t)
 
-	catalog := map[string]bool{}
-	for _, e := range obs.Events {
-		require.False(t, catalog[e.Name], "%s is in obs.Events twice", e.Name)
-		catalog[e.Name] = true
+	listed := map[string]bool{}
+	for _, e := range logcatalog.Events {
+		require.False(t, listed[e.Name], "%s is in logcatalog.Events twice", e.Name)
+		listed[e.Name] = true
 	}
 	keys := map[string]bool{}
-	for _, k := range obs.Keys {
-		require.False(t, keys[k.Name], "%s is in obs.Keys twice", k.Name)
+	for _, k := range logcatalog.Keys {
+		require.False(t, keys[k.Name], "%s is in logcatalog.Keys twice", k.Name)
 		keys[k.Name] = true
 	}
 	constEvents, constKeys := map[string]bool{}, map[string]bool{}
@@ -135,26 +135,26 @@ func TestEventCatalogMatchesTheDocs(t *testing.T) {
 		switch {
 		case strings.HasPrefix(name, "Event"):
 			constEvents[value] = true
-			require.True(t, catalog[value], "obs.%s (%s) has no entry in obs.Events", name, value)
+			require.True(t, listed[value], "obs.%s (%s) has no entry in logcatalog.Events", name, value)
 			require.True(t, used[name], "obs.%s (%s) is never emitted by the service's code", name, value)
 		case strings.HasPrefix(name, "Key"):
 			constKeys[value] = true
-			require.True(t, keys[value], "obs.%s (%s) has no entry in obs.Keys", name, value)
+			require.True(t, keys[value], "obs.%s (%s) has no entry in logcatalog.Keys", name, value)
 			require.True(t, used[name], "obs.%s (%s) is used nowhere in the service's code: remove it", name, value)
 		}
 	}
-	require.Equal(t, sortedKeys(constEvents), sortedKeys(catalog), "obs.Events lists an event without its Event constant")
-	require.Equal(t, sortedKeys(constKeys), sortedKeys(keys), "obs.Keys lists a key without its Key constant")
+	require.Equal(t, sortedKeys(constEvents), sortedKeys(listed), "logcatalog.Events lists an event without its Event constant")
+	require.Equal(t, sortedKeys(constKeys), sortedKeys(keys), "logcatalog.Keys lists a key without its Key constant")
 
-	schema, err := logdoc.Schema()
+	schema, err := logcatalog.Schema()
 	require.NoError(t, err)
-	requireFresh(t, logdoc.SchemaPath, schema)
-	doc, err := os.ReadFile(filepath.Join("..", "..", logdoc.LoggingPath))
+	requireFresh(t, logcatalog.SchemaPath, schema)
+	doc, err := os.ReadFile(filepath.Join("..", "..", logcatalog.LoggingPath))
 	require.NoError(t, err)
-	fresh, err := logdoc.Logging(doc)
+	fresh, err := logcatalog.Logging(doc)
 	require.NoError(t, err)
-	requireFresh(t, logdoc.LoggingPath, fresh)
-	require.Equal(t, sortedKeys(catalog), sortedKeys(documentedEvents(t)), "docs/logging.md's events table and obs.Events differ")
+	requireFresh(t, logcatalog.LoggingPath, fresh)
+	require.Equal(t, sortedKeys(listed), sortedKeys(documentedEvents(t)), "docs/logging.md's events table and logcatalog.Events differ")
 }
 
 // requireFresh fails when the file at path is not want, the document the
@@ -179,16 +179,16 @@ func requireFresh(t *testing.T, path string, want []byte) {
 		}
 		return "\t" + strings.Join(lines[from:to], "\n\t")
 	}
-	t.Fatalf("%s is stale: it is not what the catalog (internal/obs/catalog.go, keys.go) makes of it.\n"+
-		"Up to line %d it reads\n%s\nand should read\n%s\nRun %s.", path, line+1, at(gotLines), at(wantLines), logdoc.Fix)
+	t.Fatalf("%s is stale: it is not what the catalog (internal/logcatalog) makes of it.\n"+
+		"Up to line %d it reads\n%s\nand should read\n%s\nRun %s.", path, line+1, at(gotLines), at(wantLines), logcatalog.Fix)
 }
 
 // TestCatalogEntriesAreComplete checks what the generated documents cannot:
-// every event names its services, levels and keys, from obs.Keys, once.
+// every event names its services, levels and keys, from logcatalog.Keys, once.
 func TestCatalogEntriesAreComplete(t *testing.T) {
 	t.Parallel()
 	levels := []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
-	for _, e := range obs.Events {
+	for _, e := range logcatalog.Events {
 		require.NotEmpty(t, e.Services, "%s: services", e.Name)
 		require.NotEmpty(t, e.Levels, "%s: levels", e.Name)
 		require.NotEmpty(t, e.When, "%s: when", e.Name)
@@ -202,9 +202,9 @@ func TestCatalogEntriesAreComplete(t *testing.T) {
 			keys []string
 		}{{"scope", scopeRequired}, {"required", e.Required}, {"required at error", e.RequiredAtError}, {"optional", e.Optional}} {
 			for _, k := range list.keys {
-				_, known := obs.LookupKey(k)
-				require.True(t, known, "%s: key %s has no entry in obs.Keys", e.Name, k)
-				require.NotContains(t, obs.HeaderKeys(), k, "%s: %s is on every line already", e.Name, k)
+				_, known := logcatalog.LookupKey(k)
+				require.True(t, known, "%s: key %s has no entry in logcatalog.Keys", e.Name, k)
+				require.NotContains(t, logcatalog.HeaderKeys(), k, "%s: %s is on every line already", e.Name, k)
 				// An event may require a key that its scope has on some lines only.
 				prev, dup := from[k]
 				require.True(t, !dup || prev == "scope optional" && list.name == "required",
@@ -225,7 +225,7 @@ func TestCatalogEntriesAreComplete(t *testing.T) {
 			require.Contains(t, e.Levels, slog.LevelError, "%s: keys at error level, which it is never written at", e.Name)
 		}
 	}
-	for _, k := range obs.Keys {
+	for _, k := range logcatalog.Keys {
 		require.NotEmpty(t, k.Doc, "%s: doc", k.Name)
 	}
 }
@@ -234,12 +234,12 @@ func TestCatalogEntriesAreComplete(t *testing.T) {
 // service's code uses outside the catalog's own files.
 func usedNames(t *testing.T) map[string]bool {
 	t.Helper()
-	catalogFiles := map[string]bool{"keys.go": true, "catalog.go": true}
+	catalogFiles := map[string]bool{"names.go": true}
 	used := map[string]bool{}
 	require.NoError(t, walkCode(t, func(fset *token.FileSet, f *ast.File) {
 		path := filepath.ToSlash(fset.Position(f.Package).Filename)
 		inObs := f.Name.Name == "obs"
-		if inObs && catalogFiles[filepath.Base(path)] || strings.Contains(path, "internal/obs/") && !inObs {
+		if inObs && catalogFiles[filepath.Base(path)] || strings.Contains(path, "internal/logcatalog/") {
 			return // the catalog itself, and the generator of its documents
 		}
 		ast.Inspect(f, func(n ast.Node) bool {

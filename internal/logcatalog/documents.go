@@ -1,8 +1,10 @@
-// Package logdoc renders the log contract's documents from the catalog of
-// package obs: docs/log-schema.json, the JSON Schema of a line, and the
-// events table of docs/logging.md. go generate ./internal/obs writes them;
-// the tests render them again and fail when the files differ.
-package logdoc
+// Package logcatalog is the log contract written once: every event the
+// service logs (Events) and every key its lines carry (Keys), and the
+// documents rendered from them, docs/log-schema.json (the JSON Schema of a
+// line) and the events table of docs/logging.md. go generate
+// ./internal/logcatalog writes those; the tests render them again and fail
+// when the files differ, and check every line they see against the schema.
+package logcatalog
 
 import (
 	"bytes"
@@ -26,11 +28,11 @@ const (
 const SchemaID = "https://backtestd.dev/log-line.schema.json"
 
 // Fix is the command that regenerates the files.
-const Fix = "go generate ./internal/obs (or make generate)"
+const Fix = "go generate ./internal/logcatalog (or make generate)"
 
 // The markers around the generated events table in docs/logging.md.
 const (
-	BeginTable = "<!-- BEGIN GENERATED: events table; edit internal/obs/catalog.go, then run go generate ./internal/obs -->"
+	BeginTable = "<!-- BEGIN GENERATED: events table; edit internal/logcatalog/events.go, then run go generate ./internal/logcatalog -->"
 	EndTable   = "<!-- END GENERATED: events table -->"
 )
 
@@ -39,11 +41,11 @@ const (
 // every line, the others only on the lines of the events that list them: a
 // library's line may carry a field of its own under the same name.
 func Schema() ([]byte, error) {
-	defs := make(properties, 0, len(obs.Keys))
-	for _, k := range obs.Keys {
+	defs := make(properties, 0, len(Keys))
+	for _, k := range Keys {
 		v := k.Value
 		if k.Name == obs.KeyEvent {
-			v = obs.Value{Enum: eventNames()}
+			v = Value{Enum: eventNames()}
 		}
 		defs = append(defs, property{name: k.Name, schema: described{Description: k.Doc, Value: v}})
 	}
@@ -55,11 +57,11 @@ func Schema() ([]byte, error) {
 		Schema: "https://json-schema.org/draft/2020-12/schema",
 		ID:     SchemaID,
 		Title:  "backtestd log line",
-		Description: "One JSON line of the services' stdout, generated from internal/obs/catalog.go and keys.go " +
-			"by go generate ./internal/obs; docs/logging.md explains each key and event. A line cut to its minimal form " +
+		Description: "One JSON line of the services' stdout, generated from the catalog of internal/logcatalog " +
+			"by go generate ./internal/logcatalog; docs/logging.md explains each key and event. A line cut to its minimal form " +
 			"(line_truncated) keeps only its header and context fields, so the per-event rules do not apply to it.",
 		Type:       "object",
-		Required:   obs.HeaderKeys(),
+		Required:   HeaderKeys(),
 		Properties: general,
 		AllOf:      rules(),
 		Defs:       defs,
@@ -82,15 +84,15 @@ func rules() []rule {
 	general := cutKeys()
 	var out []rule
 	var jobEvents []string
-	for _, e := range obs.Events {
+	for _, e := range Events {
 		required, optional := e.Scope.Keys()
 		required = append(slices.Clone(required), e.Required...)
 		then := outcome{
-			Properties: properties{{name: obs.KeyLevel, schema: obs.Value{Enum: levelNames(e.Levels)}}},
+			Properties: properties{{name: obs.KeyLevel, schema: Value{Enum: levelNames(e.Levels)}}},
 			Required:   required,
 		}
 		if len(e.Services) > 0 {
-			then.Properties = append(then.Properties, property{name: obs.KeyService, schema: obs.Value{Enum: e.Services}})
+			then.Properties = append(then.Properties, property{name: obs.KeyService, schema: Value{Enum: e.Services}})
 		}
 		for _, k := range allowedKeys(e, optional) {
 			if !slices.Contains(general, k) {
@@ -98,11 +100,11 @@ func rules() []rule {
 			}
 		}
 		if !e.Library {
-			then.PropertyNames = &obs.Value{Enum: allowedKeys(e, optional)}
+			then.PropertyNames = &Value{Enum: allowedKeys(e, optional)}
 		}
 		out = append(out, rule{
 			If: condition{
-				Properties: map[string]obs.Value{obs.KeyEvent: {Const: e.Name}},
+				Properties: map[string]Value{obs.KeyEvent: {Const: e.Name}},
 				Required:   []string{obs.KeyEvent}, Not: notCut,
 			},
 			Then: then,
@@ -110,37 +112,37 @@ func rules() []rule {
 		if len(e.RequiredAtError) > 0 {
 			out = append(out, rule{
 				If: condition{
-					Properties: map[string]obs.Value{obs.KeyEvent: {Const: e.Name}, obs.KeyLevel: {Const: "error"}},
+					Properties: map[string]Value{obs.KeyEvent: {Const: e.Name}, obs.KeyLevel: {Const: "error"}},
 					Required:   []string{obs.KeyEvent, obs.KeyLevel}, Not: notCut,
 				},
 				Then: outcome{Required: e.RequiredAtError},
 			})
 		}
-		if e.Scope == obs.ScopeJob {
+		if e.Scope == ScopeJob {
 			jobEvents = append(jobEvents, e.Name)
 		}
 	}
 	out = append(out,
 		rule{
 			If: condition{
-				Properties: map[string]obs.Value{obs.KeyEvent: {Enum: jobEvents}, obs.KeyJobKind: {Const: obs.RunJobKind}},
+				Properties: map[string]Value{obs.KeyEvent: {Enum: jobEvents}, obs.KeyJobKind: {Const: RunJobKind}},
 				Required:   []string{obs.KeyEvent, obs.KeyJobKind}, Not: notCut,
 			},
-			Then: outcome{Required: obs.RunKeys()},
+			Then: outcome{Required: RunKeys()},
 		},
 		rule{
 			If:   condition{Required: []string{obs.KeyLineTruncate}},
-			Then: outcome{Required: obs.TruncationKeys(), PropertyNames: &obs.Value{Enum: general}},
+			Then: outcome{Required: TruncationKeys(), PropertyNames: &Value{Enum: general}},
 		})
 	return out
 }
 
 // allowedKeys are the keys a line of e may carry. A library's line carries
 // its own fields besides.
-func allowedKeys(e obs.EventSpec, scopeOptional []string) []string {
+func allowedKeys(e EventSpec, scopeOptional []string) []string {
 	required, _ := e.Scope.Keys()
 	var out []string
-	for _, group := range [][]string{obs.HeaderKeys(), required, scopeOptional, e.Required, e.RequiredAtError, e.Optional} {
+	for _, group := range [][]string{HeaderKeys(), required, scopeOptional, e.Required, e.RequiredAtError, e.Optional} {
 		for _, k := range group {
 			if !slices.Contains(out, k) {
 				out = append(out, k)
@@ -154,8 +156,8 @@ func allowedKeys(e obs.EventSpec, scopeOptional []string) []string {
 // and the note of the cut. The handler writes them, so they are the same on
 // every line.
 func cutKeys() []string {
-	out := obs.HeaderKeys()
-	for _, s := range []obs.Scope{obs.ScopeRequest, obs.ScopeJob} {
+	out := HeaderKeys()
+	for _, s := range []Scope{ScopeRequest, ScopeJob} {
 		required, optional := s.Keys()
 		for _, k := range append(required, optional...) {
 			if !slices.Contains(out, k) {
@@ -163,12 +165,12 @@ func cutKeys() []string {
 			}
 		}
 	}
-	return append(out, obs.TruncationKeys()...)
+	return append(out, TruncationKeys()...)
 }
 
 func eventNames() []string {
-	out := make([]string, 0, len(obs.Events))
-	for _, e := range obs.Events {
+	out := make([]string, 0, len(Events))
+	for _, e := range Events {
 		out = append(out, e.Name)
 	}
 	slices.Sort(out)
@@ -193,7 +195,7 @@ func EventsTable() string {
 	var b strings.Builder
 	b.WriteString("| event | service | level | context | keys | when |\n")
 	b.WriteString("|---|---|---|---|---|---|\n")
-	for _, e := range obs.Events {
+	for _, e := range Events {
 		level := strings.Join(levelNames(e.Levels), ", ")
 		if e.Library {
 			level = "as the library said"
@@ -214,7 +216,7 @@ func EventsTable() string {
 	return b.String()
 }
 
-func keysCell(e obs.EventSpec) string {
+func keysCell(e EventSpec) string {
 	list := func(keys []string) string {
 		parts := make([]string, 0, len(keys))
 		for _, k := range keys {
@@ -273,10 +275,10 @@ type schemaDoc struct {
 // described is a key's schema with its description first.
 type described struct {
 	Description string `json:"description,omitempty"`
-	obs.Value
+	Value
 }
 
-// property is a key and its schema: a described or an obs.Value, or a
+// property is a key and its schema: a described or an Value, or a
 // reference to the key's schema in $defs.
 type property struct {
 	name   string
@@ -332,13 +334,13 @@ type rule struct {
 }
 
 type condition struct {
-	Properties map[string]obs.Value `json:"properties,omitempty"`
-	Required   []string             `json:"required,omitempty"`
-	Not        *condition           `json:"not,omitempty"`
+	Properties map[string]Value `json:"properties,omitempty"`
+	Required   []string         `json:"required,omitempty"`
+	Not        *condition       `json:"not,omitempty"`
 }
 
 type outcome struct {
 	Properties    properties `json:"properties,omitempty"`
 	Required      []string   `json:"required,omitempty"`
-	PropertyNames *obs.Value `json:"propertyNames,omitempty"`
+	PropertyNames *Value     `json:"propertyNames,omitempty"`
 }

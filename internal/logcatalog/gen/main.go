@@ -1,8 +1,8 @@
 // Command gen writes the log contract's documents from the catalog of
 // package obs: docs/log-schema.json, and the events table of
 // docs/logging.md between its markers (the prose around it is left as it
-// is). Run it with go generate ./internal/obs after changing
-// internal/obs/catalog.go or keys.go.
+// is). Run it with go generate ./internal/logcatalog after
+// changing the catalog (events.go, keys.go).
 package main
 
 import (
@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/backtestd/backtestd/internal/obs/logdoc"
+	"github.com/backtestd/backtestd/internal/logcatalog"
 )
 
 func main() {
@@ -22,24 +22,24 @@ func main() {
 }
 
 // run writes the files under root, the module's directory (go generate
-// runs in internal/obs).
+// runs in internal/logcatalog).
 func run(root string) error {
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return errors.New("run it in internal/obs: go generate ./internal/obs")
+		return errors.New("run it in internal/logcatalog: go generate ./internal/logcatalog")
 	}
-	schema, err := logdoc.Schema()
+	schema, err := logcatalog.Schema()
 	if err != nil {
 		return err
 	}
-	if err := write(filepath.Join(root, logdoc.SchemaPath), schema); err != nil {
+	if err := write(filepath.Join(root, logcatalog.SchemaPath), schema); err != nil {
 		return err
 	}
-	path := filepath.Join(root, logdoc.LoggingPath)
+	path := filepath.Join(root, logcatalog.LoggingPath)
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	doc, err = logdoc.Logging(doc)
+	doc, err = logcatalog.Logging(doc)
 	if err != nil {
 		return err
 	}
