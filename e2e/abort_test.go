@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -197,9 +195,8 @@ func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
-	px := newStallProxy(t, u.Host)
-	u.Host = px.addr()
-	server := start(t, "server", append(env, "DATABASE_URL="+u.String())) // the last one wins
+	px := newProxy(t, u.Host)
+	server := start(t, "server", append(env, "DATABASE_URL="+px.via(dbURL))) // the last one wins
 	addr, _ := server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
 	api := client{base: "http://" + addr, key: key}
 	strategy := api.createStrategy(t, 5, 20)
@@ -212,7 +209,7 @@ func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 		{"stall-get", requestHead("GET", "/strategies/"+strategy, addr, key, "stall-get", 0)},
 	}
 	for _, r := range requests {
-		seen := px.stall()
+		seen := px.freeze()
 		conn := dialRaw(t, addr)
 		require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 		_, err := conn.Write([]byte(r.head))
@@ -226,7 +223,7 @@ func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 		line := waitForLine(t, server, r.cid, obs.EventRequestFinished)
 		require.InDelta(t, 499, line[obs.KeyStatusCode], 0, "%s: %v", r.cid, line)
 		require.Equal(t, "info", line[obs.KeyLevel])
-		px.release()
+		px.thaw()
 	}
 	resp, body := api.do(t, http.MethodGet, "/backtests", "after-stall", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the service carries on: %v", body)
@@ -255,114 +252,4 @@ func waitForLine(t *testing.T, p *process, cid, event string) map[string]any {
 	}
 	t.Fatalf("no %s line for %s", event, cid)
 	return nil
-}
-
-// stallProxy forwards TCP connections to the database, and on demand holds
-// every byte sent to the database until release: a database that stopped
-// answering, with its connections still open.
-type stallProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	hold   chan struct{} // closed by release; nil when not stalled
-	seen   chan struct{} // closed when the first byte is held
-	conns  []net.Conn
-}
-
-func newStallProxy(t *testing.T, target string) *stallProxy {
-	t.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &stallProxy{ln: ln, target: target}
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.release()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-	})
-	return p
-}
-
-func (p *stallProxy) addr() string { return p.ln.Addr().String() }
-
-// stall holds the bytes sent to the database from now on; the channel is
-// closed when the first of them arrives.
-func (p *stallProxy) stall() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.hold, p.seen = make(chan struct{}), make(chan struct{})
-	return p.seen
-}
-
-// release forwards what was held, and everything after it.
-func (p *stallProxy) release() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.hold != nil {
-		close(p.hold)
-		p.hold = nil
-	}
-}
-
-// gate waits while the proxy is stalled.
-func (p *stallProxy) gate() {
-	p.mu.Lock()
-	hold, seen := p.hold, p.seen
-	if hold != nil {
-		select {
-		case <-seen:
-		default:
-			close(seen)
-		}
-	}
-	p.mu.Unlock()
-	if hold != nil {
-		<-hold
-	}
-}
-
-func (p *stallProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.pipe(c)
-	}
-}
-
-func (p *stallProxy) pipe(c net.Conn) {
-	up, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.target)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns = append(p.conns, c, up)
-	p.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { // to the database, through the gate
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				p.gate()
-				if _, werr := up.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
-	<-done
-	_ = c.Close()
-	_ = up.Close()
 }

@@ -22,6 +22,7 @@ type proxy struct {
 	down   bool
 	conns  map[net.Conn]struct{}
 	frozen chan struct{} // while frozen: closed by thaw
+	held   chan struct{} // while frozen: closed when the first byte is held
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -104,7 +105,14 @@ func (p *proxy) forward(dst io.Writer, src io.Reader) {
 
 func (p *proxy) waitThawed() {
 	p.mu.Lock()
-	frozen := p.frozen
+	frozen, held := p.frozen, p.held
+	if frozen != nil {
+		select {
+		case <-held:
+		default:
+			close(held)
+		}
+	}
 	p.mu.Unlock()
 	if frozen != nil {
 		<-frozen
@@ -112,13 +120,15 @@ func (p *proxy) waitThawed() {
 }
 
 // freeze stops forwarding bytes, both ways, on every connection (new ones
-// too), without closing any, until thaw.
-func (p *proxy) freeze() {
+// too), without closing any, until thaw. The channel it returns is closed
+// when the first byte is held: a query is on its way and stuck.
+func (p *proxy) freeze() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.frozen == nil {
-		p.frozen = make(chan struct{})
+		p.frozen, p.held = make(chan struct{}), make(chan struct{})
 	}
+	return p.held
 }
 
 func (p *proxy) thaw() {
