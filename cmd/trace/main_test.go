@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -74,7 +75,8 @@ func TestTrace(t *testing.T) {
 				require.NoError(t, err, errOut.String())
 				tt.check(t, out.String())
 			case -1:
-				require.ErrorContains(t, err, "open /nonexistent/file.log")
+				require.ErrorIs(t, err, fs.ErrNotExist)
+				require.ErrorContains(t, err, "/nonexistent/file.log", "the error names the file")
 			default:
 				require.ErrorAs(t, err, &exit)
 				require.Equal(t, tt.wantCode, exit.code)
