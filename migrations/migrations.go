@@ -15,8 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-
-	"github.com/backtestd/backtestd/internal/store"
 )
 
 //go:generate go run ./gen
@@ -44,9 +42,12 @@ func NewProvider(db *sql.DB, logger *slog.Logger) (*goose.Provider, error) {
 // ErrPending is returned by Check when the database lacks migrations.
 var ErrPending = errors.New("the database schema is out of date: run `server migrate up`")
 
-// Check returns ErrPending unless every migration is applied, so a process
-// refuses to start on a schema it does not know.
-func Check(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
+// Check returns ErrPending unless every migration is applied to the database
+// of pool (opened with store.Open), so a process refuses to start on a schema
+// it does not know. goose's own lines go to logger.
+func Check(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close() // the pool stays open
 	p, err := NewProvider(db, logger)
 	if err != nil {
 		return err
@@ -59,21 +60,4 @@ func Check(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
 		return ErrPending
 	}
 	return nil
-}
-
-// Connect opens a pool on databaseURL and refuses, with ErrPending, a
-// database whose schema is behind: how the server and the worker start.
-// goose's own lines go to logger; opts change the pool.
-func Connect(ctx context.Context, databaseURL string, logger *slog.Logger, opts ...store.ConnectOption) (*pgxpool.Pool, error) {
-	pool, err := store.Connect(ctx, databaseURL, opts...)
-	if err != nil {
-		return nil, err
-	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	if err := Check(ctx, db, logger); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }

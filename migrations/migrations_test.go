@@ -5,7 +5,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
@@ -25,20 +24,20 @@ func TestMigrationsRoundTrip(t *testing.T) {
 	created, err := store.EnsureDatabase(ctx, url)
 	require.NoError(t, err)
 	require.True(t, created)
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := store.Open(ctx, url)
 	require.NoError(t, err)
 	defer pool.Close()
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	logger := slog.New(slog.DiscardHandler)
 
-	require.ErrorIs(t, migrations.Check(ctx, db, logger), migrations.ErrPending)
+	require.ErrorIs(t, migrations.Check(ctx, pool, logger), migrations.ErrPending)
 	p, err := migrations.NewProvider(db, logger)
 	require.NoError(t, err)
 	up, err := p.Up(ctx)
 	require.NoError(t, err)
 	require.Len(t, up, 10)
-	require.NoError(t, migrations.Check(ctx, db, logger))
+	require.NoError(t, migrations.Check(ctx, pool, logger))
 
 	down, err := p.DownTo(ctx, 0)
 	require.NoError(t, err)
@@ -50,5 +49,5 @@ func TestMigrationsRoundTrip(t *testing.T) {
 
 	_, err = p.Up(ctx)
 	require.NoError(t, err)
-	require.NoError(t, migrations.Check(ctx, db, logger))
+	require.NoError(t, migrations.Check(ctx, pool, logger))
 }

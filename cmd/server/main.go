@@ -32,7 +32,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/riverqueue/river"
 	"golang.org/x/net/netutil"
 	"riverqueue.com/riverui"
 
@@ -97,39 +100,102 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	h := obs.NewHandler(stdout, obs.Options{Service: "server", Level: cfg.LogLevel})
 	logger := slog.New(h)
-	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn),
-		store.WithStatementTimeout(cfg.Limits.StatementTimeout))
+	pool, err := openDatabase(ctx, cfg.DatabaseURL, h, store.WithStatementTimeout(cfg.Limits.StatementTimeout))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	inserter, err := jobs.NewInsertClient(pool, h)
+	keys := httpx.NewKeyCache(httpx.KeyCacheTTL, httpx.KeyCacheEntries)
+	handler, withUI, err := newHandler(ctx, cfg, h, pool, keys)
 	if err != nil {
 		return err
-	}
-	authLimit := httpx.AuthLimit{Burst: cfg.AuthFailureBurst, Every: cfg.AuthFailureInterval, Addresses: cfg.AuthFailureAddresses}
-	var admin http.Handler
-	if cfg.RiverUIEnabled() {
-		ui, err := riverui.NewHandler(&riverui.HandlerOpts{
-			Endpoints: riverui.NewEndpoints(inserter, nil),
-			Logger:    obs.NewLibraryLogger(h, obs.EventRiverUILog, slog.LevelWarn),
-			Prefix:    httpx.AdminPrefix,
-		})
-		if err != nil {
-			return fmt.Errorf("river ui: %w", err)
-		}
-		if err := ui.Start(ctx); err != nil {
-			return fmt.Errorf("start river ui: %w", err)
-		}
-		admin = httpx.GuardAdmin("River UI", cfg.RiverUIUser, cfg.RiverUIPassword, authLimit, ui)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	// The key cache follows revocations through its own connection; it
-	// caches nothing until that connection listens.
-	keys := httpx.NewKeyCache(httpx.KeyCacheTTL, httpx.KeyCacheEntries)
+	stopFollowing := followRevocations(ctx, logger, pool, keys)
+	defer stopFollowing()
+	// Past the cap, connections wait in the kernel's backlog: a flood of
+	// them cannot use up the file descriptors the database pool needs.
+	ln = netutil.LimitListener(ln, cfg.Limits.MaxConnections)
+	var open openConns
+	srv := newHTTPServer(cfg, h, handler, &open)
+	addr := ln.Addr().String()
+	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, withUI))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.InfoContext(ctx, obs.EventServerStopping, slog.String(obs.KeyAddr, addr))
+	err = shutdown(ctx, logger, srv, &open, addr, cfg.ShutdownTimeout)
+	stopFollowing()
+	logger.InfoContext(ctx, obs.EventServerStopped, slog.String(obs.KeyAddr, addr))
+	return err
+}
+
+// openDatabase opens the pool of a command that needs the current schema
+// (every one but migrate, which makes it current) and refuses one that is
+// behind, with migrations.ErrPending.
+func openDatabase(ctx context.Context, databaseURL string, h slog.Handler, opts ...store.Option) (*pgxpool.Pool, error) {
+	pool, err := store.Open(ctx, databaseURL, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrations.Check(ctx, pool, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// newHandler builds the API over pool, with River UI under httpx.AdminPrefix
+// when it is enabled (withUI).
+func newHandler(ctx context.Context, cfg config.Server, h slog.Handler, pool *pgxpool.Pool, keys *httpx.KeyCache) (handler http.Handler, withUI bool, err error) {
+	inserter, err := jobs.NewInsertClient(pool, h)
+	if err != nil {
+		return nil, false, err
+	}
+	authLimit := httpx.AuthLimit{Burst: cfg.AuthFailureBurst, Every: cfg.AuthFailureInterval, Addresses: cfg.AuthFailureAddresses}
+	var admin http.Handler
+	if cfg.RiverUIEnabled() {
+		if admin, err = newRiverUI(ctx, cfg, h, inserter, authLimit); err != nil {
+			return nil, false, err
+		}
+	}
+	enqueuer := jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
+	return httpx.NewServer(slog.New(h), httpx.Deps{
+		Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
+		TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit, RequestTimeout: cfg.Limits.RequestTimeout,
+	}), admin != nil, nil
+}
+
+// newRiverUI starts River UI on the insert-only client, behind the
+// operator's basic auth.
+func newRiverUI(ctx context.Context, cfg config.Server, h slog.Handler, client *river.Client[pgx.Tx], limit httpx.AuthLimit) (http.Handler, error) {
+	ui, err := riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(client, nil),
+		Logger:    obs.NewLibraryLogger(h, obs.EventRiverUILog, slog.LevelWarn),
+		Prefix:    httpx.AdminPrefix,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river ui: %w", err)
+	}
+	if err := ui.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start river ui: %w", err)
+	}
+	return httpx.GuardAdmin("River UI", cfg.RiverUIUser, cfg.RiverUIPassword, limit, ui), nil
+}
+
+// followRevocations keeps keys in step with revoked API keys through a
+// connection of its own; the cache caches nothing until that connection
+// listens. Following outlives ctx (SIGTERM): requests still in flight rely
+// on it. The returned func stops it and waits; calling it again is harmless.
+func followRevocations(ctx context.Context, logger *slog.Logger, pool *pgxpool.Pool, keys *httpx.KeyCache) (stop func()) {
 	listener := &httpx.KeyListener{Logger: logger, Cache: keys, Connect: func(ctx context.Context) (*pgx.Conn, error) {
 		c, err := pool.Acquire(ctx)
 		if err != nil {
@@ -137,21 +203,16 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		}
 		return c.Hijack(), nil // the listener owns it now, outside the pool
 	}}
-	// Listening outlives SIGTERM: requests still in flight rely on it.
-	lctx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopListening()
-	listening := make(chan struct{})
-	go func() { defer close(listening); listener.Run(lctx) }()
-	enqueuer := jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
-	// Past the cap, connections wait in the kernel's backlog: a flood of
-	// them cannot use up the file descriptors the database pool needs.
-	ln = netutil.LimitListener(ln, cfg.Limits.MaxConnections)
-	var open openConns
-	srv := &http.Server{
-		Handler: httpx.NewServer(logger, httpx.Deps{
-			Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
-			TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit, RequestTimeout: cfg.Limits.RequestTimeout,
-		}),
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); listener.Run(lctx) }()
+	return func() { cancel(); <-done }
+}
+
+// newHTTPServer is the API's http.Server with the limits of cfg.
+func newHTTPServer(cfg config.Server, h slog.Handler, handler http.Handler, open *openConns) *http.Server {
+	return &http.Server{
+		Handler: handler,
 		// net/http's own complaints (TLS probes, bad requests) become lines
 		// of the contract too: nothing on stdout may be anything but JSON.
 		ErrorLog: slog.NewLogLogger(
@@ -165,20 +226,14 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ConnState:         open.track,
 	}
-	addr := ln.Addr().String()
-	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, admin != nil))
+}
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	logger.InfoContext(ctx, obs.EventServerStopping, slog.String(obs.KeyAddr, addr))
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+// shutdown lets the requests in flight finish within timeout, then closes
+// what is left. ctx is already done: only its values are used.
+func shutdown(ctx context.Context, logger *slog.Logger, srv *http.Server, open *openConns, addr string, timeout time.Duration) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	err := srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// What is left are clients too slow to finish their request within
 		// SHUTDOWN_TIMEOUT: closing them is the shutdown working, not failing.
@@ -187,9 +242,6 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		logger.WarnContext(ctx, obs.EventServerShutdownTimedOut, slog.String(obs.KeyAddr, addr),
 			slog.Int64(obs.KeyConnectionsClosed, n))
 	}
-	stopListening()
-	<-listening
-	logger.InfoContext(ctx, obs.EventServerStopped, slog.String(obs.KeyAddr, addr))
 	if err != nil {
 		return fmt.Errorf("shut down: %w", err)
 	}
@@ -231,7 +283,7 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 			logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.String(obs.KeyStatus, "database_created"))
 		}
 	}
-	pool, err := store.Connect(ctx, cfg.DatabaseURL)
+	pool, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
@@ -242,6 +294,11 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	return migrateAction(ctx, logger, p, args)
+}
+
+// migrateAction runs migrate's action (args[0]) with p, logging what it did.
+func migrateAction(ctx context.Context, logger *slog.Logger, p *goose.Provider, args []string) error {
 	switch args[0] {
 	case "up":
 		results, err := p.Up(ctx)
@@ -297,7 +354,7 @@ func createAPIKey(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	logger := obs.NewLogger(stderr, obs.Options{Service: "create-api-key", Level: cfg.LogLevel})
-	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(logger.Handler(), obs.EventGooseLog, slog.LevelWarn))
+	pool, err := openDatabase(ctx, cfg.DatabaseURL, logger.Handler())
 	if err != nil {
 		return err
 	}
@@ -349,29 +406,15 @@ func revokeAPIKey(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	logger := obs.NewLogger(stdout, obs.Options{Service: "revoke-api-key", Level: cfg.LogLevel})
-	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(logger.Handler(), obs.EventGooseLog, slog.LevelWarn))
+	pool, err := openDatabase(ctx, cfg.DatabaseURL, logger.Handler())
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	q := store.New(pool)
 	if *prefix != "" {
-		found, err := q.APIKeysByPrefix(ctx, *prefix)
-		if err != nil {
+		if keyID, err = keyWithPrefix(ctx, q, *prefix); err != nil {
 			return err
-		}
-		switch len(found) {
-		case 0:
-			return fmt.Errorf("revoke-api-key: no API key starts with %s", *prefix)
-		case 1:
-			keyID = found[0].ID
-		default:
-			ids := make([]string, len(found))
-			for i, k := range found {
-				ids[i] = k.ID.String()
-			}
-			return fmt.Errorf("revoke-api-key: %d keys start with %s (ids %s): revoke one with -id",
-				len(found), *prefix, strings.Join(ids, ", "))
 		}
 	}
 	revoked, err := q.RevokeAPIKey(ctx, keyID)
@@ -385,6 +428,28 @@ func revokeAPIKey(ctx context.Context, args []string, getenv func(string) string
 	logger.InfoContext(ctx, obs.EventAPIKeyRevoked,
 		slog.String(obs.KeyAPIKeyID, revoked.ID.String()), slog.String(obs.KeyAPIKeyPrefix, revoked.Prefix))
 	return nil
+}
+
+// keyWithPrefix returns the id of the one API key that starts with prefix:
+// the public prefix names a key, but nothing stops two from sharing it.
+func keyWithPrefix(ctx context.Context, q *store.Queries, prefix string) (uuid.UUID, error) {
+	found, err := q.APIKeysByPrefix(ctx, prefix)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	switch len(found) {
+	case 0:
+		return uuid.Nil, fmt.Errorf("revoke-api-key: no API key starts with %s", prefix)
+	case 1:
+		return found[0].ID, nil
+	default:
+		ids := make([]string, len(found))
+		for i, k := range found {
+			ids[i] = k.ID.String()
+		}
+		return uuid.Nil, fmt.Errorf("revoke-api-key: %d keys start with %s (ids %s): revoke one with -id",
+			len(found), prefix, strings.Join(ids, ", "))
+	}
 }
 
 // healthcheck asks the local server's /readyz, so a container image needs no

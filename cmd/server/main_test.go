@@ -15,6 +15,7 @@ import (
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/migrations"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
@@ -86,6 +87,13 @@ func TestCommands(t *testing.T) {
 	require.ErrorContains(t, run(ctx, []string{"server", "create-api-key"}, env, io.Discard, io.Discard), "-user")
 	require.ErrorContains(t, run(ctx, []string{"server", "migrate", "sideways"}, env, io.Discard, io.Discard), "unknown action")
 	require.ErrorContains(t, run(ctx, []string{"server", "frobnicate"}, env, io.Discard, io.Discard), "unknown command")
+
+	// Every command but migrate refuses a schema that is behind.
+	require.NoError(t, run(ctx, []string{"server", "migrate", "down-to", "9"}, env, io.Discard, io.Discard))
+	for _, args := range [][]string{{"server"}, {"server", "create-api-key", "-user", "ops"}, {"server", "revoke-api-key", "-prefix", "bt_XXXXXXXX"}} {
+		require.ErrorIs(t, run(ctx, args, env, io.Discard, io.Discard), migrations.ErrPending, "%v", args)
+	}
+	require.NoError(t, run(ctx, []string{"server", "migrate", "up"}, env, io.Discard, io.Discard))
 }
 
 func TestUnreachableDatabaseIsOneClearLine(t *testing.T) {

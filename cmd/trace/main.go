@@ -12,10 +12,13 @@
 // It reads the files named (standard input without any), raw or with docker
 // compose's "service-1  | " prefixes, skips what is not JSON, and prints the
 // selected lines sorted by timestamp: a readable timeline, or with --json the
-// lines themselves. It exits 1 when no line matches.
+// lines themselves. It exits 1 when no line matches, and 2 when it cannot
+// read its input or write its output (a closed pipe, as in trace ID | head,
+// is not a failure).
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -32,7 +35,7 @@ import (
 func main() {
 	signal.Ignore(syscall.SIGPIPE) // `trace ... | head` ends quietly below
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr, isTerminal(os.Stdout))
+	err := run(ctx, os.Args, os.Getenv, os.Stdin, os.Stdout, os.Stderr, isTerminal(os.Stdout))
 	stop()
 	var exit exitError
 	switch {
@@ -48,7 +51,7 @@ func main() {
 }
 
 // exitError ends the program with a code of its own: 1 when nothing
-// matched, 2 for a usage error.
+// matched, 2 for a usage error, 130 when interrupted.
 type exitError struct {
 	code int
 	msg  string
@@ -56,14 +59,58 @@ type exitError struct {
 
 func (e exitError) Error() string { return e.msg }
 
-func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, tty bool) error {
+// options are what the command line asks for.
+type options struct {
+	sel    timeline.Selector
+	files  []string
+	asJSON bool
+	color  string
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer, tty bool) error {
+	opts, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h: the usage was the answer
+	}
+	if err != nil {
+		return err
+	}
+	useColor := false
+	switch opts.color {
+	case "always":
+		useColor = true
+	case "auto":
+		useColor = tty && getenv("NO_COLOR") == "" // https://no-color.org
+	case "never":
+	default:
+		return exitError{code: 2, msg: fmt.Sprintf("--color must be auto, always or never, not %q", opts.color)}
+	}
+
+	input, closeAll, err := openInputs(opts.files, stdin)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	entries, err := selectLines(ctx, input, opts.sel)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return exitError{code: 1, msg: fmt.Sprintf("no lines with %s %s", opts.sel.Field, opts.sel.Value)}
+	}
+	return writeOutput(stdout, entries, opts.asJSON, useColor)
+}
+
+// parseArgs reads the command line. Its errors are exitErrors, or
+// flag.ErrHelp when -h was answered with the usage.
+func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	corrID := fs.String("id", "", "select a request's lines by correlation_id (any ID, even one that starts with -)")
 	runID := fs.String("run", "", "select a run's lines by run_id")
 	jobID := fs.String("job", "", "select a job's lines by job_id")
 	asJSON := fs.Bool("json", false, "print the selected JSON lines, sorted, instead of a timeline")
-	color := fs.String("color", "auto", "colour levels: auto (on a terminal), always or never")
+	color := fs.String("color", "auto", "colour levels: auto (on a terminal, unless NO_COLOR is set), always or never")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: trace [--json] [--color auto|always|never] "+
 			"(CORRELATION_ID | --id CORRELATION_ID | --run RUN_ID | --job JOB_ID) [FILE...]")
@@ -72,67 +119,77 @@ func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Wr
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return options{}, flag.ErrHelp
 		}
-		return exitError{code: 2}
+		return options{}, exitError{code: 2}
 	}
-	rest := fs.Args()
+	opts := options{files: fs.Args(), asJSON: *asJSON, color: *color}
 	given := 0
 	for _, v := range []string{*corrID, *runID, *jobID} {
 		if v != "" {
 			given++
 		}
 	}
-	var sel timeline.Selector
 	switch {
 	case given > 1:
-		return exitError{code: 2, msg: "give one of --id, --run or --job"}
+		return options{}, exitError{code: 2, msg: "give one of --id, --run or --job"}
 	case *corrID != "":
-		sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: *corrID}
+		opts.sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: *corrID}
 	case *runID != "":
-		sel = timeline.Selector{Field: obs.KeyRunID, Value: *runID}
+		opts.sel = timeline.Selector{Field: obs.KeyRunID, Value: *runID}
 	case *jobID != "":
-		sel = timeline.Selector{Field: obs.KeyJobID, Value: *jobID}
-	case len(rest) > 0 && rest[0] != "":
-		sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: rest[0]}
-		rest = rest[1:]
+		opts.sel = timeline.Selector{Field: obs.KeyJobID, Value: *jobID}
+	case len(opts.files) > 0 && opts.files[0] != "":
+		opts.sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: opts.files[0]}
+		opts.files = opts.files[1:]
 	default:
 		fs.Usage()
-		return exitError{code: 2}
+		return options{}, exitError{code: 2}
 	}
-	useColor := false
-	switch *color {
-	case "always":
-		useColor = true
-	case "auto":
-		useColor = tty && os.Getenv("NO_COLOR") == "" //nolint:forbidigo // a terminal convention, not a setting
-	case "never":
-	default:
-		return exitError{code: 2, msg: fmt.Sprintf("--color must be auto, always or never, not %q", *color)}
-	}
+	return opts, nil
+}
 
-	input, closeAll, err := openInputs(rest, stdin)
-	if err != nil {
-		return err
+// selectLines selects from input until it ends or ctx is done: a pipe that
+// never closes (docker compose logs -f) is left to Ctrl-C, whose signal
+// main has taken over.
+func selectLines(ctx context.Context, input io.Reader, sel timeline.Selector) ([]timeline.Entry, error) {
+	type selected struct {
+		entries []timeline.Entry
+		err     error
 	}
-	defer closeAll()
-	entries, err := timeline.Select(input, sel)
-	if err != nil {
-		return err
-	}
-	if len(entries) == 0 {
-		return exitError{code: 1, msg: fmt.Sprintf("no lines with %s %s", sel.Field, sel.Value)}
-	}
-	if *asJSON {
-		for _, e := range entries {
-			if _, err := fmt.Fprintf(stdout, "%s\n", e.Raw); err != nil {
-				return nil // the reader left (trace | head): nothing more to say
-			}
+	done := make(chan selected, 1) // the reader may finish after nobody waits
+	go func() {
+		entries, err := timeline.Select(input, sel)
+		done <- selected{entries, err}
+	}()
+	select {
+	case s := <-done:
+		if s.err != nil {
+			return nil, fmt.Errorf("read input: %w", s.err)
 		}
-		return nil
+		return s.entries, nil
+	case <-ctx.Done():
+		return nil, exitError{code: 130, msg: "interrupted before the input ended"}
 	}
-	if err := timeline.Render(stdout, entries, timeline.Options{Color: useColor}); err != nil && !errors.Is(err, syscall.EPIPE) {
-		return err
+}
+
+// writeOutput prints entries as a timeline or, asJSON, as the lines
+// themselves. A reader that left (trace | head) is no failure; any other
+// write error is, or a full disk would pass for a complete timeline.
+func writeOutput(w io.Writer, entries []timeline.Entry, asJSON, color bool) error {
+	var err error
+	if asJSON {
+		bw := bufio.NewWriter(w)
+		for _, e := range entries {
+			_, _ = bw.Write(e.Raw) // a bufio error resurfaces at Flush
+			_ = bw.WriteByte('\n')
+		}
+		err = bw.Flush()
+	} else {
+		err = timeline.Render(w, entries, timeline.Options{Color: color})
+	}
+	if err != nil && !errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
 }

@@ -2,13 +2,33 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
 const fixture = "../../internal/timeline/testdata/compose.log"
+
+// runMainEnv, set in the environment of this test binary run again, makes
+// it the trace command itself: main, its exit code and all.
+const runMainEnv = "TRACE_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" { //nolint:forbidigo // how the test binary knows to be trace
+		main()
+		os.Exit(0) //nolint:forbidigo // main returned: trace's success
+	}
+	os.Exit(m.Run()) //nolint:forbidigo // TestMain's exit
+}
+
+func noEnv(string) string { return "" }
 
 func TestTrace(t *testing.T) {
 	t.Parallel()
@@ -48,14 +68,15 @@ func TestTrace(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out, errOut bytes.Buffer
-			err := run(t.Context(), append([]string{"trace"}, tt.args...), strings.NewReader(tt.stdin), &out, &errOut, false)
+			err := run(t.Context(), append([]string{"trace"}, tt.args...), noEnv, strings.NewReader(tt.stdin), &out, &errOut, false)
 			var exit exitError
 			switch tt.wantCode {
 			case 0:
 				require.NoError(t, err, errOut.String())
 				tt.check(t, out.String())
 			case -1:
-				require.ErrorContains(t, err, "open /nonexistent/file.log")
+				require.ErrorIs(t, err, fs.ErrNotExist)
+				require.ErrorContains(t, err, "/nonexistent/file.log", "the error names the file")
 			default:
 				require.ErrorAs(t, err, &exit)
 				require.Equal(t, tt.wantCode, exit.code)
@@ -98,7 +119,7 @@ func TestTraceIDsThatLookLikeFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out, errOut bytes.Buffer
-			err := run(t.Context(), append([]string{"trace"}, tt.args...), strings.NewReader(logs), &out, &errOut, false)
+			err := run(t.Context(), append([]string{"trace"}, tt.args...), noEnv, strings.NewReader(logs), &out, &errOut, false)
 			require.NoError(t, err, errOut.String())
 			require.Empty(t, errOut.String(), "no usage text")
 			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -109,8 +130,163 @@ func TestTraceIDsThatLookLikeFlags(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	err := run(t.Context(), []string{"trace", "--id", "-h", "--run", otherRun}, strings.NewReader(logs), &out, &errOut, false)
+	err := run(t.Context(), []string{"trace", "--id", "-h", "--run", otherRun}, noEnv, strings.NewReader(logs), &out, &errOut, false)
 	var exit exitError
 	require.ErrorAs(t, err, &exit)
 	require.Equal(t, 2, exit.code, "one selector at a time")
+}
+
+// Colour is on for a terminal unless NO_COLOR says otherwise, read through
+// run's getenv like every other setting of the mains.
+func TestTraceColor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		tty       bool
+		color     string
+		env       map[string]string
+		wantColor bool
+	}{
+		{name: "terminal", tty: true, color: "auto", wantColor: true},
+		{name: "terminal with NO_COLOR", tty: true, color: "auto", env: map[string]string{"NO_COLOR": "1"}},
+		{name: "not a terminal", color: "auto"},
+		{name: "always despite NO_COLOR", color: "always", env: map[string]string{"NO_COLOR": "1"}, wantColor: true},
+		{name: "never on a terminal", tty: true, color: "never"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			getenv := func(k string) string { return tt.env[k] }
+			err := run(t.Context(), []string{"trace", "--color", tt.color, "bug-5678", fixture}, getenv, nil, &out, &errOut, tt.tty)
+			require.NoError(t, err, errOut.String())
+			require.Contains(t, out.String(), "job_failed")
+			require.Equal(t, tt.wantColor, strings.Contains(out.String(), "\x1b["), out.String())
+		})
+	}
+}
+
+// failingWriter fails every write with err, as a file does on a full disk or
+// a pipe whose reader left.
+type failingWriter struct{ err error }
+
+func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// Output that cannot be written is an error, unless its reader left: a
+// timeline cut short by a full disk must not pass for a whole one.
+func TestTraceWriteErrors(t *testing.T) {
+	t.Parallel()
+	full := &os.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.ENOSPC}
+	gone := &os.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
+	tests := []struct {
+		name    string
+		args    []string
+		err     error
+		wantErr bool
+	}{
+		{name: "timeline, disk full", args: []string{"bug-5678", fixture}, err: full, wantErr: true},
+		{name: "json, disk full", args: []string{"--json", "bug-5678", fixture}, err: full, wantErr: true},
+		{name: "timeline, reader gone", args: []string{"bug-5678", fixture}, err: gone},
+		{name: "json, reader gone", args: []string{"--json", "bug-5678", fixture}, err: gone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var errOut bytes.Buffer
+			err := run(t.Context(), append([]string{"trace"}, tt.args...), noEnv, nil, failingWriter{tt.err}, &errOut, false)
+			if !tt.wantErr {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			require.ErrorContains(t, err, "write output")
+		})
+	}
+}
+
+// The exit codes of the command itself, with its real standard output: a
+// full disk (/dev/full) fails it, a reader that left (a closed pipe, as in
+// trace ID | head) does not.
+func TestTraceExitCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		stdout     func(t *testing.T) *os.File
+		wantCode   int
+		wantStderr string
+	}{
+		{name: "disk full", args: []string{"bug-5678", fixture}, stdout: devFull, wantCode: 2, wantStderr: "trace: write output"},
+		{name: "json, disk full", args: []string{"--json", "bug-5678", fixture}, stdout: devFull, wantCode: 2, wantStderr: "trace: write output"},
+		{name: "reader gone", args: []string{"bug-5678", fixture}, stdout: closedPipe},
+		{name: "json, reader gone", args: []string{"--json", "bug-5678", fixture}, stdout: closedPipe},
+		{name: "no match", args: []string{"no-such-id", fixture}, stdout: devNull, wantCode: 1, wantStderr: "trace: no lines with"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.CommandContext(t.Context(), os.Args[0], tt.args...)
+			cmd.Env = append(os.Environ(), runMainEnv+"=1")
+			cmd.Stdout = tt.stdout(t)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if tt.wantCode == 0 {
+				require.NoError(t, err, stderr.String())
+				require.Empty(t, stderr.String())
+				return
+			}
+			require.ErrorAs(t, err, &exit)
+			require.Equal(t, tt.wantCode, exit.ExitCode(), stderr.String())
+			require.Contains(t, stderr.String(), tt.wantStderr)
+		})
+	}
+}
+
+func devFull(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+func devNull(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// closedPipe is the write end of a pipe whose read end is already closed.
+func closedPipe(t *testing.T) *os.File {
+	t.Helper()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}
+
+// Input that never ends (docker compose logs -f | trace ID) does not hold
+// trace past its context: main cancels it on Ctrl-C.
+func TestTraceStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	stdin, feed := io.Pipe()
+	t.Cleanup(func() { _ = feed.Close() })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"trace", "bug-5678"}, noEnv, stdin, io.Discard, io.Discard, false)
+	}()
+	// A line is read before the cancel: trace is waiting on its input.
+	_, err := io.WriteString(feed, `{"timestamp":"2026-01-01T00:00:00.000000Z","correlation_id":"bug-5678","event":"a"}`+"\n")
+	require.NoError(t, err)
+	cancel()
+	err = <-done
+	var exit exitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, 130, exit.code)
 }

@@ -14,10 +14,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 	"github.com/backtestd/backtestd/migrations"
 )
 
@@ -45,11 +50,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	h := obs.NewHandler(stdout, obs.Options{Service: "worker", Level: cfg.LogLevel})
 	logger := slog.New(h)
 
-	pool, err := migrations.Connect(ctx, cfg.DatabaseURL, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn))
+	pool, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := migrations.Check(ctx, pool, obs.NewLibraryLogger(h, obs.EventGooseLog, slog.LevelWarn)); err != nil {
+		return err
+	}
 
 	client, err := jobs.NewWorkerClient(pool, h, logger, jobs.ClientConfig{
 		Concurrency:    cfg.Concurrency,
@@ -77,16 +85,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	<-ctx.Done()
 
 	logger.InfoContext(ctx, obs.EventWorkerStopping, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	err = stop(ctx, client, cfg.ShutdownTimeout)
+	logger.InfoContext(ctx, obs.EventWorkerStopped, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+	return err
+}
+
+// stop waits up to timeout for the running jobs, then cancels those left;
+// River puts them back in the queue. ctx is already done: only its values
+// are used.
+func stop(ctx context.Context, client *river.Client[pgx.Tx], timeout time.Duration) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	err = client.Stop(sctx)
+	err := client.Stop(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		// Jobs still running are cancelled; River returns them to the queue.
-		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer hcancel()
 		err = client.StopAndCancel(hctx)
 	}
-	logger.InfoContext(ctx, obs.EventWorkerStopped, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
 	if err != nil {
 		return fmt.Errorf("stop river client: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/migrations"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
@@ -40,4 +42,37 @@ func TestWorkerRejectsBadSettings(t *testing.T) {
 	err := run(t.Context(), []string{"worker"}, func(k string) string { return env[k] }, os.Stdout)
 	require.ErrorContains(t, err, "WORKER_CONCURRENCY")
 	require.ErrorContains(t, run(t.Context(), []string{"worker", "extra"}, func(string) string { return "" }, os.Stdout), "no arguments")
+}
+
+// The worker refuses a database it cannot reach, and one whose schema is
+// behind, before it takes any job.
+func TestWorkerRefusesADatabaseItCannotUse(t *testing.T) {
+	t.Parallel()
+	behind := dbtest.New(t)
+	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = 10`)
+	require.NoError(t, err)
+	tests := []struct {
+		name  string
+		url   string
+		check func(t *testing.T, err error)
+	}{
+		{name: "schema behind", url: behind.URL, check: func(t *testing.T, err error) {
+			t.Helper()
+			require.ErrorIs(t, err, migrations.ErrPending)
+		}},
+		{name: "nothing listens", url: "postgres://postgres@127.0.0.1:1/backtest?sslmode=disable", check: func(t *testing.T, err error) {
+			t.Helper()
+			require.True(t, store.Unavailable(err), "%v", err)
+			require.ErrorContains(t, err, "cannot reach PostgreSQL at 127.0.0.1:1/backtest")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out := &logtest.Sink{}
+			err := run(t.Context(), []string{"worker"}, func(k string) string { return map[string]string{"DATABASE_URL": tt.url}[k] }, out)
+			tt.check(t, err)
+			require.Nil(t, out.Find(t, obs.EventWorkerStarted))
+		})
+	}
 }

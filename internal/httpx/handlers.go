@@ -75,9 +75,8 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		spec, err := backtest.ParseStrategy(req.Kind, req.Params)
-		var ve *backtest.ValidationError
-		if errors.As(err, &ve) {
-			writeInvalid(w, r, ve.Field, ve.Message)
+		if err != nil {
+			strategyError(logger, w, r, err)
 			return
 		}
 		name := strings.TrimSpace(req.Name)
@@ -103,6 +102,19 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 		w.Header().Set("Location", "/strategies/"+s.ID.String())
 		writeJSON(w, "application/json", http.StatusCreated, toStrategyJSON(s))
 	})
+}
+
+// strategyError answers an error of backtest.ParseStrategy. A
+// *backtest.ValidationError, all it returns for any input, is the client's
+// mistake: 422. Anything else would be a fault of ours, not a reason to go
+// on with an empty strategy: 500, logged.
+func strategyError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	var ve *backtest.ValidationError
+	if errors.As(err, &ve) {
+		writeInvalid(w, r, ve.Field, ve.Message)
+		return
+	}
+	serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
 }
 
 func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {

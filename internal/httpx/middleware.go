@@ -4,18 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 // HeaderCorrelationID carries the correlation ID in requests and responses.
@@ -211,7 +208,7 @@ func serverError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, er
 		return
 	}
 	status, detail := http.StatusInternalServerError, "The server failed to handle the request."
-	if unavailable(err) {
+	if store.Unavailable(err) {
 		status, detail = http.StatusServiceUnavailable, "The database is unavailable; try again shortly."
 	}
 	tb, ok := obs.StackOf(err)
@@ -226,26 +223,4 @@ func serverError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, er
 		w.Header().Set("Retry-After", "5")
 	}
 	writeProblem(w, r, status, detail)
-}
-
-// unavailable reports whether err means the database is out of reach (down,
-// restarting, the connection cut, too slow): worth a 503 and a retry later,
-// not a 500.
-func unavailable(err error) bool {
-	var (
-		connectErr *pgconn.ConnectError
-		netErr     net.Error
-		pgErr      *pgconn.PgError
-	)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
-		errors.Is(err, pgconn.ErrConnClosed), errors.As(err, &connectErr), errors.As(err, &netErr),
-		pgconn.Timeout(err), pgconn.SafeToRetry(err):
-		return true
-	case errors.As(err, &pgErr):
-		// Class 08: connection exceptions; 57P01-03: shutting down, starting.
-		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
-	default:
-		return false
-	}
 }

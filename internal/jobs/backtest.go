@@ -187,11 +187,8 @@ type WorkerConfig struct {
 	Now func() time.Time
 }
 
-// DBTX is a pool: queries, and transactions for completing jobs.
-type DBTX interface {
-	store.DBTX
-	Beginner
-}
+// DBTX is store's: queries, and transactions for completing jobs.
+type DBTX = store.DBTX
 
 // NewWorker returns a worker using db and logging to logger.
 func NewWorker(db DBTX, logger *slog.Logger, cfg WorkerConfig) *Worker {

@@ -13,21 +13,24 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// ConnectOption changes the pool Connect opens.
-type ConnectOption func(*pgxpool.Config)
+// Option changes the pool Open opens.
+type Option func(*pgxpool.Config)
 
 // WithStatementTimeout sets PostgreSQL's statement_timeout on every
 // connection of the pool: the database itself ends a statement that runs
 // longer, even one whose client has given up and gone.
-func WithStatementTimeout(d time.Duration) ConnectOption {
+func WithStatementTimeout(d time.Duration) Option {
 	return func(cfg *pgxpool.Config) {
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(d.Milliseconds(), 10)
 	}
 }
 
-// Connect opens a pool on databaseURL and checks that the database answers.
-// Its errors are one line an operator can act on, without the password.
-func Connect(ctx context.Context, databaseURL string, opts ...ConnectOption) (*pgxpool.Pool, error) {
+// Open opens a pool on databaseURL and checks that the database answers: the
+// one way the service's commands reach the database (migrations.Check then
+// refuses a schema that is behind). Its errors are one line an operator can
+// act on, without the password; the cause stays in their chain, so
+// Unavailable and errors.Is see it.
+func Open(ctx context.Context, databaseURL string, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL")
@@ -83,15 +86,26 @@ func EnsureDatabase(ctx context.Context, databaseURL string) (bool, error) {
 	return true, nil
 }
 
+// connectError is a failure to reach the database, told in one line for the
+// operator. pgx's own text names the user and repeats itself through its
+// wrappers; the error it wraps is kept for errors.Is and Unavailable.
+type connectError struct {
+	msg string
+	err error
+}
+
+func (e *connectError) Error() string { return e.msg }
+func (e *connectError) Unwrap() error { return e.err }
+
 func describeConnectError(cfg *pgx.ConnConfig, err error) error {
 	where := fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		if pgErr.Code == "3D000" {
-			return fmt.Errorf("database %s does not exist on %s:%d: create it with `server migrate up`",
-				cfg.Database, cfg.Host, cfg.Port)
+		if pgErr.Code == "3D000" { // invalid_catalog_name
+			return &connectError{err: err, msg: fmt.Sprintf("database %s does not exist on %s:%d: create it with `server migrate up`",
+				cfg.Database, cfg.Host, cfg.Port)}
 		}
-		return fmt.Errorf("PostgreSQL at %s refused the connection: %s", where, pgErr.Message)
+		return &connectError{err: err, msg: fmt.Sprintf("PostgreSQL at %s refused the connection: %s", where, pgErr.Message)}
 	}
 	reason := err.Error()
 	var opErr *net.OpError
@@ -100,5 +114,5 @@ func describeConnectError(cfg *pgx.ConnConfig, err error) error {
 	} else if errors.Is(err, context.DeadlineExceeded) {
 		reason = "no answer within 5s"
 	}
-	return fmt.Errorf("cannot reach PostgreSQL at %s: %s (set DATABASE_URL)", where, reason)
+	return &connectError{err: err, msg: fmt.Sprintf("cannot reach PostgreSQL at %s: %s (set DATABASE_URL)", where, reason)}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -392,22 +393,22 @@ func TestCountUnfinishedRuns(t *testing.T) {
 
 // The statement timeout is PostgreSQL's: the database ends a statement that
 // runs longer, whatever its client does.
-func TestConnectWithStatementTimeout(t *testing.T) {
+func TestOpenWithStatementTimeout(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
 	tests := []struct {
 		name    string
-		opts    []store.ConnectOption
+		opts    []store.Option
 		setting string
 		sleepOK bool
 	}{
-		{name: "with", opts: []store.ConnectOption{store.WithStatementTimeout(200 * time.Millisecond)}, setting: "200ms"},
+		{name: "with", opts: []store.Option{store.WithStatementTimeout(200 * time.Millisecond)}, setting: "200ms"},
 		{name: "without", setting: "0", sleepOK: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pool, err := store.Connect(t.Context(), db.URL, tt.opts...)
+			pool, err := store.Open(t.Context(), db.URL, tt.opts...)
 			require.NoError(t, err)
 			t.Cleanup(pool.Close)
 			var setting string
@@ -421,6 +422,67 @@ func TestConnectWithStatementTimeout(t *testing.T) {
 			var pgErr *pgconn.PgError
 			require.ErrorAs(t, err, &pgErr)
 			require.Equal(t, "57014", pgErr.Code, "query_canceled by statement_timeout: %v", err)
+		})
+	}
+}
+
+// Open's errors are one line for the operator, and still say what happened
+// underneath: a refused connection is Unavailable, a missing database is
+// PostgreSQL's 3D000 and not a reason to retry.
+func TestOpenErrors(t *testing.T) {
+	t.Parallel()
+	_, missingURL := dbtest.NewEmpty(t)
+	tests := []struct {
+		name            string
+		url             string
+		wantMsg         string
+		wantUnavailable bool
+		check           func(t *testing.T, err error)
+	}{
+		{
+			name:            "nothing listens",
+			url:             "postgres://postgres@127.0.0.1:1/backtest?sslmode=disable",
+			wantMsg:         "cannot reach PostgreSQL at 127.0.0.1:1/backtest: connect: connection refused (set DATABASE_URL)",
+			wantUnavailable: true,
+			check: func(t *testing.T, err error) {
+				t.Helper()
+				require.ErrorIs(t, err, syscall.ECONNREFUSED)
+			},
+		},
+		{
+			name:    "no such database",
+			url:     missingURL,
+			wantMsg: "does not exist",
+			// pgx reports it as a failed connect, which counts: a server whose
+			// database is dropped under it answers 503, not 500.
+			wantUnavailable: true,
+			check: func(t *testing.T, err error) {
+				t.Helper()
+				var pgErr *pgconn.PgError
+				require.ErrorAs(t, err, &pgErr)
+				require.Equal(t, "3D000", pgErr.Code)
+			},
+		},
+		{
+			name:    "not a URL",
+			url:     "postgres://postgres:s3cret@127.0.0.1:notaport/backtest",
+			wantMsg: "DATABASE_URL is not a valid PostgreSQL URL",
+			check: func(t *testing.T, err error) {
+				t.Helper()
+				require.NotContains(t, err.Error(), "s3cret", "the password is never shown")
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pool, err := store.Open(t.Context(), tt.url)
+			require.Nil(t, pool)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tt.wantMsg)
+			require.NotContains(t, err.Error(), "\n", "one line")
+			require.Equal(t, tt.wantUnavailable, store.Unavailable(err), "%v", err)
+			tt.check(t, err)
 		})
 	}
 }

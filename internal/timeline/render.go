@@ -101,14 +101,8 @@ func isPrint(s string) bool {
 	return true
 }
 
-type frame struct {
-	Function string `json:"function"`
-	File     string `json:"file"`
-	Line     int    `json:"line"`
-}
-
 func writeTraceback(w io.Writer, raw json.RawMessage) {
-	var frames []frame
+	var frames obs.Traceback
 	if raw == nil || json.Unmarshal(raw, &frames) != nil {
 		return
 	}

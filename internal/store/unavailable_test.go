@@ -1,4 +1,4 @@
-package httpx
+package store_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 func TestUnavailable(t *testing.T) {
@@ -29,6 +31,6 @@ func TestUnavailable(t *testing.T) {
 		{errors.New("something else"), false},
 	}
 	for _, tt := range tests {
-		require.Equal(t, tt.want, unavailable(tt.err), "%v", tt.err)
+		require.Equal(t, tt.want, store.Unavailable(tt.err), "%v", tt.err)
 	}
 }
