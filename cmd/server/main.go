@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -289,8 +290,8 @@ func createAPIKey(ctx context.Context, args []string, getenv func(string) string
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *userName == "" || len(*userName) > 100 {
-		return errors.New("create-api-key needs -user NAME (1 to 100 characters)")
+	if *userName == "" || utf8.RuneCountInString(*userName) > store.MaxNameLength {
+		return fmt.Errorf("create-api-key needs -user NAME (1 to %d characters)", store.MaxNameLength)
 	}
 	cfg, err := config.LoadCommon(getenv)
 	if err != nil {

@@ -63,8 +63,6 @@ type createStrategyRequest struct {
 	Params json.RawMessage `json:"params"`
 }
 
-const maxNameLength = 100
-
 func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
@@ -85,8 +83,8 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 		case name == "":
 			name = spec.Kind
 		case !validName(name):
-			writeInvalid(w, r, "name", "must be text of at most 100 characters without control characters, "+
-				"line separators or bidirectional formatting characters")
+			writeInvalid(w, r, "name", fmt.Sprintf("must be text of at most %d characters without control characters, "+
+				"line separators or bidirectional formatting characters", store.MaxNameLength))
 			return
 		}
 		user := userFrom(r.Context())
