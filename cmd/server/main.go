@@ -38,8 +38,8 @@ import (
 	"riverqueue.com/riverui"
 
 	"github.com/backtestd/backtestd/internal/config"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 	"github.com/backtestd/backtestd/migrations"
@@ -104,7 +104,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		return err
 	}
 	defer pool.Close()
-	inserter, err := jobs.NewInsertClient(pool, h)
+	inserter, err := enqueue.NewInsertClient(pool, h)
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	defer stopListening()
 	listening := make(chan struct{})
 	go func() { defer close(listening); listener.Run(lctx) }()
-	enqueuer := jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
+	enqueuer := enqueue.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
 	// Past the cap, connections wait in the kernel's backlog: a flood of
 	// them cannot use up the file descriptors the database pool needs.
 	ln = netutil.LimitListener(ln, cfg.Limits.MaxConnections)

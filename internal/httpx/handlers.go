@@ -15,7 +15,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/backtestd/backtestd/internal/backtest"
-	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
@@ -155,7 +155,7 @@ const (
 var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
 
 // validate checks a backtest request, returning the rejected field and why.
-func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason string) {
+func (req createBacktestRequest) validate() (nb enqueue.NewBacktest, field, reason string) {
 	id, ok := parseID(req.StrategyID)
 	if !ok {
 		return nb, "strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase"
@@ -181,7 +181,7 @@ func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason 
 	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
 		return nb, "initial_cash", "must be between 1 and 1e12"
 	}
-	return jobs.NewBacktest{
+	return enqueue.NewBacktest{
 		StrategyID: id, Symbol: strings.ToUpper(req.Symbol), Start: start, End: end, InitialCash: *req.InitialCash,
 	}, "", ""
 }
@@ -214,7 +214,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		nb.UserID = userFrom(ctx).ID
 		nb.CorrelationID = obs.CorrelationID(ctx)
 		run, err := enq.Enqueue(ctx, nb)
-		var tooMany *jobs.TooManyUnfinishedError
+		var tooMany *enqueue.TooManyUnfinishedError
 		if errors.As(err, &tooMany) {
 			w.Header().Set("Retry-After", unfinishedRetryAfter)
 			writeProblem(w, r, http.StatusTooManyRequests, fmt.Sprintf(
