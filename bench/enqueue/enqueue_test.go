@@ -21,7 +21,8 @@ import (
 	"github.com/backtestd/backtestd/bench/internal/loadgen"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
@@ -39,7 +40,7 @@ func BenchmarkEnqueuePath(b *testing.B) {
 			db := dbtest.New(b)
 			ctx := b.Context()
 			h := obs.NewHandler(io.Discard, obs.Options{Service: "server"})
-			inserter, err := jobs.NewInsertClient(db.Pool, h)
+			inserter, err := enqueue.NewInsertClient(db.Pool, h)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -57,7 +58,7 @@ func BenchmarkEnqueuePath(b *testing.B) {
 				b.Fatal(err)
 			}
 			srv := httptest.NewServer(httpx.NewServer(slog.New(h), httpx.Deps{
-				Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
+				Queries: q, Enqueuer: enqueue.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
 			}))
 			defer srv.Close()
 			body, _ := json.Marshal(map[string]any{
@@ -88,7 +89,7 @@ func BenchmarkEnqueuePath(b *testing.B) {
 				}
 				return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 					runID := uuid.Must(uuid.NewV7())
-					res, err := inserter.InsertTx(ctx, tx, jobs.BacktestArgs{
+					res, err := inserter.InsertTx(ctx, tx, jobargs.Backtest{
 						RunID: runID, CorrelationID: "bench",
 						UserID: user.ID, StrategyID: strategy.ID,
 					}, nil)

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -40,8 +41,8 @@ import (
 	"riverqueue.com/riverui"
 
 	"github.com/backtestd/backtestd/internal/config"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 	"github.com/backtestd/backtestd/migrations"
@@ -156,7 +157,7 @@ func openDatabase(ctx context.Context, databaseURL string, h slog.Handler, opts 
 // newHandler builds the API over pool, with River UI under httpx.AdminPrefix
 // when it is enabled (withUI).
 func newHandler(ctx context.Context, cfg config.Server, h slog.Handler, pool *pgxpool.Pool, keys *httpx.KeyCache) (handler http.Handler, withUI bool, err error) {
-	inserter, err := jobs.NewInsertClient(pool, h)
+	inserter, err := enqueue.NewInsertClient(pool, h)
 	if err != nil {
 		return nil, false, err
 	}
@@ -167,7 +168,7 @@ func newHandler(ctx context.Context, cfg config.Server, h slog.Handler, pool *pg
 			return nil, false, err
 		}
 	}
-	enqueuer := jobs.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
+	enqueuer := enqueue.NewEnqueuer(pool, inserter, cfg.JobMaxAttempts).WithMaxUnfinished(cfg.MaxUnfinishedRuns)
 	return httpx.NewServer(slog.New(h), httpx.Deps{
 		Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
 		TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit, RequestTimeout: cfg.Limits.RequestTimeout,
@@ -346,8 +347,8 @@ func createAPIKey(ctx context.Context, args []string, getenv func(string) string
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *userName == "" || len(*userName) > 100 {
-		return errors.New("create-api-key needs -user NAME (1 to 100 characters)")
+	if *userName == "" || utf8.RuneCountInString(*userName) > store.MaxNameLength {
+		return fmt.Errorf("create-api-key needs -user NAME (1 to %d characters)", store.MaxNameLength)
 	}
 	cfg, err := config.LoadCommon(getenv)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 	"github.com/backtestd/backtestd/migrations"
 )
 
@@ -209,4 +210,38 @@ func TestRevokeReachesARunningServer(t *testing.T) {
 	require.NoError(t, <-done)
 	lines := out.Lines(t)
 	require.Equal(t, obs.EventServerStopped, lines[len(lines)-1][obs.KeyEvent])
+}
+
+// create-api-key counts a user's name in characters, as the users table's
+// CHECK does: a name the command takes, the table takes, and a name past the
+// limit is refused before anything is written.
+func TestCreateAPIKeyNameLimitIsInCharacters(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	env := getenv(map[string]string{"DATABASE_URL": db.URL})
+	tests := []struct {
+		name    string
+		user    string
+		wantErr string
+	}{
+		{name: "at the limit in two-byte characters", user: strings.Repeat("é", store.MaxNameLength)},
+		{name: "at the limit in ASCII", user: strings.Repeat("a", store.MaxNameLength)},
+		{name: "one past the limit", user: strings.Repeat("é", store.MaxNameLength+1), wantErr: "1 to 100 characters"},
+		{name: "empty", user: "", wantErr: "1 to 100 characters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := run(t.Context(), []string{"server", "create-api-key", "-user", tt.user}, env, io.Discard, io.Discard)
+			var users int
+			require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE name = $1`, tt.user).Scan(&users))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				require.Zero(t, users, "nothing is written")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, 1, users)
+		})
+	}
 }

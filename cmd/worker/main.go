@@ -20,6 +20,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/backtestd/backtestd/internal/config"
+	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -75,7 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river client: %w", err)
 	}
-	queues := []string{jobs.Queue}
+	queues := []string{jobargs.Queue}
 	if cfg.FaultInjection {
 		logger.WarnContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues),
 			slog.Int(obs.KeyConcurrency, cfg.Concurrency), slog.Bool(obs.KeyFaultInject, true))

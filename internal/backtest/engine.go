@@ -48,10 +48,28 @@ type Progress func(pct int)
 // cancelled run stops promptly even between checkpoints of a long series.
 const ctxCheckEvery = 1 << 16
 
-// Run trades s over prices (one close per bar) starting with initialCash,
-// all in or all out, at the close of the bar that signals. It stops with the
+// Input is what a run needs: the series and the strategy to trade over it.
+type Input struct {
+	// Symbol names the series. The engine trades Prices alone; the symbol
+	// is there for whatever runs in its place (a stand-in in tests, the
+	// fault injection of test builds), which must not have to recognise a
+	// series by its numbers.
+	Symbol string
+	// Strategy decides, bar by bar, whether to be in or out.
+	Strategy Strategy
+	// Prices are the closes, one per bar, oldest first.
+	Prices []float64
+	// InitialCash is the account's equity before the first bar.
+	InitialCash float64
+	// Progress, if set, is called at each checkpoint.
+	Progress Progress
+}
+
+// Run trades in.Strategy over in.Prices starting with in.InitialCash, all in
+// or all out, at the close of the bar that signals. It stops with the
 // context's error when ctx is done.
-func Run(ctx context.Context, s Strategy, prices []float64, initialCash float64, progress Progress) (Result, error) {
+func Run(ctx context.Context, in Input) (Result, error) {
+	s, prices, initialCash, progress := in.Strategy, in.Prices, in.InitialCash, in.Progress
 	n := len(prices)
 	if need := s.warmup(); n < need {
 		return Result{}, &InsufficientDataError{Need: need, Have: n}

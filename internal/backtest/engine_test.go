@@ -73,7 +73,7 @@ func TestRunMetricsOnHandCheckedSeries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := backtest.Run(t.Context(), tt.strategy, tt.prices, 100, nil)
+			got, err := backtest.Run(t.Context(), backtest.Input{Strategy: tt.strategy, Prices: tt.prices, InitialCash: 100})
 			require.NoError(t, err)
 			require.Equal(t, tt.want.Bars, got.Bars)
 			require.Equal(t, tt.want.Trades, got.Trades)
@@ -92,8 +92,10 @@ func TestRunReportsEveryTenthOfTheBars(t *testing.T) {
 	for _, n := range []int{1, 5, 10, 100, 1001} {
 		var got []int
 		prices := backtest.SyntheticPrices("ACME", n)
-		_, err := backtest.Run(t.Context(), backtest.Strategy{Kind: backtest.KindBuyAndHold}, prices, 100,
-			func(pct int) { got = append(got, pct) })
+		_, err := backtest.Run(t.Context(), backtest.Input{
+			Symbol: "ACME", Strategy: backtest.Strategy{Kind: backtest.KindBuyAndHold}, Prices: prices, InitialCash: 100,
+			Progress: func(pct int) { got = append(got, pct) },
+		})
 		require.NoError(t, err)
 		require.Equal(t, all, got, "n=%d", n)
 	}
@@ -104,23 +106,26 @@ func TestRunStopsWhenCancelled(t *testing.T) {
 	prices := backtest.SyntheticPrices("ACME", 1000)
 	ctx, cancel := context.WithCancel(t.Context())
 	var got []int
-	_, err := backtest.Run(ctx, backtest.Strategy{Kind: backtest.KindBuyAndHold}, prices, 100, func(pct int) {
-		got = append(got, pct)
-		if pct == 30 {
-			cancel()
-		}
+	_, err := backtest.Run(ctx, backtest.Input{
+		Symbol: "ACME", Strategy: backtest.Strategy{Kind: backtest.KindBuyAndHold}, Prices: prices, InitialCash: 100,
+		Progress: func(pct int) {
+			got = append(got, pct)
+			if pct == 30 {
+				cancel()
+			}
+		},
 	})
 	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, []int{10, 20, 30}, got)
 
-	_, err = backtest.Run(ctx, backtest.Strategy{Kind: backtest.KindBuyAndHold}, prices, 100, nil)
+	_, err = backtest.Run(ctx, backtest.Input{Symbol: "ACME", Strategy: backtest.Strategy{Kind: backtest.KindBuyAndHold}, Prices: prices, InitialCash: 100})
 	require.ErrorIs(t, err, context.Canceled)
 }
 
 func TestRunNeedsEnoughBars(t *testing.T) {
 	t.Parallel()
 	s := backtest.Strategy{Kind: backtest.KindSMACrossover, FastWindow: 5, SlowWindow: 50}
-	_, err := backtest.Run(t.Context(), s, backtest.SyntheticPrices("ACME", 49), 100, nil)
+	_, err := backtest.Run(t.Context(), backtest.Input{Symbol: "ACME", Strategy: s, Prices: backtest.SyntheticPrices("ACME", 49), InitialCash: 100})
 	var ide *backtest.InsufficientDataError
 	require.ErrorAs(t, err, &ide)
 	require.Equal(t, 50, ide.Need)
@@ -221,11 +226,14 @@ func TestTradingDays(t *testing.T) {
 func BenchmarkRunSMACrossover1M(b *testing.B) {
 	const n = 1_000_000
 	prices := backtest.SyntheticPrices("ACME", n)
-	s := backtest.Strategy{Kind: backtest.KindSMACrossover, FastWindow: 20, SlowWindow: 100}
+	in := backtest.Input{
+		Symbol: "ACME", Strategy: backtest.Strategy{Kind: backtest.KindSMACrossover, FastWindow: 20, SlowWindow: 100},
+		Prices: prices, InitialCash: 10_000, Progress: func(int) {},
+	}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := backtest.Run(ctx, s, prices, 10_000, func(int) {}); err != nil {
+		if _, err := backtest.Run(ctx, in); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -49,7 +49,6 @@ func Names() []string {
 		EnvDatabaseURL, EnvLogLevel, EnvShutdownTimeout, EnvHTTPAddr, EnvWorkerConcurrency,
 		EnvJobTimeout, EnvJobRescueAfter, EnvRiverLogLevel, EnvRiverUIUser, EnvRiverUIPassword, EnvFaultInjection,
 		EnvJobMaxAttempts, EnvReconcileInterval, EnvMaxUnfinishedRuns,
-		EnvJobMaxAttempts, EnvReconcileInterval,
 		EnvTrustedProxies, EnvAuthFailureBurst, EnvAuthFailureEvery, EnvAuthFailureAddrs,
 		EnvHTTPReadHeaderTimeout, EnvHTTPReadTimeout, EnvHTTPWriteTimeout, EnvHTTPIdleTimeout,
 		EnvHTTPMaxHeaderBytes, EnvHTTPMaxConnections, EnvRequestTimeout, EnvDBStatementTimeout,
@@ -60,6 +59,32 @@ func Names() []string {
 // accepts, in characters: River UI can cancel and delete jobs, and its
 // password is typed by people.
 const MinRiverUIPasswordLength = 12
+
+// The defaults of the job settings. They are defined here once: the
+// packages that use the settings fall back to them too when given none.
+const (
+	// DefaultWorkerConcurrency is how many backtests a worker runs at once.
+	DefaultWorkerConcurrency = 4
+	// DefaultJobTimeout bounds one attempt of a backtest; River's own
+	// default of one minute is too short for long series.
+	DefaultJobTimeout = 30 * time.Minute
+	// DefaultRescueMargin is how much longer than the job timeout a job may
+	// stay running before it is presumed lost with its worker and retried.
+	DefaultRescueMargin = 10 * time.Minute
+	// DefaultJobMaxAttempts is how many times a backtest is tried before
+	// its run is marked failed.
+	DefaultJobMaxAttempts = 5
+	// DefaultReconcileInterval is how often the leading worker reconciles
+	// runs with their jobs.
+	DefaultReconcileInterval = time.Minute
+	// DefaultRiverLogLevel is the lowest level of River's own lines that a
+	// worker writes.
+	DefaultRiverLogLevel = slog.LevelWarn
+	// DefaultMaxUnfinishedRuns is how many queued or running backtests a
+	// user may have: room for a large parameter sweep, while one key can no
+	// longer fill the queue without end.
+	DefaultMaxUnfinishedRuns = 50_000
+)
 
 // DefaultDatabaseURL is the local development database.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/backtest?sslmode=disable"
@@ -86,11 +111,11 @@ type Server struct {
 	// MinRiverUIPasswordLength characters.
 	RiverUIUser, RiverUIPassword string
 	// JobMaxAttempts is JOB_MAX_ATTEMPTS: how many times a backtest is
-	// tried. Defaults to 5.
+	// tried. Defaults to DefaultJobMaxAttempts (5).
 	JobMaxAttempts int
 	// MaxUnfinishedRuns is MAX_UNFINISHED_RUNS: how many queued or running
 	// backtests one user may have; past it POST /backtests answers 429.
-	// Defaults to 50000, room for a large parameter sweep.
+	// Defaults to DefaultMaxUnfinishedRuns (50000).
 	MaxUnfinishedRuns int
 	// TrustedProxies is TRUSTED_PROXIES: the proxies (CIDRs or single
 	// addresses, comma-separated) whose X-Forwarded-For header names the
@@ -156,23 +181,25 @@ func (s Server) RiverUIEnabled() bool { return s.RiverUIUser != "" }
 // Worker are the worker's settings.
 type Worker struct {
 	Common
-	// Concurrency is WORKER_CONCURRENCY: backtests run at once. Defaults to 4.
+	// Concurrency is WORKER_CONCURRENCY: backtests run at once. Defaults to
+	// DefaultWorkerConcurrency (4).
 	Concurrency int
-	// JobTimeout is JOB_TIMEOUT: the limit of one attempt. Defaults to 30m.
+	// JobTimeout is JOB_TIMEOUT: the limit of one attempt. Defaults to
+	// DefaultJobTimeout (30m).
 	JobTimeout time.Duration
 	// RescueAfter is JOB_RESCUE_AFTER: how long a job may stay running before
 	// it is presumed lost with its worker and retried. Defaults to
-	// JOB_TIMEOUT plus 10m.
+	// JOB_TIMEOUT plus DefaultRescueMargin (10m).
 	RescueAfter time.Duration
 	// RiverLogLevel is RIVER_LOG_LEVEL: the lowest level of River's own
-	// lines that is written. Defaults to warn.
+	// lines that is written. Defaults to DefaultRiverLogLevel (warn).
 	RiverLogLevel slog.Level
 	// FaultInjection is FAULT_INJECTION=1: backtests of symbols starting
 	// with SLOW, FLAKY, PANIC or CRASH misbehave on purpose. For tests only.
 	FaultInjection bool
 	// ReconcileInterval is RECONCILE_INTERVAL: how often the leading worker
 	// marks failed the runs whose job ended without finishing them.
-	// Defaults to 1m.
+	// Defaults to DefaultReconcileInterval (1m).
 	ReconcileInterval time.Duration
 }
 
@@ -184,10 +211,10 @@ func LoadServer(getenv func(string) string) (Server, error) {
 		HTTPAddr:        r.str(EnvHTTPAddr, ":8080"),
 		RiverUIUser:     r.str(EnvRiverUIUser, ""),
 		RiverUIPassword: r.getenv(EnvRiverUIPassword), // spaces count in a password
-		JobMaxAttempts:  r.integer(EnvJobMaxAttempts, 5, 1, 25),
+		JobMaxAttempts:  r.integer(EnvJobMaxAttempts, DefaultJobMaxAttempts, 1, 25),
 		Limits:          r.httpLimits(),
 	}
-	s.MaxUnfinishedRuns = r.integer(EnvMaxUnfinishedRuns, 50_000, 1, 10_000_000)
+	s.MaxUnfinishedRuns = r.integer(EnvMaxUnfinishedRuns, DefaultMaxUnfinishedRuns, 1, 10_000_000)
 	s.TrustedProxies = r.prefixes(EnvTrustedProxies)
 	s.AuthFailureBurst = r.integer(EnvAuthFailureBurst, 10, 1, 10_000)
 	s.AuthFailureInterval = r.duration(EnvAuthFailureEvery, 6*time.Second)
@@ -207,13 +234,13 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 	r := reader{getenv: getenv}
 	w := Worker{
 		Common:        r.common(),
-		Concurrency:   r.integer(EnvWorkerConcurrency, 4, 1, 1000),
-		JobTimeout:    r.duration(EnvJobTimeout, 30*time.Minute),
-		RiverLogLevel: r.level(EnvRiverLogLevel, slog.LevelWarn),
+		Concurrency:   r.integer(EnvWorkerConcurrency, DefaultWorkerConcurrency, 1, 1000),
+		JobTimeout:    r.duration(EnvJobTimeout, DefaultJobTimeout),
+		RiverLogLevel: r.level(EnvRiverLogLevel, DefaultRiverLogLevel),
 	}
 	w.FaultInjection = r.integer(EnvFaultInjection, 0, 0, 1) == 1
-	w.ReconcileInterval = r.duration(EnvReconcileInterval, time.Minute)
-	w.RescueAfter = r.duration(EnvJobRescueAfter, w.JobTimeout+10*time.Minute)
+	w.ReconcileInterval = r.duration(EnvReconcileInterval, DefaultReconcileInterval)
+	w.RescueAfter = r.duration(EnvJobRescueAfter, w.JobTimeout+DefaultRescueMargin)
 	if r.err == nil && w.RescueAfter <= w.JobTimeout {
 		r.fail(EnvJobRescueAfter, w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")
 	}

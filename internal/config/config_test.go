@@ -261,3 +261,19 @@ func TestServerLimits(t *testing.T) {
 		})
 	}
 }
+
+// Names lists each variable once, and every variable the operations guide
+// documents is one the processes read.
+func TestNamesAreListedOnce(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for _, n := range config.Names() {
+		require.False(t, seen[n], "%s is listed twice", n)
+		seen[n] = true
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	require.NoError(t, err)
+	for n := range seen {
+		require.Contains(t, string(doc), "`"+n+"`", "docs/operations.md documents %s", n)
+	}
+}

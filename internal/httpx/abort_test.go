@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -89,11 +89,11 @@ func TestDepartedClientIsNotAServerError(t *testing.T) {
 	t.Cleanup(pool.Close)
 
 	logs := &logtest.Sink{}
-	inserter, err := jobs.NewInsertClient(pool, obs.NewHandler(logs, obs.Options{Service: "server"}))
+	inserter, err := enqueue.NewInsertClient(pool, obs.NewHandler(logs, obs.Options{Service: "server"}))
 	require.NoError(t, err)
 	q := store.New(pool)
 	handler := httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}),
-		httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(pool, inserter, 0), DB: pool})
+		httpx.Deps{Queries: q, Enqueuer: enqueue.NewEnqueuer(pool, inserter, 0), DB: pool})
 	user, err := q.EnsureUser(t.Context(), "alice")
 	require.NoError(t, err)
 	key, hash := httpx.NewAPIKey()

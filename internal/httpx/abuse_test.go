@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -79,7 +79,7 @@ func TestUnknownKeysAreLimitedWithoutQueries(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
 	logs := &logtest.Sink{}
-	inserter, err := jobs.NewInsertClient(db.Pool, obs.NewHandler(logs, obs.Options{Service: "server"}))
+	inserter, err := enqueue.NewInsertClient(db.Pool, obs.NewHandler(logs, obs.Options{Service: "server"}))
 	require.NoError(t, err)
 	plain := store.New(db.Pool)
 	newKey := func(name string) string {
@@ -91,7 +91,7 @@ func TestUnknownKeysAreLimitedWithoutQueries(t *testing.T) {
 	}
 	counted := &countingDB{DBTX: db.Pool}
 	h := httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{
-		Queries: store.New(counted), Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
+		Queries: store.New(counted), Enqueuer: enqueue.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
 		AuthLimit: httpx.AuthLimit{Burst: 5, Every: time.Hour, Addresses: 100},
 	})
 	const attacker, neighbour = "198.51.100.7:40000", "203.0.113.5:40000"

@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -104,7 +104,7 @@ func TestUnfinishedRunsBound(t *testing.T) {
 	t.Parallel()
 	const bound = 2
 	b := setup(t, func(d *httpx.Deps) {
-		enq, ok := d.Enqueuer.(*jobs.Enqueuer)
+		enq, ok := d.Enqueuer.(*enqueue.Enqueuer)
 		require.True(t, ok)
 		enq.WithMaxUnfinished(bound)
 	})

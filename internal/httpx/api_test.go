@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -34,7 +34,7 @@ func setup(t *testing.T, options ...func(*httpx.Deps)) *testBundle {
 	db := dbtest.New(t)
 	logs := &logtest.Sink{}
 	h := obs.NewHandler(logs, obs.Options{Service: "server"})
-	inserter, err := jobs.NewInsertClient(db.Pool, h)
+	inserter, err := enqueue.NewInsertClient(db.Pool, h)
 	require.NoError(t, err)
 	q := store.New(db.Pool)
 	keyOf := func(name string) string {
@@ -44,7 +44,7 @@ func setup(t *testing.T, options ...func(*httpx.Deps)) *testBundle {
 		require.NoError(t, q.AddAPIKey(t.Context(), u.ID, hash))
 		return key
 	}
-	deps := httpx.Deps{Queries: q, Enqueuer: jobs.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool}
+	deps := httpx.Deps{Queries: q, Enqueuer: enqueue.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool}
 	for _, o := range options {
 		o(&deps)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/backtestd/backtestd/internal/backtest"
-	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
@@ -63,8 +63,6 @@ type createStrategyRequest struct {
 	Params json.RawMessage `json:"params"`
 }
 
-const maxNameLength = 100
-
 func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
@@ -84,8 +82,8 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 		case name == "":
 			name = spec.Kind
 		case !validName(name):
-			writeInvalid(w, r, "name", "must be text of at most 100 characters without control characters, "+
-				"line separators or bidirectional formatting characters")
+			writeInvalid(w, r, "name", fmt.Sprintf("must be text of at most %d characters without control characters, "+
+				"line separators or bidirectional formatting characters", store.MaxNameLength))
 			return
 		}
 		user := userFrom(r.Context())
@@ -169,7 +167,7 @@ const (
 var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
 
 // validate checks a backtest request, returning the rejected field and why.
-func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason string) {
+func (req createBacktestRequest) validate() (nb enqueue.NewBacktest, field, reason string) {
 	id, ok := parseID(req.StrategyID)
 	if !ok {
 		return nb, "strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase"
@@ -195,7 +193,7 @@ func (req createBacktestRequest) validate() (nb jobs.NewBacktest, field, reason 
 	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
 		return nb, "initial_cash", "must be between 1 and 1e12"
 	}
-	return jobs.NewBacktest{
+	return enqueue.NewBacktest{
 		StrategyID: id, Symbol: strings.ToUpper(req.Symbol), Start: start, End: end, InitialCash: *req.InitialCash,
 	}, "", ""
 }
@@ -228,7 +226,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		nb.UserID = userFrom(ctx).ID
 		nb.CorrelationID = obs.CorrelationID(ctx)
 		run, err := enq.Enqueue(ctx, nb)
-		var tooMany *jobs.TooManyUnfinishedError
+		var tooMany *enqueue.TooManyUnfinishedError
 		if errors.As(err, &tooMany) {
 			w.Header().Set("Retry-After", unfinishedRetryAfter)
 			writeProblem(w, r, http.StatusTooManyRequests, fmt.Sprintf(

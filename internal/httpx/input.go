@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 // parseID reads an ID in the one form the API writes: 36 characters,
@@ -39,12 +41,12 @@ func parseID(s string) (uuid.UUID, bool) {
 }
 
 // validName reports whether a strategy name is printable text: valid UTF-8,
-// at most maxNameLength characters, and none of the characters that hide or
+// at most store.MaxNameLength characters, and none of the characters that hide or
 // rearrange what a reader sees (control characters, C0, DEL and C1, which
 // include NUL and the ESC of terminal escape sequences; line and paragraph
 // separators; the bidirectional formatting characters).
 func validName(name string) bool {
-	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameLength {
+	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > store.MaxNameLength {
 		return false
 	}
 	for _, r := range name {

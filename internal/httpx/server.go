@@ -17,14 +17,14 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
 
 // Enqueuer creates a run and its job in one transaction.
 type Enqueuer interface {
-	Enqueue(ctx context.Context, nb jobs.NewBacktest) (store.Run, error)
+	Enqueue(ctx context.Context, nb enqueue.NewBacktest) (store.Run, error)
 }
 
 // Pinger checks that the database answers.

@@ -14,28 +14,44 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
 
-// noopArgs carry a backtest's fields, so the lifecycle binds what it binds
-// for real jobs; the work itself is nothing.
-type noopArgs struct {
-	RunID         string `json:"run_id"`
-	CorrelationID string `json:"correlation_id"`
-	UserID        string `json:"user_id"`
-	StrategyID    string `json:"strategy_id"`
-}
-
-func (noopArgs) Kind() string { return "bench_noop" }
-
+// noopWorker works backtest jobs by doing nothing, so the lifecycle binds
+// what it binds for real jobs. With a logger it logs job_completed, as the
+// real worker does, so that the lifecycle variants write every line a job
+// writes around its work.
 type noopWorker struct {
-	river.WorkerDefaults[noopArgs]
+	river.WorkerDefaults[jobargs.Backtest]
+
+	logger *slog.Logger
 }
 
-func (noopWorker) Work(context.Context, *river.Job[noopArgs]) error { return nil }
+func (w noopWorker) Work(ctx context.Context, _ *river.Job[jobargs.Backtest]) error {
+	if w.logger != nil {
+		completed(ctx, w.logger, time.Now())
+	}
+	return nil
+}
+
+// completed logs job_completed the way the worker does, without a result.
+func completed(ctx context.Context, logger *slog.Logger, began time.Time) {
+	logger.LogAttrs(ctx, slog.LevelInfo, obs.EventJobCompleted,
+		slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()))
+}
+
+func noopArgs() jobargs.Backtest {
+	return jobargs.Backtest{
+		RunID: uuid.Must(uuid.NewV7()), CorrelationID: uuid.NewString(),
+		UserID: uuid.Must(uuid.NewV7()), StrategyID: uuid.Must(uuid.NewV7()),
+	}
+}
 
 // BenchmarkWorkerPath measures River's throughput on no-op jobs with and
 // without the lifecycle middleware (binding, job_started, job_completed
@@ -45,11 +61,15 @@ func BenchmarkWorkerPath(b *testing.B) {
 		b.Run(variant, func(b *testing.B) {
 			db := dbtest.New(b)
 			logger := obs.NewLogger(io.Discard, obs.Options{Service: "worker"})
+			worker := noopWorker{}
+			if variant == "lifecycle" {
+				worker.logger = logger
+			}
 			workers := river.NewWorkers()
-			river.AddWorker(workers, noopWorker{})
+			river.AddWorker(workers, worker)
 			cfg := &river.Config{
 				Logger:  slog.New(slog.DiscardHandler),
-				Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 100}},
+				Queues:  map[string]river.QueueConfig{jobargs.Queue: {MaxWorkers: 100}},
 				Workers: workers,
 				// River's defaults fetch at most MaxWorkers jobs per 100 ms
 				// cooldown, a ceiling that would hide what is measured here.
@@ -69,7 +89,7 @@ func BenchmarkWorkerPath(b *testing.B) {
 				ChanSize: b.N + 100, Kinds: []river.EventKind{river.EventKindJobCompleted},
 			})
 			defer cancel()
-			args := noopArgs{RunID: uuid.NewString(), CorrelationID: uuid.NewString(), UserID: uuid.NewString(), StrategyID: uuid.NewString()}
+			args := noopArgs()
 			params := make([]river.InsertManyParams, b.N)
 			for i := range params {
 				params[i] = river.InsertManyParams{Args: args}
@@ -96,26 +116,28 @@ func BenchmarkWorkerPath(b *testing.B) {
 }
 
 // BenchmarkLifecycleOverhead is the middleware's own cost per job: binding
-// the job's fields, job_started and job_completed through the real handler
-// (to io.Discard), around a job that does nothing. Divided by the bare
+// the job's fields, job_started, and the job_completed line the worker
+// writes, through the real handler (to io.Discard), around a job that does
+// nothing. Divided by the bare
 // per-job time of BenchmarkWorkerPath, it is the middleware's share of a
 // no-op job, without the noise of the database round trips around it.
 func BenchmarkLifecycleOverhead(b *testing.B) {
-	lc := jobs.NewLifecycle(obs.NewLogger(io.Discard, obs.Options{Service: "worker"}), nil)
-	args, err := json.Marshal(noopArgs{
-		RunID: uuid.NewString(), CorrelationID: uuid.NewString(),
-		UserID: uuid.NewString(), StrategyID: uuid.NewString(),
-	})
+	logger := obs.NewLogger(io.Discard, obs.Options{Service: "worker"})
+	lc := jobs.NewLifecycle(logger, nil)
+	args, err := json.Marshal(noopArgs())
 	if err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()
 	job := &rivertype.JobRow{
-		ID: 42, Kind: "bench_noop", Attempt: 1, MaxAttempts: 5, EncodedArgs: args,
+		ID: 42, Kind: jobargs.KindBacktest, Attempt: 1, MaxAttempts: 5, EncodedArgs: args,
 		AttemptedAt: &now, ScheduledAt: now,
 	}
 	ctx := context.Background()
-	noop := func(context.Context) error { return nil }
+	noop := func(ctx context.Context) error {
+		completed(ctx, logger, now)
+		return nil
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := lc.Work(ctx, job, noop); err != nil {
@@ -137,50 +159,8 @@ func BenchmarkRealBacktests(b *testing.B) {
 			ctx := b.Context()
 			h := obs.NewHandler(io.Discard, obs.Options{Service: "worker"})
 			logger := slog.New(h)
-			var client *river.Client[pgx.Tx]
-			var err error
-			if variant == "shipped" {
-				client, err = jobs.NewWorkerClient(db.Pool, h, logger, jobs.ClientConfig{})
-			} else {
-				workers := river.NewWorkers()
-				river.AddWorker(workers, jobs.NewWorker(db.Pool, logger, jobs.WorkerConfig{}))
-				client, err = river.NewClient(riverpgxv5.New(db.Pool), &river.Config{
-					Logger:            slog.New(slog.DiscardHandler),
-					Queues:            map[string]river.QueueConfig{jobs.Queue: {MaxWorkers: jobs.DefaultConcurrency}},
-					Workers:           workers,
-					Middleware:        []rivertype.Middleware{jobs.NewLifecycle(logger, db.Pool)},
-					FetchCooldown:     time.Millisecond,
-					FetchPollInterval: 5 * time.Millisecond,
-				})
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			inserter, err := jobs.NewInsertClient(db.Pool, h)
-			if err != nil {
-				b.Fatal(err)
-			}
-			q := store.New(db.Pool)
-			user, err := q.EnsureUser(ctx, "bench")
-			if err != nil {
-				b.Fatal(err)
-			}
-			strategy, err := q.CreateStrategy(ctx, store.NewStrategy{
-				UserID: user.ID, Name: "s", Kind: "sma_crossover", Params: []byte(`{"fast_window":10,"slow_window":50}`),
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			enq := jobs.NewEnqueuer(db.Pool, inserter, 0)
-			for range b.N {
-				if _, err := enq.Enqueue(ctx, jobs.NewBacktest{
-					UserID: user.ID, StrategyID: strategy.ID, CorrelationID: "bench", Symbol: "ACME",
-					Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-					InitialCash: 10_000,
-				}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			client := realClient(b, variant, db, h, logger)
+			enqueueBacklog(b, db, h, b.N)
 			events, cancel := client.SubscribeConfig(&river.SubscribeConfig{
 				ChanSize: b.N + 100, Kinds: []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed},
 			})
@@ -194,7 +174,7 @@ func BenchmarkRealBacktests(b *testing.B) {
 			for done := 0; done < b.N; {
 				select {
 				case ev := <-events:
-					if ev.Job.Kind != (jobs.BacktestArgs{}).Kind() {
+					if ev.Job.Kind != jobargs.KindBacktest {
 						continue // the periodic reconciliation
 					}
 					if ev.Kind != river.EventKindJobCompleted {
@@ -207,5 +187,63 @@ func BenchmarkRealBacktests(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "backtests/s")
 		})
+	}
+}
+
+// realClient is the worker's own River client ("shipped"), or the same
+// worker and middleware with River fetching every millisecond.
+func realClient(b *testing.B, variant string, db *dbtest.DB, h slog.Handler, logger *slog.Logger) *river.Client[pgx.Tx] {
+	b.Helper()
+	if variant == "shipped" {
+		client, err := jobs.NewWorkerClient(db.Pool, h, logger, jobs.ClientConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return client
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, jobs.NewWorker(db.Pool, logger, jobs.WorkerConfig{}))
+	client, err := river.NewClient(riverpgxv5.New(db.Pool), &river.Config{
+		Logger:            slog.New(slog.DiscardHandler),
+		Queues:            map[string]river.QueueConfig{jobargs.Queue: {MaxWorkers: config.DefaultWorkerConcurrency}},
+		Workers:           workers,
+		Middleware:        []rivertype.Middleware{jobs.NewLifecycle(logger, db.Pool)},
+		FetchCooldown:     time.Millisecond,
+		FetchPollInterval: 5 * time.Millisecond,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return client
+}
+
+// enqueueBacklog enqueues n small backtests (sma_crossover over a year).
+func enqueueBacklog(b *testing.B, db *dbtest.DB, h slog.Handler, n int) {
+	b.Helper()
+	ctx := b.Context()
+	inserter, err := enqueue.NewInsertClient(db.Pool, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := store.New(db.Pool)
+	user, err := q.EnsureUser(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	strategy, err := q.CreateStrategy(ctx, store.NewStrategy{
+		UserID: user.ID, Name: "s", Kind: "sma_crossover", Params: []byte(`{"fast_window":10,"slow_window":50}`),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	enq := enqueue.NewEnqueuer(db.Pool, inserter, 0)
+	for range n {
+		if _, err := enq.Enqueue(ctx, enqueue.NewBacktest{
+			UserID: user.ID, StrategyID: strategy.ID, CorrelationID: "bench", Symbol: "ACME",
+			Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
+			InitialCash: 10_000,
+		}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -32,19 +32,19 @@ const SlowCheckpoint = 300 * time.Millisecond
 // ErrInjected is the transient error of a FaultFlaky backtest.
 var ErrInjected = errors.New("injected fault: market data unavailable")
 
-// withFaults wraps next with the faults named by the symbol, for the given
-// attempt of the job.
-func withFaults(symbol string, attempt int, next Engine) Engine {
-	return func(ctx context.Context, s backtest.Strategy, prices []float64, cash float64, progress backtest.Progress) (backtest.Result, error) {
-		first := attempt <= 1
+// withFaults wraps next with the faults named by the input's symbol, for
+// the given attempt of the job.
+func withFaults(attempt int, next Engine) Engine {
+	return func(ctx context.Context, in backtest.Input) (backtest.Result, error) {
+		first, symbol := attempt <= 1, in.Symbol
 		switch {
 		case strings.HasPrefix(symbol, FaultFlaky) && first:
 			return backtest.Result{}, ErrInjected
 		case strings.HasPrefix(symbol, FaultPanic) && first, strings.HasPrefix(symbol, FaultCrash):
 			panic("injected fault: " + symbol)
 		case strings.HasPrefix(symbol, FaultSlow):
-			inner := progress
-			progress = func(pct int) {
+			inner := in.Progress
+			in.Progress = func(pct int) {
 				select {
 				case <-ctx.Done():
 				case <-time.After(SlowCheckpoint):
@@ -54,6 +54,6 @@ func withFaults(symbol string, attempt int, next Engine) Engine {
 				}
 			}
 		}
-		return next(ctx, s, prices, cash, progress)
+		return next(ctx, in)
 	}
 }

@@ -21,6 +21,8 @@ import (
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -56,9 +58,9 @@ func (b *testBundle) strategy(t *testing.T, q *store.Queries, kind, params strin
 	return s
 }
 
-func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) jobs.NewBacktest {
+func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) enqueue.NewBacktest {
 	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	return jobs.NewBacktest{
+	return enqueue.NewBacktest{
 		UserID: userID, StrategyID: strategyID, CorrelationID: cid, Symbol: symbol,
 		Start: start, End: start.AddDate(0, 0, days), InitialCash: 10_000,
 	}
@@ -66,7 +68,7 @@ func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) job
 
 // workOnce runs one attempt of a backtest job through rivertest, in a
 // transaction rolled back when t ends; q reads what the attempt wrote.
-func (b *testBundle) workOnce(t *testing.T, kind, params string, nb jobs.NewBacktest, engine jobs.Engine, maxAttempts int,
+func (b *testBundle) workOnce(t *testing.T, kind, params string, nb enqueue.NewBacktest, engine jobs.Engine, maxAttempts int,
 ) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
 	t.Helper()
 	return b.workOnceWith(t, kind, params, nb, func(*store.Queries, store.Run) jobs.WorkerConfig {
@@ -76,7 +78,7 @@ func (b *testBundle) workOnce(t *testing.T, kind, params string, nb jobs.NewBack
 
 // workOnceWith is workOnce with the worker configured by configure, which
 // is given the attempt's queries and run before the attempt starts.
-func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb jobs.NewBacktest,
+func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb enqueue.NewBacktest,
 	configure func(*store.Queries, store.Run) jobs.WorkerConfig, maxAttempts int,
 ) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
 	t.Helper()
@@ -94,148 +96,9 @@ func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb jobs.New
 	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
 		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
 	}, jobs.NewWorker(tx, b.logger, configure(q, run)))
-	args := jobs.BacktestArgs{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
+	args := jobargs.Backtest{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
 	res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: maxAttempts})
 	return q, run, res, err
-}
-
-func count(t *testing.T, db store.DBTX, table string) int {
-	t.Helper()
-	var n int
-	require.NoError(t, db.QueryRow(t.Context(), `SELECT count(*) FROM `+table).Scan(&n))
-	return n
-}
-
-func TestEnqueueWritesRunAndJobTogether(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	ctx := t.Context()
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
-	require.NoError(t, err)
-
-	tx, err := b.db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	run, err := jobs.NewEnqueuer(tx, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-1", "ACME", 30))
-	require.NoError(t, err)
-	job := rivertest.RequireInsertedTx[*riverpgxv5.Driver](ctx, t, tx, &jobs.BacktestArgs{},
-		&rivertest.RequireInsertedOpts{Queue: jobs.Queue, MaxAttempts: jobs.DefaultMaxAttempts})
-	require.Equal(t, "cid-1", job.Args.CorrelationID)
-	require.Equal(t, run.ID, job.Args.RunID)
-	require.Equal(t, b.user.ID, job.Args.UserID)
-	require.Equal(t, strategy.ID, job.Args.StrategyID)
-	require.Equal(t, job.ID, run.JobID)
-	require.Equal(t, "cid-1", run.CorrelationID)
-}
-
-func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	ctx := t.Context()
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-
-	failing, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
-		Logger: slog.New(slog.DiscardHandler),
-		Middleware: []rivertype.Middleware{river.JobInsertMiddlewareFunc(
-			func(context.Context, []*rivertype.JobInsertParams, func(context.Context) ([]*rivertype.JobInsertResult, error)) ([]*rivertype.JobInsertResult, error) {
-				return nil, errors.New("insert refused")
-			})},
-	})
-	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, failing, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
-	require.ErrorContains(t, err, "insert refused")
-	require.Zero(t, count(t, b.db.Pool, "backtest_runs"), "a failed job insert leaves no run")
-	require.Zero(t, count(t, b.db.Pool, "river_job"))
-
-	// The job insert succeeds, then a transient fault strikes before the run
-	// is inserted: the transaction takes the job back too.
-	afterInsert, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
-		Logger: slog.New(slog.DiscardHandler),
-		Middleware: []rivertype.Middleware{river.JobInsertMiddlewareFunc(
-			func(ctx context.Context, _ []*rivertype.JobInsertParams, doInner func(context.Context) ([]*rivertype.JobInsertResult, error)) ([]*rivertype.JobInsertResult, error) {
-				if _, err := doInner(ctx); err != nil {
-					return nil, err
-				}
-				return nil, errors.New("connection reset after the job insert")
-			})},
-	})
-	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, afterInsert, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
-	require.ErrorContains(t, err, "connection reset")
-	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
-	require.Zero(t, count(t, b.db.Pool, "river_job"), "the inserted job is rolled back with the rest")
-
-	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
-	require.NoError(t, err)
-	other, err := b.q.EnsureUser(ctx, "mallory")
-	require.NoError(t, err)
-	_, err = jobs.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(other.ID, strategy.ID, "cid", "ACME", 30))
-	require.ErrorIs(t, err, store.ErrNotFound)
-	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
-	require.Zero(t, count(t, b.db.Pool, "river_job"), "a refused run insert leaves no job")
-}
-
-// The bound on unfinished runs holds when a user's enqueues race: each
-// counts under the user's lock, so exactly the bound gets in and the rest
-// write nothing. A finished run makes room again.
-func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	ctx := t.Context()
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	client, err := jobs.NewInsertClient(b.db.Pool, b.handler)
-	require.NoError(t, err)
-	const bound, racers = 3, 16
-	enq := jobs.NewEnqueuer(b.db.Pool, client, 0).WithMaxUnfinished(bound)
-
-	start := make(chan struct{})
-	errs := make(chan error, racers)
-	var wg sync.WaitGroup
-	for i := range racers {
-		wg.Go(func() {
-			<-start
-			_, err := enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "race-"+strconv.Itoa(i), "ACME", 30))
-			errs <- err
-		})
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	accepted, refused := 0, 0
-	for err := range errs {
-		var tooMany *jobs.TooManyUnfinishedError
-		switch {
-		case err == nil:
-			accepted++
-		case errors.As(err, &tooMany):
-			require.Equal(t, bound, tooMany.Limit)
-			refused++
-		default:
-			require.NoError(t, err)
-		}
-	}
-	require.Equal(t, bound, accepted)
-	require.Equal(t, racers-bound, refused)
-	require.Equal(t, bound, count(t, b.db.Pool, "backtest_runs"))
-	require.Equal(t, bound, count(t, b.db.Pool, "river_job"), "a refused run leaves no job")
-
-	runs, err := b.q.RecentRuns(ctx, b.user.ID, 10)
-	require.NoError(t, err)
-	require.NoError(t, b.q.FailRun(ctx, runs[0].ID, 1, "done", "x"))
-	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "after", "ACME", 30))
-	require.NoError(t, err, "a finished run makes room")
-	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "over", "ACME", 30))
-	var tooMany *jobs.TooManyUnfinishedError
-	require.ErrorAs(t, err, &tooMany)
-
-	gone, err := b.q.EnsureUser(ctx, "gone")
-	require.NoError(t, err)
-	_, err = b.db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, gone.ID)
-	require.NoError(t, err)
-	_, err = enq.Enqueue(ctx, newBacktest(gone.ID, strategy.ID, "gone", "ACME", 30))
-	require.ErrorIs(t, err, store.ErrUserGone)
-	require.Equal(t, bound+1, count(t, b.db.Pool, "river_job"))
 }
 
 // requireJobLines checks that every line of the run carries the job's fields.
@@ -258,7 +121,7 @@ func requireJobLines(t *testing.T, lines []map[string]any, runID uuid.UUID, cid 
 
 func TestWorkerWithRivertest(t *testing.T) {
 	t.Parallel()
-	panicking := func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
+	panicking := func(context.Context, backtest.Input) (backtest.Result, error) {
 		var bars []float64
 		return backtest.Result{Bars: int(bars[len(bars)-1])}, nil // index out of range
 	}
@@ -320,21 +183,7 @@ func TestWorkerWithRivertest(t *testing.T) {
 			}
 			require.Len(t, byEvent[obs.EventJobFailed], 1)
 			failed := byEvent[obs.EventJobFailed][0]
-			require.Equal(t, tt.wantRetry, failed[obs.KeyWillRetry])
-			require.NotEmpty(t, failed[obs.KeyTraceback])
-			require.NotEmpty(t, failed[obs.KeyErrorType])
-			if tt.wantPanic {
-				require.Equal(t, true, failed[obs.KeyPanic])
-				require.Equal(t, "runtime.boundsError", failed[obs.KeyErrorType])
-				frames, _ := failed[obs.KeyTraceback].([]any)
-				first, _ := frames[0].(map[string]any)
-				require.Contains(t, first["function"], "TestWorkerWithRivertest", "the first frame is where it panicked")
-			}
-			if !tt.wantPanic {
-				frames, _ := failed[obs.KeyTraceback].([]any)
-				first, _ := frames[0].(map[string]any)
-				require.Contains(t, first["function"], "jobs.(*Worker).Work", "the first frame is where Work failed")
-			}
+			requireFailedLine(t, failed, tt.wantPanic, tt.wantRetry)
 			if tt.wantStatus == store.StatusFailed {
 				require.NotEmpty(t, got.ErrorMessage)
 				require.NotEmpty(t, got.ErrorType)
@@ -344,18 +193,34 @@ func TestWorkerWithRivertest(t *testing.T) {
 	}
 }
 
+// requireFailedLine checks a job_failed line: its retry, error type, and a
+// traceback whose first frame is where the attempt failed (the panicking
+// engine of TestWorkerWithRivertest, or the line of Work that returned).
+func requireFailedLine(t *testing.T, failed map[string]any, wantPanic, wantRetry bool) {
+	t.Helper()
+	require.Equal(t, wantRetry, failed[obs.KeyWillRetry])
+	require.NotEmpty(t, failed[obs.KeyTraceback])
+	require.NotEmpty(t, failed[obs.KeyErrorType])
+	frames, _ := failed[obs.KeyTraceback].([]any)
+	first, _ := frames[0].(map[string]any)
+	if wantPanic {
+		require.Equal(t, true, failed[obs.KeyPanic])
+		require.Equal(t, "runtime.boundsError", failed[obs.KeyErrorType])
+		require.Contains(t, first["function"], "TestWorkerWithRivertest", "the first frame is where it panicked")
+		return
+	}
+	require.Contains(t, first["function"], "jobs.(*Worker).Work", "the first frame is where Work failed")
+}
+
 // flakyEngine fails or panics on the first attempt of some symbols.
 type flakyEngine struct {
 	mu    sync.Mutex
 	calls map[string]int
 }
 
-func (f *flakyEngine) run(ctx context.Context, s backtest.Strategy, prices []float64, cash float64, p backtest.Progress) (backtest.Result, error) {
+func (f *flakyEngine) run(ctx context.Context, in backtest.Input) (backtest.Result, error) {
 	f.mu.Lock()
-	sym := "?"
-	if len(prices) > 0 {
-		sym = symbolOf(prices)
-	}
+	sym := in.Symbol
 	f.calls[sym]++
 	n := f.calls[sym]
 	f.mu.Unlock()
@@ -365,17 +230,7 @@ func (f *flakyEngine) run(ctx context.Context, s backtest.Strategy, prices []flo
 	case sym == "BOOM" && n == 1:
 		panic("engine exploded")
 	}
-	return backtest.Run(ctx, s, prices, cash, p)
-}
-
-// symbolOf recognises the test symbols by their first synthetic price.
-func symbolOf(prices []float64) string {
-	for _, sym := range []string{"FLAKY", "BOOM", "ACME"} {
-		if backtest.SyntheticPrices(sym, 1)[0] == prices[0] {
-			return sym
-		}
-	}
-	return "?"
+	return backtest.Run(ctx, in)
 }
 
 type fastRetry struct{}
@@ -397,12 +252,12 @@ func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 	)
 	var seen []int
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	engine := func(ctx context.Context, _ backtest.Strategy, _ []float64, _ float64, progress backtest.Progress) (backtest.Result, error) {
+	engine := func(ctx context.Context, in backtest.Input) (backtest.Result, error) {
 		for pct := 10; pct <= 100; pct += 10 {
 			if pct == 60 {
 				clock = clock.Add(every + 100*time.Millisecond)
 			}
-			progress(pct)
+			in.Progress(pct)
 			run, err := q.RunForWork(ctx, runID)
 			if err != nil {
 				return backtest.Result{}, err
@@ -447,7 +302,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 	}()
 
 	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
-	enq := jobs.NewEnqueuer(b.db.Pool, client, 0)
+	enq := enqueue.NewEnqueuer(b.db.Pool, client, 0)
 	cases := []struct {
 		symbol      string
 		days        int
@@ -465,33 +320,8 @@ func TestWorkerWithRealClient(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	final := map[int64]bool{}
-	deadline := time.After(30 * time.Second)
-	for len(final) < len(cases) {
-		select {
-		case ev := <-events:
-			if ev.Job.State == rivertype.JobStateCompleted || ev.Job.State == rivertype.JobStateCancelled ||
-				ev.Job.State == rivertype.JobStateDiscarded {
-				final[ev.Job.ID] = true
-			}
-		case <-deadline:
-			t.Fatalf("jobs did not finish: %d of %d", len(final), len(cases))
-		}
-	}
-
-	// River reports a job final when its state is saved; the lifecycle
-	// middleware logs the attempt's end just after: wait for those lines.
-	var lines []map[string]any
-	require.Eventually(t, func() bool {
-		lines = b.logs.Lines(t)
-		ended := 0
-		for _, l := range lines {
-			if l[obs.KeyEvent] == obs.EventJobCompleted || (l[obs.KeyEvent] == obs.EventJobFailed && l[obs.KeyWillRetry] == false) {
-				ended++
-			}
-		}
-		return ended >= len(cases)
-	}, 10*time.Second, 10*time.Millisecond, "every job's last attempt is logged")
+	waitFinal(t, events, len(cases))
+	lines := waitLastAttemptsLogged(t, b.logs, len(cases))
 	for i, c := range cases {
 		got, err := b.q.Run(ctx, b.user.ID, runs[i].ID)
 		require.NoError(t, err)
@@ -520,13 +350,51 @@ func TestWorkerWithRealClient(t *testing.T) {
 	}
 }
 
+// waitFinal waits for n jobs to reach a final state.
+func waitFinal(t *testing.T, events <-chan *river.Event, n int) {
+	t.Helper()
+	final := map[int64]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(final) < n {
+		select {
+		case ev := <-events:
+			if ev.Job.State == rivertype.JobStateCompleted || ev.Job.State == rivertype.JobStateCancelled ||
+				ev.Job.State == rivertype.JobStateDiscarded {
+				final[ev.Job.ID] = true
+			}
+		case <-deadline:
+			t.Fatalf("jobs did not finish: %d of %d", len(final), n)
+		}
+	}
+}
+
+// waitLastAttemptsLogged waits for the lines of n jobs' last attempts and
+// returns every line: River reports a job final when its state is saved,
+// and the worker or the lifecycle middleware logs the attempt's end just
+// after.
+func waitLastAttemptsLogged(t *testing.T, logs *logtest.Sink, n int) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	require.Eventually(t, func() bool {
+		lines = logs.Lines(t)
+		ended := 0
+		for _, l := range lines {
+			if l[obs.KeyEvent] == obs.EventJobCompleted || (l[obs.KeyEvent] == obs.EventJobFailed && l[obs.KeyWillRetry] == false) {
+				ended++
+			}
+		}
+		return ended >= n
+	}, 10*time.Second, 10*time.Millisecond, "every job's last attempt is logged")
+	return lines
+}
+
 func TestShutdownPutsTheJobBackInTheQueue(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
 	started := make(chan struct{})
 	var once sync.Once
-	blocking := func(ctx context.Context, _ backtest.Strategy, _ []float64, _ float64, _ backtest.Progress) (backtest.Result, error) {
+	blocking := func(ctx context.Context, _ backtest.Input) (backtest.Result, error) {
 		once.Do(func() { close(started) })
 		<-ctx.Done()
 		return backtest.Result{}, ctx.Err()
@@ -535,7 +403,7 @@ func TestShutdownPutsTheJobBackInTheQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, client.Start(ctx))
 	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	run, err := jobs.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
+	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
 	require.NoError(t, err)
 	select {
 	case <-started:
@@ -575,10 +443,10 @@ func TestHugeFailuresStayOneLine(t *testing.T) {
 		engine jobs.Engine
 		panics bool
 	}{
-		{name: "1 MB error text", engine: func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
+		{name: "1 MB error text", engine: func(context.Context, backtest.Input) (backtest.Result, error) {
 			return backtest.Result{}, errors.New(strings.Repeat("x", 1<<20))
 		}},
-		{name: "panic 5000 frames deep", panics: true, engine: func(context.Context, backtest.Strategy, []float64, float64, backtest.Progress) (backtest.Result, error) {
+		{name: "panic 5000 frames deep", panics: true, engine: func(context.Context, backtest.Input) (backtest.Result, error) {
 			return backtest.Result{Bars: deepPanic(5000)}, nil
 		}},
 	}
@@ -610,4 +478,39 @@ func TestHugeFailuresStayOneLine(t *testing.T) {
 			require.True(t, strings.HasSuffix(got.ErrorMessage, "...[truncated]"))
 		})
 	}
+}
+
+// The periodic reconciliation reports its own completion, as the backtest
+// worker does: its job_started and job_completed lines are at debug, carry
+// the job's fields, and share the correlation ID the lifecycle made for it.
+func TestReconcileLogsItsLifecycleAtDebug(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	tx, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+	}, jobs.NewReconcileWorker(tx, b.logger))
+	res, err := w.Work(ctx, t, tx, jobs.ReconcileArgs{}, nil)
+	require.NoError(t, err)
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+
+	byEvent := map[string]map[string]any{}
+	for _, l := range b.logs.Lines(t) {
+		ev, _ := l[obs.KeyEvent].(string)
+		byEvent[ev] = l
+	}
+	started, completed := byEvent[obs.EventJobStarted], byEvent[obs.EventJobCompleted]
+	require.NotNil(t, started)
+	require.NotNil(t, completed)
+	for _, l := range []map[string]any{started, completed} {
+		require.Equal(t, "debug", l[obs.KeyLevel])
+		require.Equal(t, jobs.ReconcileArgs{}.Kind(), l[obs.KeyJobKind])
+		require.NotEmpty(t, l[obs.KeyCorrelationID])
+		require.InDelta(t, res.Job.ID, l[obs.KeyJobID], 0)
+	}
+	require.Equal(t, started[obs.KeyCorrelationID], completed[obs.KeyCorrelationID])
+	require.Contains(t, completed, obs.KeyDurationMS)
 }

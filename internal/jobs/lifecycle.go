@@ -12,7 +12,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
@@ -25,8 +25,10 @@ type runWrites interface {
 
 // Lifecycle is River worker middleware that binds a job's fields to its
 // context, so every line logged while working it carries them, and logs the
-// job's start and end. When a job will not be tried again it marks the run
-// failed; when a shutdown interrupts it, it puts the run back in the queue.
+// job's start and how it failed. When a job will not be tried again it
+// marks the run failed; when a shutdown interrupts it, it puts the run back
+// in the queue. A success is logged (job_completed) by the worker, which
+// holds the result.
 //
 // It must be the first middleware: it binds the fields before anything that
 // might fail, and it recovers panics before River does, since River's own
@@ -46,115 +48,128 @@ func NewLifecycle(logger *slog.Logger, db store.DBTX) *Lifecycle {
 	return &Lifecycle{logger: logger, runs: store.New(db)}
 }
 
-// jobFields are the arguments every job kind of this service carries.
-type jobFields struct {
-	RunID         string `json:"run_id"`
-	CorrelationID string `json:"correlation_id"`
-	UserID        string `json:"user_id"`
-	StrategyID    string `json:"strategy_id"`
-}
-
-// readJobFields reads the fields every backtest job carries. Args that do
-// not decode leave them empty: River's own decoding reports those.
-func readJobFields(args []byte) jobFields {
-	var f jobFields
-	_ = json.Unmarshal(args, &f)
-	return f
+// failedAttempt is how an attempt failed: what job_failed says, and the
+// run keeps when there is no retry.
+type failedAttempt struct {
+	began     time.Time
+	message   string
+	errorType string
+	traceback obs.Traceback
+	panicked  bool
+	willRetry bool
 }
 
 // Work binds, logs and runs one attempt of job.
 func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
-	f := readJobFields(job.EncodedArgs)
-	if f.CorrelationID == "" {
-		// A job no request created (a periodic one) gets an ID of its own,
-		// so its lines can be followed like any other.
-		f.CorrelationID = obs.NewCorrelationID()
-	}
-	attrs := make([]slog.Attr, 0, 7) // room for all: no growing
-	attrs = append(attrs, slog.String(obs.KeyCorrelationID, f.CorrelationID))
-	if f.RunID != "" { // a backtest: the fields that say whose and what
-		attrs = append(attrs,
-			slog.String(obs.KeyUserID, f.UserID),
-			slog.String(obs.KeyStrategyID, f.StrategyID),
-			slog.String(obs.KeyRunID, f.RunID))
-	}
-	ctx = obs.WithAttrs(ctx, append(attrs,
-		slog.Int64(obs.KeyJobID, job.ID),
-		slog.String(obs.KeyJobKind, job.Kind),
-		slog.Int(obs.KeyAttempt, job.Attempt))...)
-	lifecycleLevel := slog.LevelInfo
-	if maintenanceKinds[job.Kind] {
-		lifecycleLevel = slog.LevelDebug
-	}
-	out := &outcome{}
-	ctx = context.WithValue(ctx, outcomeKey{}, out)
-
-	start := time.Now()
-	var wait time.Duration
-	if job.AttemptedAt != nil {
-		wait = job.AttemptedAt.Sub(job.ScheduledAt)
-	}
-	l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobStarted,
-		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
-		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
+	args := readArgs(job)
+	ctx = bind(ctx, job, args)
+	began := time.Now()
+	l.logStarted(ctx, job)
 
 	defer func() {
 		if r := recover(); r != nil {
-			tb := obs.PanicStack()
-			l.failed(ctx, job, f, start, fmt.Sprintf("panic: %v", r), fmt.Sprintf("%T", r), tb, true, job.Attempt < job.MaxAttempts)
+			l.failed(ctx, job, args.RunID, failedAttempt{
+				began: began, message: fmt.Sprintf("panic: %v", r), errorType: fmt.Sprintf("%T", r),
+				traceback: obs.PanicStack(), panicked: true, willRetry: job.Attempt < job.MaxAttempts,
+			})
 			panic(r) // River records the panic and schedules the retry
 		}
 	}()
 	err = doInner(ctx)
 	switch {
-	case err == nil:
-		l.logger.LogAttrs(ctx, lifecycleLevel, obs.EventJobCompleted, append([]slog.Attr{
-			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
-		}, out.attrs...)...)
+	case err == nil: // the worker logged job_completed, with its result
 	case interrupted(ctx, err):
 		l.logger.WarnContext(ctx, obs.EventJobInterrupted,
-			slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
+			slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()),
 			slog.String(obs.KeyError, err.Error()))
-		l.updateRun(ctx, f, store.StatusQueued, l.runs.RequeueRun)
+		l.updateRun(ctx, args.RunID, store.StatusQueued, l.runs.RequeueRun)
 	default:
-		var cancel *rivertype.JobCancelError
-		willRetry := !errors.As(err, &cancel) && job.Attempt < job.MaxAttempts
-		tb, ok := obs.StackOf(err)
-		if !ok {
-			tb = obs.CaptureStack(0)
-		}
-		msg := err.Error()
-		if cancel != nil && cancel.Unwrap() != nil {
-			msg = cancel.Unwrap().Error() // without River's "JobCancelError: " prefix
-		}
-		l.failed(ctx, job, f, start, msg, obs.ErrorType(err), tb, false, willRetry)
+		l.failed(ctx, job, args.RunID, returnedFailure(job, began, err))
 	}
 	return err
 }
 
+// readArgs reads a backtest's arguments. Other kinds, and args that do not
+// decode, leave them empty: River's own decoding reports the latter.
+func readArgs(job *rivertype.JobRow) jobargs.Backtest {
+	var args jobargs.Backtest
+	if job.Kind == jobargs.KindBacktest {
+		_ = json.Unmarshal(job.EncodedArgs, &args)
+	}
+	return args
+}
+
+// bind returns ctx with the fields every line of the job carries.
+func bind(ctx context.Context, job *rivertype.JobRow, args jobargs.Backtest) context.Context {
+	cid := args.CorrelationID
+	if cid == "" {
+		// A job no request created (a periodic one) gets an ID of its own,
+		// so its lines can be followed like any other.
+		cid = obs.NewCorrelationID()
+	}
+	attrs := make([]slog.Attr, 0, 7) // room for all: no growing
+	attrs = append(attrs, slog.String(obs.KeyCorrelationID, cid))
+	if args.RunID != uuid.Nil { // a backtest: the fields that say whose and what
+		attrs = append(attrs,
+			slog.String(obs.KeyUserID, args.UserID.String()),
+			slog.String(obs.KeyStrategyID, args.StrategyID.String()),
+			slog.String(obs.KeyRunID, args.RunID.String()))
+	}
+	return obs.WithAttrs(ctx, append(attrs,
+		slog.Int64(obs.KeyJobID, job.ID),
+		slog.String(obs.KeyJobKind, job.Kind),
+		slog.Int(obs.KeyAttempt, job.Attempt))...)
+}
+
+func (l *Lifecycle) logStarted(ctx context.Context, job *rivertype.JobRow) {
+	var wait time.Duration
+	if job.AttemptedAt != nil {
+		wait = job.AttemptedAt.Sub(job.ScheduledAt)
+	}
+	l.logger.LogAttrs(ctx, lifecycleLevel(job.Kind), obs.EventJobStarted,
+		slog.Int64(obs.KeyQueueWaitMS, max(wait.Milliseconds(), 0)),
+		slog.Int(obs.KeyMaxAttempts, job.MaxAttempts))
+}
+
+// returnedFailure describes the error an attempt returned.
+func returnedFailure(job *rivertype.JobRow, began time.Time, err error) failedAttempt {
+	var cancel *rivertype.JobCancelError
+	f := failedAttempt{
+		began: began, message: err.Error(), errorType: obs.ErrorType(err),
+		willRetry: !errors.As(err, &cancel) && job.Attempt < job.MaxAttempts,
+	}
+	if cancel != nil && cancel.Unwrap() != nil {
+		f.message = cancel.Unwrap().Error() // without River's "JobCancelError: " prefix
+	}
+	tb, ok := obs.StackOf(err)
+	if !ok {
+		tb = obs.CaptureStack(1) // from the middleware's Work
+	}
+	f.traceback = tb
+	return f
+}
+
 // failed logs job_failed and, when River will not try again, marks the run
 // failed with the error (never its stack: that is for the logs).
-func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFields, start time.Time,
-	msg, errType string, tb obs.Traceback, panicked, willRetry bool,
-) {
+func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) {
 	level := slog.LevelError
-	if willRetry {
+	if f.willRetry {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
-		slog.Int64(obs.KeyDurationMS, time.Since(start).Milliseconds()),
-		slog.String(obs.KeyError, msg),
-		slog.String(obs.KeyErrorType, errType),
-		slog.Any(obs.KeyTraceback, tb),
-		slog.Bool(obs.KeyWillRetry, willRetry),
+		slog.Int64(obs.KeyDurationMS, time.Since(f.began).Milliseconds()),
+		slog.String(obs.KeyError, f.message),
+		slog.String(obs.KeyErrorType, f.errorType),
+		slog.Any(obs.KeyTraceback, f.traceback),
+		slog.Bool(obs.KeyWillRetry, f.willRetry),
 	}
-	if panicked {
+	if f.panicked {
 		attrs = append(attrs, slog.Bool(obs.KeyPanic, true))
 	}
 	l.logger.LogAttrs(ctx, level, obs.EventJobFailed, attrs...)
-	if !willRetry {
-		l.updateRun(ctx, f, store.StatusFailed, func(ctx context.Context, id uuid.UUID) error {
-			return l.runs.FailRun(ctx, id, job.Attempt, msg, errType)
+	if !f.willRetry {
+		l.updateRun(ctx, runID, store.StatusFailed, func(ctx context.Context, id uuid.UUID) error {
+			return l.runs.FailRun(ctx, id, job.Attempt, f.message, f.errorType)
 		})
 	}
 }
@@ -163,14 +178,13 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, f jobFiel
 // job's may be cancelled already (a shutdown, a timeout), and the run must
 // be updated all the same. A run that is gone or already finished is left
 // as it is.
-func (l *Lifecycle) updateRun(ctx context.Context, f jobFields, status string, write func(context.Context, uuid.UUID) error) {
-	id, err := uuid.Parse(f.RunID)
-	if err != nil {
-		return // no run: the args were not a backtest's
+func (l *Lifecycle) updateRun(ctx context.Context, runID uuid.UUID, status string, write func(context.Context, uuid.UUID) error) {
+	if runID == uuid.Nil {
+		return // no run: the job is not a backtest
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := write(wctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := write(wctx, runID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()),
 			slog.String(obs.KeyStatus, status))
 	}
@@ -182,26 +196,4 @@ func (l *Lifecycle) updateRun(ctx context.Context, f jobFields, status string, w
 func interrupted(ctx context.Context, err error) bool {
 	return errors.Is(err, context.Canceled) && ctx.Err() != nil &&
 		!errors.Is(context.Cause(ctx), rivertype.ErrJobCancelledRemotely)
-}
-
-// outcome carries what the worker wants on the job_completed line back to
-// the middleware that writes it.
-type outcome struct {
-	attrs []slog.Attr
-}
-
-type outcomeKey struct{}
-
-func setResult(ctx context.Context, r backtest.Result) {
-	if out, ok := ctx.Value(outcomeKey{}).(*outcome); ok {
-		out.attrs = append(out.attrs,
-			slog.Int(obs.KeyBars, r.Bars),
-			slog.Float64(obs.KeyFinalEquity, r.FinalEquity),
-			slog.Float64(obs.KeyTotalReturn, r.TotalReturn),
-			slog.Float64(obs.KeyCAGR, r.CAGR),
-			slog.Float64(obs.KeyMaxDrawdown, r.MaxDrawdown),
-			slog.Float64(obs.KeySharpe, r.Sharpe),
-			slog.Int(obs.KeyTrades, r.Trades),
-		)
-	}
 }

@@ -8,4 +8,4 @@ package jobs
 const FaultsBuilt = false
 
 // withFaults is the identity in a production build.
-func withFaults(_ string, _ int, next Engine) Engine { return next }
+func withFaults(_ int, next Engine) Engine { return next }

@@ -27,9 +27,15 @@ func (ReconcileArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: MaintenanceQueue, MaxAttempts: 1}
 }
 
-// maintenanceKinds log their lifecycle at debug: they run every minute and
-// only what they find is news.
-var maintenanceKinds = map[string]bool{ReconcileArgs{}.Kind(): true}
+// lifecycleLevel is the level of a job's job_started and job_completed:
+// debug for the maintenance kinds, which run every minute and of which only
+// what they find is news.
+func lifecycleLevel(kind string) slog.Level {
+	if kind == (ReconcileArgs{}).Kind() {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
 
 // ReconcileWorker marks failed the runs whose job ended without them: River
 // rescues the jobs of crashed workers and discards them when their attempts
@@ -50,8 +56,9 @@ func NewReconcileWorker(db store.DBTX, logger *slog.Logger) *ReconcileWorker {
 func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return time.Minute }
 
 // Work reconciles once, logging run_failed for each run, with that run's
-// own fields so that it is found by its correlation ID.
-func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
+// own fields so that it is found by its correlation ID, then job_completed.
+func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
+	began := time.Now()
 	runs, err := w.q.Reconcile(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -69,5 +76,7 @@ func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs])
 			slog.String(obs.KeyError, r.Error),
 			slog.String(obs.KeyErrorType, r.ErrorType))
 	}
+	w.logger.LogAttrs(ctx, lifecycleLevel(job.Kind), obs.EventJobCompleted,
+		slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()))
 	return nil
 }

@@ -54,6 +54,12 @@ const (
 	StatusFailed    = "failed"
 )
 
+// MaxNameLength is the most characters (Unicode code points, which is what
+// PostgreSQL's length() counts) in the name of a user or of a strategy:
+// create-api-key and the API check names against it, and the users table's
+// CHECK (length(name) <= 100) holds user names to the same figure.
+const MaxNameLength = 100
+
 // User owns strategies and runs and authenticates with API keys.
 type User struct {
 	ID        uuid.UUID

@@ -1,0 +1,127 @@
+// Package enqueue starts backtests, on the API server's side: it writes a
+// run and its River job in one transaction, within the bound of unfinished
+// runs a user may have. The worker, which runs the jobs, is another
+// package (internal/jobs); what both sides agree on is internal/jobargs.
+package enqueue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/backtestd/backtestd/internal/config"
+	"github.com/backtestd/backtestd/internal/jobargs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+// Beginner starts transactions: a *pgxpool.Pool.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Enqueuer creates runs and their jobs.
+type Enqueuer struct {
+	db            Beginner
+	river         *river.Client[pgx.Tx]
+	maxAttempts   int
+	maxUnfinished int
+}
+
+// NewEnqueuer returns an Enqueuer inserting with client, which may be an
+// insert-only client (no workers, never started). Each job is tried up to
+// maxAttempts times (config.DefaultJobMaxAttempts if 0). A user may have up
+// to config.DefaultMaxUnfinishedRuns unfinished runs; WithMaxUnfinished
+// changes that.
+func NewEnqueuer(db Beginner, client *river.Client[pgx.Tx], maxAttempts int) *Enqueuer {
+	if maxAttempts <= 0 {
+		maxAttempts = config.DefaultJobMaxAttempts
+	}
+	return &Enqueuer{db: db, river: client, maxAttempts: maxAttempts, maxUnfinished: config.DefaultMaxUnfinishedRuns}
+}
+
+// WithMaxUnfinished sets how many queued or running runs a user may have
+// (config.DefaultMaxUnfinishedRuns if n is 0 or less) and returns e.
+func (e *Enqueuer) WithMaxUnfinished(n int) *Enqueuer {
+	if n <= 0 {
+		n = config.DefaultMaxUnfinishedRuns
+	}
+	e.maxUnfinished = n
+	return e
+}
+
+// TooManyUnfinishedError is returned by Enqueue, having written nothing,
+// when the user already has Limit runs queued or running.
+type TooManyUnfinishedError struct {
+	Limit int
+}
+
+func (e *TooManyUnfinishedError) Error() string {
+	return fmt.Sprintf("the user has %d unfinished backtests, the most allowed", e.Limit)
+}
+
+// NewBacktest is a backtest a user asked for.
+type NewBacktest struct {
+	UserID        uuid.UUID
+	StrategyID    uuid.UUID
+	CorrelationID string
+	Symbol        string
+	Start, End    time.Time
+	InitialCash   float64
+}
+
+// Enqueue inserts the run and its River job in one transaction: both or
+// neither. Having written nothing, it returns an error wrapping
+// store.ErrNotFound when the strategy is not the user's, store.ErrUserGone
+// when the user no longer exists, and a *TooManyUnfinishedError when the
+// user is at the bound of unfinished runs.
+//
+// The bound holds under concurrency: the user's row is locked before the
+// count, so two enqueues of one user cannot both see room for one more.
+func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, error) {
+	runID, err := uuid.NewV7()
+	if err != nil {
+		return store.Run{}, fmt.Errorf("new run id: %w", err)
+	}
+	var run store.Run
+	err = pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) error {
+		q := store.New(tx)
+		if err := e.checkRoom(ctx, q, nb.UserID); err != nil {
+			return err
+		}
+		res, err := e.river.InsertTx(ctx, tx, jobargs.Backtest{
+			RunID: runID, CorrelationID: nb.CorrelationID, UserID: nb.UserID, StrategyID: nb.StrategyID,
+		}, &river.InsertOpts{MaxAttempts: e.maxAttempts})
+		if err != nil {
+			return fmt.Errorf("insert job: %w", err)
+		}
+		run, err = q.InsertRun(ctx, store.NewRun{
+			ID: runID, UserID: nb.UserID, StrategyID: nb.StrategyID, CorrelationID: nb.CorrelationID,
+			JobID: res.Job.ID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+		})
+		return err
+	})
+	if err != nil {
+		return store.Run{}, fmt.Errorf("enqueue backtest: %w", err)
+	}
+	return run, nil
+}
+
+// checkRoom locks the user's row, then returns a *TooManyUnfinishedError
+// if the user is at the bound of unfinished runs.
+func (e *Enqueuer) checkRoom(ctx context.Context, q *store.Queries, userID uuid.UUID) error {
+	if err := q.LockUser(ctx, userID); err != nil {
+		return err
+	}
+	unfinished, err := q.CountUnfinishedRuns(ctx, userID, e.maxUnfinished)
+	if err != nil {
+		return err
+	}
+	if unfinished >= e.maxUnfinished {
+		return &TooManyUnfinishedError{Limit: e.maxUnfinished}
+	}
+	return nil
+}
