@@ -83,7 +83,7 @@ func TestCommands(t *testing.T) {
 
 	status := &logtest.Sink{}
 	require.NoError(t, run(ctx, []string{"server", "migrate", "status"}, env, status, io.Discard))
-	require.Len(t, status.Lines(t), 10)
+	require.Len(t, status.Lines(t), 11)
 
 	require.ErrorContains(t, run(ctx, []string{"server", "create-api-key"}, env, io.Discard, io.Discard), "-user")
 	require.ErrorContains(t, run(ctx, []string{"server", "migrate", "sideways"}, env, io.Discard, io.Discard), "unknown action")
