@@ -49,7 +49,7 @@ func TestWorkerRejectsBadSettings(t *testing.T) {
 func TestWorkerRefusesADatabaseItCannotUse(t *testing.T) {
 	t.Parallel()
 	behind := dbtest.New(t)
-	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = 10`)
+	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`)
 	require.NoError(t, err)
 	tests := []struct {
 		name  string
