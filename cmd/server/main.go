@@ -328,14 +328,47 @@ func migrateAction(ctx context.Context, logger *slog.Logger, p *goose.Provider, 
 		if err != nil || v < 0 {
 			return fmt.Errorf("migrate down-to: %q is not a version number", args[1])
 		}
-		if _, err := p.DownTo(ctx, v); err != nil {
+		if err := checkDownTo(ctx, p, v); err != nil {
+			return err
+		}
+		results, err := p.DownTo(ctx, v)
+		if err != nil {
 			return fmt.Errorf("migrate down-to %d: %w", v, err)
 		}
-		logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.Int64(obs.KeyVersion, v))
+		logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.Int(obs.KeyApplied, len(results)), slog.Int64(obs.KeyVersion, v))
 	default:
 		return fmt.Errorf("migrate: unknown action %q (up, status or down-to VERSION)", args[0])
 	}
 	return nil
+}
+
+// checkDownTo refuses, before anything is rolled back, a target goose would
+// take for something else: a version no migration has (a typo rolls back
+// nothing or everything), or one that is not applied (above the current
+// version, or never applied), which goose would treat as done. 0, no
+// migration at all, rolls back everything.
+func checkDownTo(ctx context.Context, p *goose.Provider, v int64) error {
+	if v == 0 {
+		return nil
+	}
+	statuses, err := p.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("migration status: %w", err)
+	}
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	for _, s := range statuses {
+		if s.Source.Version != v {
+			continue
+		}
+		if s.State != goose.StateApplied {
+			return fmt.Errorf("migrate down-to %d: version %d is not applied (the database is at version %d): nothing to roll back to", v, v, current)
+		}
+		return nil
+	}
+	return fmt.Errorf("migrate down-to %d: no migration has version %d (the database is at version %d; `server migrate status` lists them)", v, v, current)
 }
 
 // createAPIKey prints a new key on stdout, alone, so scripts can capture it;

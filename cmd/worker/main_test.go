@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -49,7 +50,9 @@ func TestWorkerRejectsBadSettings(t *testing.T) {
 func TestWorkerRefusesADatabaseItCannotUse(t *testing.T) {
 	t.Parallel()
 	behind := dbtest.New(t)
-	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = 10`)
+	versions := migrations.Versions()
+	latest, below := versions[len(versions)-1], versions[len(versions)-2]
+	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = $1`, latest)
 	require.NoError(t, err)
 	tests := []struct {
 		name  string
@@ -59,6 +62,8 @@ func TestWorkerRefusesADatabaseItCannotUse(t *testing.T) {
 		{name: "schema behind", url: behind.URL, check: func(t *testing.T, err error) {
 			t.Helper()
 			require.ErrorIs(t, err, migrations.ErrPending)
+			require.ErrorContains(t, err, fmt.Sprintf("the database schema is at version %d, this binary needs version %d", below, latest),
+				"the refusal names the versions")
 		}},
 		{name: "nothing listens", url: "postgres://postgres@127.0.0.1:1/backtest?sslmode=disable", check: func(t *testing.T, err error) {
 			t.Helper()
