@@ -561,8 +561,21 @@ func TestRiverLinesAboutAJobAreCorrelated(t *testing.T) {
 		runs[tt.symbol], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-river-"+tt.symbol, tt.symbol, 365))
 		require.NoError(t, err)
 	}
-	waitFinal(t, events, len(tests))
-	lines := waitLastAttemptsLogged(t, b.logs, len(tests))
+	// River reports a job final once its state is saved, after every line
+	// about it: the lifecycle's, then River's.
+	final := map[int64]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(final) < len(tests) {
+		select {
+		case ev := <-events:
+			if ev.Job.Kind == jobargs.KindBacktest && ev.Job.FinalizedAt != nil {
+				final[ev.Job.ID] = true
+			}
+		case <-deadline:
+			t.Fatalf("jobs did not finish: %d of %d", len(final), len(tests))
+		}
+	}
+	lines := b.logs.Lines(t)
 
 	cidOfJob := map[float64]string{}
 	for _, l := range lines {
