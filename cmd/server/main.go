@@ -8,6 +8,7 @@
 //	server create-api-key -user NAME  create the user if missing, print a new API key
 //	server revoke-api-key -prefix P | -id ID  delete an API key; every server forgets it at once
 //	server healthcheck              exit 0 if the server on HTTP_ADDR is ready (for container healthchecks)
+//	server version                  print the build's version and commit
 //
 // Settings come from the environment (see docs/operations.md). Log lines are
 // JSON on stdout.
@@ -40,6 +41,7 @@ import (
 	"golang.org/x/net/netutil"
 	"riverqueue.com/riverui"
 
+	"github.com/backtestd/backtestd/internal/buildinfo"
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
@@ -79,6 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return revokeAPIKey(ctx, args, getenv, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, getenv)
+	case "version":
+		_, err := fmt.Fprintln(stdout, "server", buildinfo.Read())
+		return err
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -92,7 +97,8 @@ const usage = `usage:
   server migrate up|status|down-to VERSION
   server create-api-key -user NAME
   server revoke-api-key -prefix bt_XXXXXXXX | -id ID
-  server healthcheck`
+  server healthcheck
+  server version`
 
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := config.LoadServer(getenv)
@@ -123,7 +129,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	var open openConns
 	srv := newHTTPServer(cfg, h, handler, &open)
 	addr := ln.Addr().String()
-	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, withUI))
+	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, withUI),
+		slog.String(obs.KeyVersion, buildinfo.Read().Version))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

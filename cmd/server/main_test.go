@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/buildinfo"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -39,6 +40,7 @@ func TestServeStartsAnswersAndStops(t *testing.T) {
 	var started map[string]any
 	require.Eventually(t, func() bool { started = out.Find(t, obs.EventServerStarted); return started != nil },
 		10*time.Second, 10*time.Millisecond)
+	require.Equal(t, buildinfo.Read().Version, started[obs.KeyVersion], "the line says which build runs")
 	addr, _ := started[obs.KeyAddr].(string)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
 	require.NoError(t, err)
@@ -320,3 +322,12 @@ func TestRefusalNamesTheVersions(t *testing.T) {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// server version prints the build, with no settings and no database.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	require.NoError(t, run(t.Context(), []string{"server", "version"}, getenv(nil), &out, io.Discard))
+	require.Equal(t, "server "+buildinfo.Read().String()+"\n", out.String())
+	require.NotEqual(t, "server \n", out.String())
+}
