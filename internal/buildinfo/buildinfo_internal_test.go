@@ -20,10 +20,10 @@ func TestRead(t *testing.T) {
 	tests := []struct {
 		name    string
 		release string
-		bi     *debug.BuildInfo
-		ok     bool
-		want   Info
-		wantAs string
+		bi      *debug.BuildInfo
+		ok      bool
+		want    Info
+		wantAs  string
 	}{
 		{
 			name: "stamped by go build", bi: stamped, ok: true,

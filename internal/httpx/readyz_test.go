@@ -30,8 +30,8 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		// unreachable swaps the database readiness asks for one that
 		// does not answer.
 		unreachable bool
-		wantStatus int
-		wantDetail string
+		wantStatus  int
+		wantDetail  string
 	}{
 		{
 			name:       "current",
@@ -69,8 +69,8 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 			name:        "unreachable",
 			move:        func(*testing.T, *dbtest.DB) {},
 			unreachable: true,
-			wantStatus: http.StatusServiceUnavailable,
-			wantDetail: "The database is not reachable.",
+			wantStatus:  http.StatusServiceUnavailable,
+			wantDetail:  "The database is not reachable.",
 		},
 	}
 	for _, tt := range tests {

@@ -27,12 +27,12 @@ import (
 const riverPanicRecovery = "panic recovery; possible bug with Worker"
 
 var riverAttemptFailed = map[string]bool{
-	"Job errored":                                  true,
-	"Job errored; retrying":                        true,
-	"Job panicked":                                 true,
-	"Job cancelled explicitly":                     true,
+	"Job errored":              true,
+	"Job errored; retrying":    true,
+	"Job panicked":             true,
+	"Job cancelled explicitly": true,
 	"Job stopped due to client shutdown; retrying": true,
-	"Job snoozed":                                  true,
+	"Job snoozed": true,
 }
 
 // maxTrackedJobs bounds jobTracker: far above any worker's concurrency, so
