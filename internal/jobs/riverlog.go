@@ -20,7 +20,7 @@ import (
 // failure with its stack on the job row (errors[].trace): dropping the
 // line loses nothing.
 //
-// River's messages are "JobExecutor: <text>"; these texts are the ones
+// River's messages are "jobexecutor.JobExecutor: <text>"; these texts are the ones
 // (river v0.51) of the failures the lifecycle logs. River writes the panic
 // recovery line first, then exactly one of the others (reportError's), the
 // last it writes about the attempt.
