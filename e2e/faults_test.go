@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -323,4 +324,52 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	t.Logf("SIGTERM with 20 clients posting: %d accepted (all succeeded in the end), %d refused after close, %d reset unread in the accept queue, %d jobs interrupted and requeued",
 		len(accepted), refused, len(reset), interrupted)
 	require.Positive(t, interrupted, "the slow jobs were interrupted, not failed")
+}
+
+// A job that panics, run by the real worker with all of River's lines
+// written: every line about the job carries its correlation_id, River's
+// uncorrelated copies of the panic are not written, and the processes say
+// which build they are.
+func TestRiverLinesAboutAPanickingJobAreCorrelated(t *testing.T) {
+	t.Parallel()
+	st := newStack(t, "FAULT_INJECTION=1", "RIVER_LOG_LEVEL=debug")
+	strategy := st.api.createStrategy(t, 5, 20)
+	resp, body := st.api.do(t, http.MethodPost, "/backtests", "panics-once", backtestBody(strategy, "PANIC"))
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
+	runID, _ := body["run_id"].(string)
+	require.Equal(t, "succeeded", st.api.waitFinished(t, runID)["status"], "the second attempt succeeds")
+	st.worker.stop(t)
+
+	var jobID any
+	var panicked int
+	for _, l := range st.worker.lines(t) {
+		if l[obs.KeyRunID] == runID {
+			jobID = l[obs.KeyJobID]
+			if l[obs.KeyEvent] == obs.EventJobFailed && l[obs.KeyPanic] == true {
+				panicked++
+			}
+		}
+	}
+	require.NotNil(t, jobID)
+	require.Equal(t, 1, panicked, "job_failed tells of the panic")
+	for _, l := range st.worker.lines(t) {
+		if l[obs.KeyJobID] == jobID {
+			require.Equal(t, "panics-once", l[obs.KeyCorrelationID], "a line about the job without its correlation_id: %v", l)
+		}
+		if l[obs.KeyEvent] == obs.EventRiverLog {
+			require.NotContains(t, l[obs.KeyMessage], "panic recovery", "job_failed said it already")
+		}
+	}
+	requireSchema(t, st.worker.rawLines(t))
+
+	for _, p := range []struct {
+		name    string
+		process *process
+		started string
+	}{{"server", st.server, obs.EventServerStarted}, {"worker", st.worker, obs.EventWorkerStarted}} {
+		version, _ := p.process.waitFor(t, p.started)[obs.KeyVersion].(string)
+		require.NotEmpty(t, version, p.name)
+		require.True(t, strings.HasPrefix(runCommand(t, st.env, p.name, "version"), p.name+" "+version),
+			"%s version prints the version %s logs", p.name, version)
+	}
 }

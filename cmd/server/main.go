@@ -8,6 +8,7 @@
 //	server create-api-key -user NAME  create the user if missing, print a new API key
 //	server revoke-api-key -prefix P | -id ID  delete an API key; every server forgets it at once
 //	server healthcheck              exit 0 if the server on HTTP_ADDR is ready (for container healthchecks)
+//	server version                  print the build's version and commit
 //
 // Settings come from the environment (see docs/operations.md). Log lines are
 // JSON on stdout.
@@ -40,6 +41,7 @@ import (
 	"golang.org/x/net/netutil"
 	"riverqueue.com/riverui"
 
+	"github.com/backtestd/backtestd/internal/buildinfo"
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
@@ -79,6 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return revokeAPIKey(ctx, args, getenv, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, getenv)
+	case "version":
+		_, err := fmt.Fprintln(stdout, "server", buildinfo.Read())
+		return err
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -92,7 +97,8 @@ const usage = `usage:
   server migrate up|status|down-to VERSION
   server create-api-key -user NAME
   server revoke-api-key -prefix bt_XXXXXXXX | -id ID
-  server healthcheck`
+  server healthcheck
+  server version`
 
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := config.LoadServer(getenv)
@@ -123,7 +129,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	var open openConns
 	srv := newHTTPServer(cfg, h, handler, &open)
 	addr := ln.Addr().String()
-	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, withUI))
+	logger.InfoContext(ctx, obs.EventServerStarted, slog.String(obs.KeyAddr, addr), slog.Bool(obs.KeyRiverUI, withUI),
+		slog.String(obs.KeyVersion, buildinfo.Read().Version))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -328,14 +335,47 @@ func migrateAction(ctx context.Context, logger *slog.Logger, p *goose.Provider, 
 		if err != nil || v < 0 {
 			return fmt.Errorf("migrate down-to: %q is not a version number", args[1])
 		}
-		if _, err := p.DownTo(ctx, v); err != nil {
+		if err := checkDownTo(ctx, p, v); err != nil {
+			return err
+		}
+		results, err := p.DownTo(ctx, v)
+		if err != nil {
 			return fmt.Errorf("migrate down-to %d: %w", v, err)
 		}
-		logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.Int64(obs.KeyVersion, v))
+		logger.InfoContext(ctx, obs.EventMigrationsApplied, slog.Int(obs.KeyApplied, len(results)), slog.Int64(obs.KeyVersion, v))
 	default:
 		return fmt.Errorf("migrate: unknown action %q (up, status or down-to VERSION)", args[0])
 	}
 	return nil
+}
+
+// checkDownTo refuses, before anything is rolled back, a target goose would
+// take for something else: a version no migration has (a typo rolls back
+// nothing or everything), or one that is not applied (above the current
+// version, or never applied), which goose would treat as done. 0, no
+// migration at all, rolls back everything.
+func checkDownTo(ctx context.Context, p *goose.Provider, v int64) error {
+	if v == 0 {
+		return nil
+	}
+	statuses, err := p.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("migration status: %w", err)
+	}
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	for _, s := range statuses {
+		if s.Source.Version != v {
+			continue
+		}
+		if s.State != goose.StateApplied {
+			return fmt.Errorf("migrate down-to %d: version %d is not applied (the database is at version %d): nothing to roll back to", v, v, current)
+		}
+		return nil
+	}
+	return fmt.Errorf("migrate down-to %d: no migration has version %d (the database is at version %d; `server migrate status` lists them)", v, v, current)
 }
 
 // createAPIKey prints a new key on stdout, alone, so scripts can capture it;

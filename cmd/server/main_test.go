@@ -6,12 +6,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/buildinfo"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -38,6 +40,7 @@ func TestServeStartsAnswersAndStops(t *testing.T) {
 	var started map[string]any
 	require.Eventually(t, func() bool { started = out.Find(t, obs.EventServerStarted); return started != nil },
 		10*time.Second, 10*time.Millisecond)
+	require.Equal(t, buildinfo.Read().Version, started[obs.KeyVersion], "the line says which build runs")
 	addr, _ := started[obs.KeyAddr].(string)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
 	require.NoError(t, err)
@@ -244,4 +247,87 @@ func TestCreateAPIKeyNameLimitIsInCharacters(t *testing.T) {
 			require.Equal(t, 1, users)
 		})
 	}
+}
+
+// migrate down-to refuses a target it would misread, before it touches
+// anything: the schema stays where it was.
+func TestMigrateDownToRefusesUnknownAndUnappliedVersions(t *testing.T) {
+	t.Parallel()
+	versions := migrations.Versions()
+	latest, below := versions[len(versions)-1], versions[len(versions)-2]
+	tests := []struct {
+		name    string
+		version string
+		want    string
+	}{
+		{name: "not a number", version: "nine", want: `"nine" is not a version number`},
+		{name: "negative", version: "-1", want: `"-1" is not a version number`},
+		{name: "unknown, far above", version: "99", want: "no migration has version 99 (the database is at version " + itoa(below) + ";"},
+		{name: "unknown, next", version: itoa(latest + 1), want: "no migration has version " + itoa(latest+1)},
+		{name: "known, above the current one", version: itoa(latest), want: "version " + itoa(latest) + " is not applied (the database is at version " + itoa(below) + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			db := dbtest.New(t)
+			env := getenv(map[string]string{"DATABASE_URL": db.URL})
+			require.NoError(t, run(ctx, []string{"server", "migrate", "down-to", itoa(below)}, env, io.Discard, io.Discard))
+
+			out := &logtest.Sink{}
+			err := run(ctx, []string{"server", "migrate", "down-to", tt.version}, env, out, io.Discard)
+			require.ErrorContains(t, err, tt.want)
+			require.Nil(t, out.Find(t, obs.EventMigrationsApplied), "nothing is reported done")
+			v, err := migrations.Current(ctx, db.Pool)
+			require.NoError(t, err)
+			require.Equal(t, below, v, "the schema was not touched")
+		})
+	}
+}
+
+// A down-to an applied version rolls back to it and says so; 0 rolls back
+// everything.
+func TestMigrateDownToAnAppliedVersion(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := dbtest.New(t)
+	env := getenv(map[string]string{"DATABASE_URL": db.URL})
+	versions := migrations.Versions()
+	for _, target := range []int64{versions[len(versions)-2], versions[0], 0} {
+		out := &logtest.Sink{}
+		require.NoError(t, run(ctx, []string{"server", "migrate", "down-to", itoa(target)}, env, out, io.Discard))
+		applied := out.Find(t, obs.EventMigrationsApplied)
+		require.NotNil(t, applied)
+		require.InDelta(t, target, applied[obs.KeyVersion], 0)
+		v, err := migrations.Current(ctx, db.Pool)
+		require.NoError(t, err)
+		require.Equal(t, target, v)
+	}
+}
+
+// A command that needs the schema names the version it found and the one it
+// needs.
+func TestRefusalNamesTheVersions(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := dbtest.New(t)
+	env := getenv(map[string]string{"DATABASE_URL": db.URL})
+	versions := migrations.Versions()
+	below := versions[len(versions)-2]
+	require.NoError(t, run(ctx, []string{"server", "migrate", "down-to", itoa(below)}, env, io.Discard, io.Discard))
+	err := run(ctx, []string{"server"}, env, io.Discard, io.Discard)
+	require.ErrorIs(t, err, migrations.ErrPending)
+	require.EqualError(t, err, "the database schema is at version "+itoa(below)+", this binary needs version "+
+		itoa(migrations.Latest())+": run `server migrate up`")
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// server version prints the build, with no settings and no database.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	require.NoError(t, run(t.Context(), []string{"server", "version"}, getenv(nil), &out, io.Discard))
+	require.Equal(t, "server "+buildinfo.Read().String()+"\n", out.String())
+	require.NotEqual(t, "server \n", out.String())
 }

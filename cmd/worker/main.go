@@ -1,4 +1,5 @@
-// Command worker runs backtest jobs from the River queue "backtests".
+// Command worker runs backtest jobs from the River queue "backtests";
+// worker version prints the build's version and commit.
 //
 // Settings come from the environment (see docs/operations.md). Log lines are
 // JSON on stdout. On SIGTERM it stops taking jobs, waits SHUTDOWN_TIMEOUT for
@@ -19,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/backtestd/backtestd/internal/buildinfo"
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
@@ -41,8 +43,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 2 && args[1] == "version" {
+		_, err := fmt.Fprintln(stdout, "worker", buildinfo.Read())
+		return err
+	}
 	if len(args) > 1 {
-		return fmt.Errorf("worker takes no arguments (got %q); settings come from the environment", args[1:])
+		return fmt.Errorf("worker takes no arguments but version (got %q); settings come from the environment", args[1:])
 	}
 	cfg, err := config.LoadWorker(getenv)
 	if err != nil {
@@ -77,11 +83,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("start river client: %w", err)
 	}
 	queues := []string{jobargs.Queue}
+	version := slog.String(obs.KeyVersion, buildinfo.Read().Version)
 	if cfg.FaultInjection {
 		logger.WarnContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues),
-			slog.Int(obs.KeyConcurrency, cfg.Concurrency), slog.Bool(obs.KeyFaultInject, true))
+			slog.Int(obs.KeyConcurrency, cfg.Concurrency), version, slog.Bool(obs.KeyFaultInject, true))
 	} else {
-		logger.InfoContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
+		logger.InfoContext(ctx, obs.EventWorkerStarted, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency), version)
 	}
 	<-ctx.Done()
 

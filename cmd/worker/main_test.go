@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/buildinfo"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -30,6 +33,7 @@ func TestWorkerStartsAndStops(t *testing.T) {
 	started := out.Find(t, obs.EventWorkerStarted)
 	require.InDelta(t, 3, started[obs.KeyConcurrency], 0)
 	require.Equal(t, []any{"backtests"}, started[obs.KeyQueues])
+	require.Equal(t, buildinfo.Read().Version, started[obs.KeyVersion], "the line says which build runs")
 	cancel()
 	require.NoError(t, <-done)
 	lines := out.Lines(t)
@@ -41,7 +45,17 @@ func TestWorkerRejectsBadSettings(t *testing.T) {
 	env := map[string]string{"WORKER_CONCURRENCY": "zero"}
 	err := run(t.Context(), []string{"worker"}, func(k string) string { return env[k] }, os.Stdout)
 	require.ErrorContains(t, err, "WORKER_CONCURRENCY")
-	require.ErrorContains(t, run(t.Context(), []string{"worker", "extra"}, func(string) string { return "" }, os.Stdout), "no arguments")
+	for _, args := range [][]string{{"worker", "extra"}, {"worker", "version", "extra"}, {"worker", "-version"}} {
+		require.ErrorContains(t, run(t.Context(), args, func(string) string { return "" }, os.Stdout), "no arguments but version", "%v", args)
+	}
+}
+
+// worker version prints the build, with no settings and no database.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	require.NoError(t, run(t.Context(), []string{"worker", "version"}, func(string) string { return "" }, &out))
+	require.Equal(t, "worker "+buildinfo.Read().String()+"\n", out.String())
 }
 
 // The worker refuses a database it cannot reach, and one whose schema is
@@ -49,7 +63,9 @@ func TestWorkerRejectsBadSettings(t *testing.T) {
 func TestWorkerRefusesADatabaseItCannotUse(t *testing.T) {
 	t.Parallel()
 	behind := dbtest.New(t)
-	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`)
+	versions := migrations.Versions()
+	latest, below := versions[len(versions)-1], versions[len(versions)-2]
+	_, err := behind.Pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = $1`, latest)
 	require.NoError(t, err)
 	tests := []struct {
 		name  string
@@ -59,6 +75,8 @@ func TestWorkerRefusesADatabaseItCannotUse(t *testing.T) {
 		{name: "schema behind", url: behind.URL, check: func(t *testing.T, err error) {
 			t.Helper()
 			require.ErrorIs(t, err, migrations.ErrPending)
+			require.ErrorContains(t, err, fmt.Sprintf("the database schema is at version %d, this binary needs version %d", below, latest),
+				"the refusal names the versions")
 		}},
 		{name: "nothing listens", url: "postgres://postgres@127.0.0.1:1/backtest?sslmode=disable", check: func(t *testing.T, err error) {
 			t.Helper()

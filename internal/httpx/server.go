@@ -20,6 +20,7 @@ import (
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/migrations"
 )
 
 // Enqueuer creates a run and its job in one transaction.
@@ -32,11 +33,18 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// Database is what readiness asks of the database: its schema version, in
+// one query that also proves it answers.
+type Database interface {
+	Pinger
+	migrations.Querier
+}
+
 // Deps are what the API needs.
 type Deps struct {
 	Queries  *store.Queries
 	Enqueuer Enqueuer
-	DB       Pinger
+	DB       Database
 	// Admin, if set, is served under AdminPrefix: River UI, already behind
 	// the operator's credentials (see GuardAdmin).
 	Admin http.Handler

@@ -95,9 +95,12 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	})); err != nil {
 		return nil, fmt.Errorf("register backtest worker: %w", err)
 	}
+	lifecycle := NewLifecycle(logger, pool)
+	lifecycle.jobs = newJobTracker()
+	riverLines := obs.NewLibraryLogger(h, obs.EventRiverLog, cfg.RiverLogLevel.Level()).Handler()
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		ID:     cfg.ID,
-		Logger: obs.NewLibraryLogger(h, obs.EventRiverLog, cfg.RiverLogLevel.Level()),
+		Logger: slog.New(&riverLogHandler{next: riverLines, jobs: lifecycle.jobs}),
 		Queues: map[string]river.QueueConfig{
 			jobargs.Queue:    {MaxWorkers: cfg.Concurrency, FetchCooldown: FetchCooldown},
 			MaintenanceQueue: {MaxWorkers: 1},
@@ -108,7 +111,7 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 			&river.PeriodicJobOpts{RunOnStart: true},
 		)},
 		Workers:              workers,
-		Middleware:           []rivertype.Middleware{NewLifecycle(logger, pool)},
+		Middleware:           []rivertype.Middleware{lifecycle},
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		RetryPolicy:          cfg.RetryPolicy,

@@ -514,3 +514,103 @@ func TestReconcileLogsItsLifecycleAtDebug(t *testing.T) {
 	require.Equal(t, started[obs.KeyCorrelationID], completed[obs.KeyCorrelationID])
 	require.Contains(t, completed, obs.KeyDurationMS)
 }
+
+// River's own lines about a job are correlated: those about a failure the
+// lifecycle logged (its panic recovery at error, "Job panicked", "Job
+// errored") are not written, as job_failed says it all with the job's
+// fields; River still saves each attempt's error, with the panic's stack,
+// on the job row.
+func TestRiverLinesAboutAJobAreCorrelated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	engine := func(ctx context.Context, in backtest.Input) (backtest.Result, error) {
+		switch in.Symbol {
+		case "DOOMED":
+			panic("engine exploded")
+		case "BROKEN":
+			return backtest.Result{}, errors.New("market data service unavailable")
+		}
+		return backtest.Run(ctx, in)
+	}
+	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, jobs.ClientConfig{
+		Concurrency: 2, Engine: engine, RetryPolicy: fastRetry{}, RiverLogLevel: slog.LevelDebug,
+	})
+	require.NoError(t, err)
+	events, cancelSub := client.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed)
+	defer cancelSub()
+	require.NoError(t, client.Start(ctx))
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		require.NoError(t, client.Stop(stopCtx))
+	}()
+
+	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+	enq := enqueue.NewEnqueuer(b.db.Pool, client, 2)
+	tests := []struct {
+		symbol    string
+		wantPanic bool
+	}{
+		{symbol: "DOOMED", wantPanic: true},
+		{symbol: "BROKEN"},
+		{symbol: "ACME"},
+	}
+	runs := map[string]store.Run{}
+	for _, tt := range tests {
+		runs[tt.symbol], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-river-"+tt.symbol, tt.symbol, 365))
+		require.NoError(t, err)
+	}
+	// River reports a job final once its state is saved, after every line
+	// about it: the lifecycle's, then River's.
+	final := map[int64]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(final) < len(tests) {
+		select {
+		case ev := <-events:
+			if ev.Job.Kind == jobargs.KindBacktest && ev.Job.FinalizedAt != nil {
+				final[ev.Job.ID] = true
+			}
+		case <-deadline:
+			t.Fatalf("jobs did not finish: %d of %d", len(final), len(tests))
+		}
+	}
+	lines := b.logs.Lines(t)
+
+	cidOfJob := map[float64]string{}
+	for _, l := range lines {
+		if id, ok := l[obs.KeyJobID].(float64); ok && l[obs.KeyJobKind] == jobargs.KindBacktest {
+			require.NotEmpty(t, l[obs.KeyCorrelationID], "a line about job %v without its correlation_id: %v", id, l)
+			require.NotEmpty(t, l[obs.KeyRunID], "%v", l)
+			if cidOfJob[id] == "" {
+				cidOfJob[id], _ = l[obs.KeyCorrelationID].(string)
+			}
+			require.Equal(t, cidOfJob[id], l[obs.KeyCorrelationID], "one job, one correlation_id")
+		}
+		if l[obs.KeyEvent] == obs.EventRiverLog {
+			msg, _ := l[obs.KeyMessage].(string)
+			for _, dropped := range []string{"panic recovery", "Job panicked", "Job errored"} {
+				require.NotContains(t, msg, dropped, "job_failed said it already: %v", l)
+			}
+		}
+	}
+	for _, tt := range tests {
+		run := runs[tt.symbol]
+		byEvent := requireJobLines(t, lines, run.ID, run.CorrelationID)
+		var jobErrors []rivertype.AttemptError
+		require.NoError(t, b.db.Pool.QueryRow(ctx,
+			`SELECT coalesce(to_json(errors), '[]') FROM river_job WHERE id = $1`, run.JobID).Scan(&jobErrors))
+		if tt.symbol == "ACME" {
+			require.Empty(t, byEvent[obs.EventJobFailed])
+			require.Empty(t, jobErrors)
+			continue
+		}
+		require.Len(t, byEvent[obs.EventJobFailed], 2, tt.symbol)
+		require.Len(t, jobErrors, 2, "River saved both attempts' errors")
+		for i, f := range byEvent[obs.EventJobFailed] {
+			require.Equal(t, tt.wantPanic, f[obs.KeyPanic] == true)
+			require.NotEmpty(t, f[obs.KeyTraceback])
+			require.Equal(t, tt.wantPanic, jobErrors[i].Trace != "", "River keeps the panic's stack: %+v", jobErrors[i])
+		}
+	}
+}

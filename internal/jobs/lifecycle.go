@@ -38,6 +38,9 @@ type Lifecycle struct {
 
 	logger *slog.Logger
 	runs   runWrites
+	// jobs, if set, learns each job's fields and whether its failure was
+	// logged, for the handler of River's own lines.
+	jobs *jobTracker
 }
 
 var _ rivertype.WorkerMiddleware = (*Lifecycle)(nil)
@@ -62,7 +65,9 @@ type failedAttempt struct {
 // Work binds, logs and runs one attempt of job.
 func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
 	args := readArgs(job)
-	ctx = bind(ctx, job, args)
+	attrs := jobAttrs(job, args)
+	ctx = obs.WithAttrs(ctx, attrs...)
+	l.jobs.working(job.ID, attrs)
 	began := time.Now()
 	l.logStarted(ctx, job)
 
@@ -72,10 +77,12 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 				began: began, message: fmt.Sprintf("panic: %v", r), errorType: fmt.Sprintf("%T", r),
 				traceback: obs.PanicStack(), panicked: true, willRetry: job.Attempt < job.MaxAttempts,
 			})
+			l.jobs.finished(job.ID, true)
 			panic(r) // River records the panic and schedules the retry
 		}
 	}()
 	err = doInner(ctx)
+	defer l.jobs.finished(job.ID, err != nil) // after the lines below: River's come later still
 	switch {
 	case err == nil: // the worker logged job_completed, with its result
 	case interrupted(ctx, err):
@@ -99,8 +106,8 @@ func readArgs(job *rivertype.JobRow) jobargs.Backtest {
 	return args
 }
 
-// bind returns ctx with the fields every line of the job carries.
-func bind(ctx context.Context, job *rivertype.JobRow, args jobargs.Backtest) context.Context {
+// jobAttrs are the fields every line of the job carries.
+func jobAttrs(job *rivertype.JobRow, args jobargs.Backtest) []slog.Attr {
 	cid := args.CorrelationID
 	if cid == "" {
 		// A job no request created (a periodic one) gets an ID of its own,
@@ -115,10 +122,10 @@ func bind(ctx context.Context, job *rivertype.JobRow, args jobargs.Backtest) con
 			slog.String(obs.KeyStrategyID, args.StrategyID.String()),
 			slog.String(obs.KeyRunID, args.RunID.String()))
 	}
-	return obs.WithAttrs(ctx, append(attrs,
+	return append(attrs,
 		slog.Int64(obs.KeyJobID, job.ID),
 		slog.String(obs.KeyJobKind, job.Kind),
-		slog.Int(obs.KeyAttempt, job.Attempt))...)
+		slog.Int(obs.KeyAttempt, job.Attempt))
 }
 
 func (l *Lifecycle) logStarted(ctx context.Context, job *rivertype.JobRow) {

@@ -2,6 +2,7 @@ package logcatalog
 
 import (
 	"log/slog"
+	"slices"
 
 	"github.com/backtestd/backtestd/internal/obs"
 )
@@ -120,7 +121,7 @@ func catalog() []EventSpec {
 	return []EventSpec{
 		{
 			Name: obs.EventServerStarted, Services: server, Levels: info,
-			Required: []string{obs.KeyAddr, obs.KeyRiverUI},
+			Required: []string{obs.KeyAddr, obs.KeyRiverUI, obs.KeyVersion},
 			When:     "listening",
 		},
 		{
@@ -172,7 +173,7 @@ func catalog() []EventSpec {
 		},
 		{
 			Name: obs.EventWorkerStarted, Services: worker, Levels: []slog.Level{slog.LevelInfo, slog.LevelWarn}, LevelNote: "warn with `fault_injection`",
-			Required: workerKeys, Optional: []string{obs.KeyFaultInject},
+			Required: append(slices.Clone(workerKeys), obs.KeyVersion), Optional: []string{obs.KeyFaultInject},
 			When: "started",
 		},
 		{

@@ -27,6 +27,8 @@ type Value struct {
 	// Required and Properties describe an object.
 	Required   []string         `json:"required,omitempty"`
 	Properties map[string]Value `json:"properties,omitempty"`
+	// AnyOf lists the shapes a key of more than one meaning may take.
+	AnyOf []Value `json:"anyOf,omitempty"`
 }
 
 // KeySpec is one key of the log contract.
@@ -131,7 +133,12 @@ var Keys = []KeySpec{
 	{obs.KeyFinalEquity, aNumber, "the backtest's final equity"},
 	{obs.KeyStatus, aString, "a state: of a run, of a migration, or of the database"},
 	{obs.KeyMessage, aString, "a library's own text"},
-	{obs.KeyVersion, Value{Type: "integer", Minimum: new(0)}, "a migration's version"},
+	{
+		obs.KeyVersion,
+		Value{AnyOf: []Value{{Type: "integer", Minimum: new(0)}, aNonEmpty}},
+		"an integer on the migrate lines, a migration's version; a string on server_started and worker_started, " +
+			"the build's version (a release tag, Go's pseudo-version of the commit, or (devel))",
+	},
 	{obs.KeyApplied, aCount, "how many migrations were applied"},
 	{obs.KeyName, aString, "a user's or a migration's name"},
 	{obs.KeyLineTruncate, aFlag, "the line was too long and was cut to its header and context fields"},
