@@ -115,10 +115,26 @@ func bind(ctx context.Context, job *rivertype.JobRow, args jobargs.Backtest) con
 			slog.String(obs.KeyStrategyID, args.StrategyID.String()),
 			slog.String(obs.KeyRunID, args.RunID.String()))
 	}
-	return obs.WithAttrs(ctx, append(attrs,
+	ctx = obs.WithAttrs(ctx, append(attrs,
 		slog.Int64(obs.KeyJobID, job.ID),
 		slog.String(obs.KeyJobKind, job.Kind),
 		slog.Int(obs.KeyAttempt, job.Attempt))...)
+	return continueTrace(ctx, args.Traceparent)
+}
+
+// continueTrace puts the attempt in the trace of the request that created
+// the job: a span of its own, a child of the request's. The traceparent was
+// checked by the server; one that no longer parses (written by hand into
+// the job's row) leaves the job outside any trace, as does none.
+func continueTrace(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	parent, reason := obs.ParseTraceparent(traceparent)
+	if reason != "" {
+		return ctx
+	}
+	return obs.WithTrace(ctx, parent.Child())
 }
 
 func (l *Lifecycle) logStarted(ctx context.Context, job *rivertype.JobRow) {

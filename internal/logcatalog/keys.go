@@ -83,6 +83,14 @@ var Keys = []KeySpec{
 		Value{Type: "string", Pattern: `^[A-Za-z0-9._:+=/@-]{1,128}$`},
 		"the request's correlation ID, on every line of the request and of the job it created",
 	},
+	{
+		obs.KeyTraceID, Value{Type: "string", Pattern: `^[0-9a-f]{32}$`},
+		"the W3C trace ID of the request's traceparent, on every line of the request and of the job it created",
+	},
+	{
+		obs.KeySpanID, Value{Type: "string", Pattern: `^[0-9a-f]{16}$`},
+		"this process's span: the request's (the parent of the traceparent the response and the job carry), or the job attempt's",
+	},
 	{obs.KeyUserID, anID, "the user whose API key the request carried, or whose run the job works on"},
 	{obs.KeyStrategyID, anID, "the strategy"},
 	{obs.KeyRunID, anID, "the backtest run"},
@@ -101,10 +109,13 @@ var Keys = []KeySpec{
 	{obs.KeyDurationMS, aDuration, "how long the request or the attempt took, in whole milliseconds"},
 	{
 		obs.KeyReason,
-		Value{Enum: []string{obs.RejectEmpty, obs.RejectTooLong, obs.RejectInvalid, obs.RejectMultiple}},
-		"why a client's X-Correlation-ID was replaced",
+		Value{Enum: []string{
+			obs.RejectEmpty, obs.RejectTooLong, obs.RejectInvalid, obs.RejectMultiple,
+			obs.TraceparentMalformed, obs.TraceparentUnsupportedVersion, obs.TraceparentZeroTraceID, obs.TraceparentZeroParentID,
+		}},
+		"why a client's X-Correlation-ID was replaced, or its traceparent ignored",
 	},
-	{obs.KeyHeaderLength, aCount, "the length in bytes of the X-Correlation-ID that was replaced (never its value)"},
+	{obs.KeyHeaderLength, aCount, "the length in bytes of the X-Correlation-ID that was replaced, or of the traceparent ignored (never its value)"},
 	{obs.KeyAddr, aString, "the address the server listens on"},
 	{obs.KeyConnectionsClosed, aCount, "how many connections a stopping server closed when SHUTDOWN_TIMEOUT ran out"},
 	{obs.KeyRiverUI, aBoolean, "whether the server serves River UI"},
