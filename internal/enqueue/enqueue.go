@@ -68,12 +68,12 @@ type NewBacktest struct {
 	UserID        uuid.UUID
 	StrategyID    uuid.UUID
 	CorrelationID string
+	Symbol        string
+	Start, End    time.Time
+	InitialCash   float64
 	// Traceparent, if set, is the W3C traceparent of the request's span:
 	// the job's attempts continue its trace.
 	Traceparent string
-	Symbol      string
-	Start, End    time.Time
-	InitialCash   float64
 }
 
 // Enqueue inserts the run and its River job in one transaction: both or

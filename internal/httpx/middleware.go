@@ -79,7 +79,9 @@ func infoFrom(ctx context.Context) *requestInfo {
 // It wraps the whole router rather than being registered with Router.Use,
 // which gorilla/mux runs only for matched routes: 404 and 405 responses need
 // the ID and the line too.
-func observe(logger *slog.Logger, next http.Handler) http.Handler {
+//
+// It counts the request in metrics, which may be nil.
+func observe(logger *slog.Logger, metrics *Metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		corr := obs.ResolveCorrelationID(r.Header[correlationHeaderKey])
@@ -118,7 +120,9 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 					writeProblem(rec, r, http.StatusInternalServerError, "The server failed to handle the request.")
 				}
 			}
-			logFinished(logger, r, rec.status(), info, start)
+			status := rec.status()
+			logFinished(logger, r, status, info, start)
+			metrics.observe(info.route, r.Method, status, time.Since(start))
 		}()
 		next.ServeHTTP(rec, r)
 	})

@@ -45,6 +45,8 @@ type ClientConfig struct {
 	// ReconcileEvery is how often the leader reconciles runs with their
 	// jobs. Defaults to config.DefaultReconcileInterval.
 	ReconcileEvery time.Duration
+	// Metrics, if set, counts and times the attempts.
+	Metrics *Metrics
 }
 
 func (cfg ClientConfig) withDefaults() ClientConfig {
@@ -86,6 +88,10 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 		return nil, ErrFaultsNotBuilt
 	}
 	cfg = cfg.withDefaults()
+	middleware := []rivertype.Middleware{NewLifecycle(logger, pool)}
+	if cfg.Metrics != nil {
+		middleware = append(middleware, cfg.Metrics.Middleware())
+	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, NewReconcileWorker(pool, logger)); err != nil {
 		return nil, fmt.Errorf("register reconcile worker: %w", err)
@@ -108,7 +114,7 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 			&river.PeriodicJobOpts{RunOnStart: true},
 		)},
 		Workers:              workers,
-		Middleware:           []rivertype.Middleware{NewLifecycle(logger, pool)},
+		Middleware:           middleware,
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		RetryPolicy:          cfg.RetryPolicy,

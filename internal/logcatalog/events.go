@@ -200,6 +200,11 @@ func catalog() []EventSpec {
 			When:     "stopped",
 		},
 		{
+			Name: obs.EventMetricsListening, Services: worker, Levels: info,
+			Required: []string{obs.KeyAddr},
+			When:     "the worker serves `GET /metrics` on `METRICS_ADDR`",
+		},
+		{
 			Name: obs.EventJobStarted, Services: worker, Levels: lifecycle, LevelNote: maintenance, Scope: ScopeJob,
 			Required: []string{obs.KeyQueueWaitMS, obs.KeyMaxAttempts},
 			When:     "an attempt begins",
@@ -295,8 +300,8 @@ func catalog() []EventSpec {
 			Required:  []string{obs.KeyMessage}, When: "a line from River",
 		},
 		{
-			Name: obs.EventHTTPServerLog, Services: server, Levels: anyLevel, Library: true,
-			Required: []string{obs.KeyMessage}, When: "a line from net/http's server",
+			Name: obs.EventHTTPServerLog, Services: []string{"server", "worker"}, Levels: anyLevel, Library: true,
+			Required: []string{obs.KeyMessage}, When: "a line from net/http's server (the worker's: of its metrics listener)",
 		},
 		{
 			Name: obs.EventGooseLog, Services: []string{"server", "worker", "migrate", "create-api-key", "revoke-api-key"},

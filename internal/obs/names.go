@@ -89,4 +89,5 @@ const (
 	EventGooseLog               = "goose_log"
 	EventRiverUILog             = "riverui_log"
 	EventTraceparentRejected    = "traceparent_rejected"
+	EventMetricsListening       = "metrics_listening"
 )
