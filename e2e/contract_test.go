@@ -176,7 +176,8 @@ func requireRecipes(t *testing.T, server, worker [][]byte, correlationID, runID 
 		}
 		return n
 	}
-	vars := map[string]string{"ID": correlationID, "RUN": runID, "MS": "0"}
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736" // TestTraceparentAndMetricsAcrossBothProcesses sends one
+	vars := map[string]string{"ID": correlationID, "RUN": runID, "MS": "0", "TRACE": traceID}
 	checks := map[string]func(t *testing.T, out []map[string]any){
 		"follow": func(t *testing.T, out []map[string]any) {
 			t.Helper()
@@ -218,6 +219,10 @@ func requireRecipes(t *testing.T, server, worker [][]byte, correlationID, runID 
 				require.GreaterOrEqual(t, prev, cur, "slowest first")
 			}
 		},
+		"trace": func(t *testing.T, out []map[string]any) {
+			t.Helper()
+			require.Len(t, out, count(func(l map[string]any) bool { return l[obs.KeyTraceID] == traceID }))
+		},
 		"rejected": func(t *testing.T, out []map[string]any) {
 			t.Helper()
 			require.Len(t, out, count(func(l map[string]any) bool { return l[obs.KeyEvent] == obs.EventCorrelationIDRejected }))
@@ -230,7 +235,7 @@ func requireRecipes(t *testing.T, server, worker [][]byte, correlationID, runID 
 	for _, r := range recipes {
 		names = append(names, r.name)
 	}
-	require.ElementsMatch(t, []string{"follow", "errors", "run", "slow", "rejected"}, names)
+	require.ElementsMatch(t, []string{"follow", "errors", "run", "slow", "rejected", "trace"}, names)
 
 	dir := t.TempDir()
 	for _, prefixed := range []bool{false, true} {

@@ -4,6 +4,7 @@
 //	docker compose logs server worker | trace bug-1234
 //	trace --run 01a2175f-386b-7761-8b43-c03581273143 server.log worker.log
 //	trace --job 42 --json < all.log
+//	trace --trace-id 4bf92f3577b34da6a3ce929d0e0e4736 server.log worker.log
 //	trace --id -h server.log       # or: trace -- -h server.log
 //
 // A correlation ID may start with '-', so an ID given as the first argument
@@ -109,11 +110,12 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	corrID := fs.String("id", "", "select a request's lines by correlation_id (any ID, even one that starts with -)")
 	runID := fs.String("run", "", "select a run's lines by run_id")
 	jobID := fs.String("job", "", "select a job's lines by job_id")
+	traceID := fs.String("trace-id", "", "select the lines of a W3C trace by trace_id: every request that came with its traceparent, and their jobs")
 	asJSON := fs.Bool("json", false, "print the selected JSON lines, sorted, instead of a timeline")
 	color := fs.String("color", "auto", "colour levels: auto (on a terminal, unless NO_COLOR is set), always or never")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: trace [--json] [--color auto|always|never] "+
-			"(CORRELATION_ID | --id CORRELATION_ID | --run RUN_ID | --job JOB_ID) [FILE...]")
+			"(CORRELATION_ID | --id CORRELATION_ID | --run RUN_ID | --job JOB_ID | --trace-id TRACE_ID) [FILE...]")
 		fmt.Fprintln(stderr, "       trace [flags] -- CORRELATION_ID [FILE...]    (an ID that starts with -)")
 		fs.PrintDefaults()
 	}
@@ -125,20 +127,22 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	opts := options{files: fs.Args(), asJSON: *asJSON, color: *color}
 	given := 0
-	for _, v := range []string{*corrID, *runID, *jobID} {
+	for _, v := range []string{*corrID, *runID, *jobID, *traceID} {
 		if v != "" {
 			given++
 		}
 	}
 	switch {
 	case given > 1:
-		return options{}, exitError{code: 2, msg: "give one of --id, --run or --job"}
+		return options{}, exitError{code: 2, msg: "give one of --id, --run, --job or --trace-id"}
 	case *corrID != "":
 		opts.sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: *corrID}
 	case *runID != "":
 		opts.sel = timeline.Selector{Field: obs.KeyRunID, Value: *runID}
 	case *jobID != "":
 		opts.sel = timeline.Selector{Field: obs.KeyJobID, Value: *jobID}
+	case *traceID != "":
+		opts.sel = timeline.Selector{Field: obs.KeyTraceID, Value: *traceID}
 	case len(opts.files) > 0 && opts.files[0] != "":
 		opts.sel = timeline.Selector{Field: obs.KeyCorrelationID, Value: opts.files[0]}
 		opts.files = opts.files[1:]

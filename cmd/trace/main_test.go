@@ -58,7 +58,21 @@ func TestTrace(t *testing.T) {
 				require.True(t, strings.HasPrefix(lines[1], "{"), "the compose prefix is stripped")
 			},
 		},
+		{
+			name: "a trace's lines", args: []string{"--json", "--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"},
+			stdin: `{"timestamp":"2026-01-01T00:00:00.000000Z","correlation_id":"a","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","event":"a"}` + "\n" +
+				`{"timestamp":"2026-01-01T00:00:01.000000Z","correlation_id":"b","event":"b"}` + "\n" +
+				`{"timestamp":"2026-01-01T00:00:02.000000Z","correlation_id":"c","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","event":"c"}` + "\n",
+			check: func(t *testing.T, out string) {
+				t.Helper()
+				lines := strings.Split(strings.TrimSpace(out), "\n")
+				require.Len(t, lines, 2)
+				require.Contains(t, lines[0], `"event":"a"`)
+				require.Contains(t, lines[1], `"event":"c"`)
+			},
+		},
 		{name: "nothing matches", args: []string{"no-such-id", fixture}, wantCode: 1},
+		{name: "trace and run", args: []string{"--trace-id", "a", "--run", "b"}, wantCode: 2},
 		{name: "no id", args: nil, wantCode: 2},
 		{name: "run and job", args: []string{"--run", "a", "--job", "1"}, wantCode: 2},
 		{name: "bad colour", args: []string{"--color", "pink", "x"}, wantCode: 2},

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -66,6 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
+	metrics := jobs.NewMetrics(pool)
 	client, err := jobs.NewWorkerClient(pool, h, logger, jobs.ClientConfig{
 		Concurrency:    cfg.Concurrency,
 		JobTimeout:     cfg.JobTimeout,
@@ -73,9 +76,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		RiverLogLevel:  cfg.RiverLogLevel,
 		FaultInjection: cfg.FaultInjection,
 		ReconcileEvery: cfg.ReconcileInterval,
+		Metrics:        metrics,
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(ctx, h, logger, cfg.MetricsAddr, metrics)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	// The client's own context outlives the signal: stopping is done below,
 	// softly first, so running jobs get the chance to finish.
@@ -96,6 +107,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	err = stop(ctx, client, cfg.ShutdownTimeout)
 	logger.InfoContext(ctx, obs.EventWorkerStopped, slog.Any(obs.KeyQueues, queues), slog.Int(obs.KeyConcurrency, cfg.Concurrency))
 	return err
+}
+
+// serveMetrics serves the worker's metrics at /metrics on addr until the
+// returned func is called; the metrics are counted whether or not they are
+// served.
+func serveMetrics(ctx context.Context, h slog.Handler, logger *slog.Logger, addr string, metrics *jobs.Metrics) (stop func(), err error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (%s): %w", addr, config.EnvMetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler())
+	// A scraper is trusted but may be slow or broken: bound what it holds.
+	srv := &http.Server{
+		Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: slog.NewLogLogger(
+			obs.NewLibraryLogger(h, obs.EventHTTPServerLog, slog.LevelWarn).Handler(), slog.LevelWarn),
+	}
+	logger.InfoContext(ctx, obs.EventMetricsListening, slog.String(obs.KeyAddr, ln.Addr().String()))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln) // ends with ErrServerClosed when stopped
+	}()
+	return func() {
+		_ = srv.Close() // a scrape cut short is retried at the next interval
+		<-done
+	}, nil
 }
 
 // stop waits up to timeout for the running jobs, then cancels those left;

@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ const (
 	EnvHTTPMaxConnections    = "HTTP_MAX_CONNECTIONS"
 	EnvRequestTimeout        = "REQUEST_TIMEOUT"
 	EnvDBStatementTimeout    = "DB_STATEMENT_TIMEOUT"
+	EnvMetricsAddr           = "METRICS_ADDR"
 )
 
 // Names lists every environment variable the processes read.
@@ -52,6 +54,7 @@ func Names() []string {
 		EnvTrustedProxies, EnvAuthFailureBurst, EnvAuthFailureEvery, EnvAuthFailureAddrs,
 		EnvHTTPReadHeaderTimeout, EnvHTTPReadTimeout, EnvHTTPWriteTimeout, EnvHTTPIdleTimeout,
 		EnvHTTPMaxHeaderBytes, EnvHTTPMaxConnections, EnvRequestTimeout, EnvDBStatementTimeout,
+		EnvMetricsAddr,
 	}
 }
 
@@ -201,6 +204,11 @@ type Worker struct {
 	// marks failed the runs whose job ended without finishing them.
 	// Defaults to DefaultReconcileInterval (1m).
 	ReconcileInterval time.Duration
+	// MetricsAddr is METRICS_ADDR: the address (host:port) of the listener
+	// serving the worker's Prometheus metrics at /metrics. Defaults to
+	// empty: no listener, since workers scaled on one host would contend
+	// for one port.
+	MetricsAddr string
 }
 
 // LoadServer reads the server's settings.
@@ -241,6 +249,7 @@ func LoadWorker(getenv func(string) string) (Worker, error) {
 	w.FaultInjection = r.integer(EnvFaultInjection, 0, 0, 1) == 1
 	w.ReconcileInterval = r.duration(EnvReconcileInterval, DefaultReconcileInterval)
 	w.RescueAfter = r.duration(EnvJobRescueAfter, w.JobTimeout+DefaultRescueMargin)
+	w.MetricsAddr = r.addr(EnvMetricsAddr, "")
 	if r.err == nil && w.RescueAfter <= w.JobTimeout {
 		r.fail(EnvJobRescueAfter, w.RescueAfter.String(), "must be longer than JOB_TIMEOUT")
 	}
@@ -331,6 +340,21 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// addr reads a listen address, host:port with a port from 0 to 65535 (the
+// host may be empty: every interface).
+func (r *reader) addr(name, def string) string {
+	v := r.str(name, def)
+	if v == "" {
+		return v
+	}
+	_, port, err := net.SplitHostPort(v)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		r.fail(name, v, "must be a listen address host:port, such as :9090 or 127.0.0.1:9090")
+		return def
+	}
+	return v
 }
 
 // prefixes reads a comma-separated list of CIDRs; a bare address stands

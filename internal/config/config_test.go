@@ -32,6 +32,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 30*time.Minute, w.JobTimeout)
 	require.Equal(t, 40*time.Minute, w.RescueAfter)
 	require.Equal(t, slog.LevelWarn, w.RiverLogLevel)
+	require.Empty(t, w.MetricsAddr, "no metrics listener unless asked")
 }
 
 func TestRiverUICredentials(t *testing.T) {
@@ -145,6 +146,17 @@ func TestWorkerSettings(t *testing.T) {
 			require.Equal(t, 3*time.Second, w.ShutdownTimeout)
 			require.Equal(t, "postgres://db/x", w.DatabaseURL)
 		}},
+		{name: "metrics address", env: map[string]string{"METRICS_ADDR": "127.0.0.1:9090"}, check: func(t *testing.T, w config.Worker) {
+			t.Helper()
+			require.Equal(t, "127.0.0.1:9090", w.MetricsAddr)
+		}},
+		{name: "metrics on every interface", env: map[string]string{"METRICS_ADDR": ":0"}, check: func(t *testing.T, w config.Worker) {
+			t.Helper()
+			require.Equal(t, ":0", w.MetricsAddr)
+		}},
+		{name: "metrics address without a port", env: map[string]string{"METRICS_ADDR": "127.0.0.1"}, wantErr: "METRICS_ADDR"},
+		{name: "metrics port out of range", env: map[string]string{"METRICS_ADDR": ":70000"}, wantErr: "host:port"},
+		{name: "metrics port not a number", env: map[string]string{"METRICS_ADDR": "localhost:http"}, wantErr: "METRICS_ADDR"},
 		{name: "concurrency not a number", env: map[string]string{"WORKER_CONCURRENCY": "many"}, wantErr: "WORKER_CONCURRENCY"},
 		{name: "concurrency zero", env: map[string]string{"WORKER_CONCURRENCY": "0"}, wantErr: "from 1 to 1000"},
 		{name: "bad duration", env: map[string]string{"JOB_TIMEOUT": "10"}, wantErr: "JOB_TIMEOUT"},

@@ -71,6 +71,9 @@ type NewBacktest struct {
 	Symbol        string
 	Start, End    time.Time
 	InitialCash   float64
+	// Traceparent, if set, is the W3C traceparent of the request's span:
+	// the job's attempts continue its trace.
+	Traceparent string
 }
 
 // Enqueue inserts the run and its River job in one transaction: both or
@@ -94,6 +97,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 		}
 		res, err := e.river.InsertTx(ctx, tx, jobargs.Backtest{
 			RunID: runID, CorrelationID: nb.CorrelationID, UserID: nb.UserID, StrategyID: nb.StrategyID,
+			Traceparent: nb.Traceparent,
 		}, &river.InsertOpts{MaxAttempts: e.maxAttempts})
 		if err != nil {
 			return fmt.Errorf("insert job: %w", err)

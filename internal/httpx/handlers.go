@@ -237,6 +237,9 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		ctx := r.Context()
 		nb.UserID = userFrom(ctx).ID
 		nb.CorrelationID = obs.CorrelationID(ctx)
+		if span, ok := obs.TraceFrom(ctx); ok {
+			nb.Traceparent = span.String()
+		}
 		run, err := enq.Enqueue(ctx, nb)
 		var tooMany *enqueue.TooManyUnfinishedError
 		if errors.As(err, &tooMany) {

@@ -23,6 +23,34 @@ const HeaderCorrelationID = "X-Correlation-ID"
 // allocation) that Header.Get and Header.Set do on every request.
 const correlationHeaderKey = "X-Correlation-Id"
 
+// HeaderTraceparent carries the W3C trace context in requests and
+// responses.
+const HeaderTraceparent = "Traceparent"
+
+// traceparentHeaderKey is HeaderTraceparent as a Header map stores it.
+const traceparentHeaderKey = "Traceparent"
+
+// continueTrace joins the request to its client's trace: with a valid
+// traceparent, the request gets a span of its own, a child of the client's,
+// whose trace_id and span_id go on every line of the request, and whose
+// traceparent goes back on the response and on to the job the request
+// creates. A traceparent that does not parse is ignored, and logged once
+// without its value; the request goes on outside any trace, as it does
+// without one.
+func continueTrace(ctx context.Context, logger *slog.Logger, w http.ResponseWriter, values []string) context.Context {
+	tp := obs.ResolveTraceparent(values)
+	if tp.Rejected != "" {
+		logger.WarnContext(ctx, obs.EventTraceparentRejected,
+			slog.String(obs.KeyReason, tp.Rejected), slog.Int(obs.KeyHeaderLength, tp.HeaderLength))
+	}
+	if !tp.Valid {
+		return ctx
+	}
+	span := tp.Context.Child()
+	w.Header()[traceparentHeaderKey] = []string{span.String()}
+	return obs.WithTrace(ctx, span)
+}
+
 // requestInfo is what inner layers learn about a request (its route, its
 // user) for the access line that the outermost layer writes.
 type requestInfo struct {
@@ -51,7 +79,9 @@ func infoFrom(ctx context.Context) *requestInfo {
 // It wraps the whole router rather than being registered with Router.Use,
 // which gorilla/mux runs only for matched routes: 404 and 405 responses need
 // the ID and the line too.
-func observe(logger *slog.Logger, next http.Handler) http.Handler {
+//
+// It counts the request in metrics, which may be nil.
+func observe(logger *slog.Logger, metrics *Metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		corr := obs.ResolveCorrelationID(r.Header[correlationHeaderKey])
@@ -61,12 +91,13 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 		rec, info := &ex.recorder, &ex.info
 		ctx := obs.WithAttrs(r.Context(), slog.String(obs.KeyCorrelationID, corr.ID))
 		ctx = context.WithValue(ctx, requestInfoKey{}, info)
-		rec.ctx = ctx
-		r = r.WithContext(ctx)
 		if corr.Rejected != "" {
 			logger.WarnContext(ctx, obs.EventCorrelationIDRejected,
 				slog.String(obs.KeyReason, corr.Rejected), slog.Int(obs.KeyHeaderLength, corr.HeaderLength))
 		}
+		ctx = continueTrace(ctx, logger, w, r.Header[traceparentHeaderKey])
+		rec.ctx = ctx
+		r = r.WithContext(ctx)
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler { //nolint:errorlint // net/http compares it the same way
@@ -80,16 +111,18 @@ func observe(logger *slog.Logger, next http.Handler) http.Handler {
 					slog.Bool(obs.KeyPanic, true))
 				if !rec.wroteHeader {
 					// Drop what the handler had set (a Location, say): only
-					// the correlation ID belongs on the error.
+					// the correlation ID and trace belong on the error.
 					for k := range rec.Header() {
-						if k != correlationHeaderKey {
+						if k != correlationHeaderKey && k != traceparentHeaderKey {
 							rec.Header().Del(k)
 						}
 					}
 					writeProblem(rec, r, http.StatusInternalServerError, "The server failed to handle the request.")
 				}
 			}
-			logFinished(logger, r, rec.status(), info, start)
+			status := rec.status()
+			logFinished(logger, r, status, info, start)
+			metrics.observe(info.route, r.Method, status, time.Since(start))
 		}()
 		next.ServeHTTP(rec, r)
 	})

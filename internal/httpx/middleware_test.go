@@ -41,7 +41,7 @@ func testRouter(logger *slog.Logger) http.Handler {
 		panic("too late for a 500")
 	})
 	r.Use(routeTemplate)
-	return observe(logger, r)
+	return observe(logger, nil, r)
 }
 
 func decodeLines(t *testing.T, buf *bytes.Buffer) []map[string]any {

@@ -61,6 +61,9 @@ type Deps struct {
 	// RequestTimeout, if positive, is the deadline of every routed request's
 	// context, and so of the queries it makes.
 	RequestTimeout time.Duration
+	// Metrics, if set, counts every request and is served at MetricsPath,
+	// without authentication.
+	Metrics *Metrics
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -76,12 +79,15 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	}
 	r.Use(routeTemplate)
 	addRoutes(r, logger, deps)
-	return observe(logger, clientAddress(deps.TrustedProxies, r))
+	return observe(logger, deps.Metrics, clientAddress(deps.TrustedProxies, r))
 }
 
 func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	r.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", handleReadyz(logger, deps.DB)).Methods(http.MethodGet, http.MethodHead)
+	if deps.Metrics != nil {
+		r.Handle(MetricsPath, deps.Metrics.Handler()).Methods(http.MethodGet, http.MethodHead)
+	}
 
 	if deps.Admin != nil {
 		r.PathPrefix(AdminPrefix).Handler(deps.Admin)

@@ -24,6 +24,10 @@ type Backtest struct {
 	CorrelationID string    `json:"correlation_id"`
 	UserID        uuid.UUID `json:"user_id"`
 	StrategyID    uuid.UUID `json:"strategy_id"`
+	// Traceparent is the W3C traceparent of the request that created the
+	// job, when it came with one: the job's lines carry its trace_id. Jobs
+	// enqueued without it (or before it existed) are outside any trace.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Kind is the River job kind of backtests.

@@ -45,6 +45,8 @@ type ClientConfig struct {
 	// ReconcileEvery is how often the leader reconciles runs with their
 	// jobs. Defaults to config.DefaultReconcileInterval.
 	ReconcileEvery time.Duration
+	// Metrics, if set, counts and times the attempts.
+	Metrics *Metrics
 }
 
 func (cfg ClientConfig) withDefaults() ClientConfig {
@@ -97,6 +99,10 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	}
 	lifecycle := NewLifecycle(logger, pool)
 	lifecycle.jobs = newJobTracker()
+	middleware := []rivertype.Middleware{lifecycle}
+	if cfg.Metrics != nil {
+		middleware = append(middleware, cfg.Metrics.Middleware())
+	}
 	riverLines := obs.NewLibraryLogger(h, obs.EventRiverLog, cfg.RiverLogLevel.Level()).Handler()
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		ID:     cfg.ID,
@@ -111,7 +117,7 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 			&river.PeriodicJobOpts{RunOnStart: true},
 		)},
 		Workers:              workers,
-		Middleware:           []rivertype.Middleware{lifecycle},
+		Middleware:           middleware,
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		RetryPolicy:          cfg.RetryPolicy,

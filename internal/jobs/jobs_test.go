@@ -96,7 +96,9 @@ func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb enqueue.
 	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
 		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
 	}, jobs.NewWorker(tx, b.logger, configure(q, run)))
-	args := jobargs.Backtest{RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID}
+	args := jobargs.Backtest{
+		RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID, Traceparent: nb.Traceparent,
+	}
 	res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: maxAttempts})
 	return q, run, res, err
 }

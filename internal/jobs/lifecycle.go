@@ -66,7 +66,7 @@ type failedAttempt struct {
 func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
 	args := readArgs(job)
 	attrs := jobAttrs(job, args)
-	ctx = obs.WithAttrs(ctx, attrs...)
+	ctx = continueTrace(obs.WithAttrs(ctx, attrs...), args.Traceparent)
 	l.jobs.working(job.ID, attrs)
 	began := time.Now()
 	l.logStarted(ctx, job)
@@ -203,4 +203,19 @@ func (l *Lifecycle) updateRun(ctx context.Context, runID uuid.UUID, status strin
 func interrupted(ctx context.Context, err error) bool {
 	return errors.Is(err, context.Canceled) && ctx.Err() != nil &&
 		!errors.Is(context.Cause(ctx), rivertype.ErrJobCancelledRemotely)
+}
+
+// continueTrace puts the attempt in the trace of the request that created
+// the job: a span of its own, a child of the request's. The traceparent was
+// checked by the server; one that no longer parses (written by hand into
+// the job's row) leaves the job outside any trace, as does none.
+func continueTrace(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	parent, reason := obs.ParseTraceparent(traceparent)
+	if reason != "" {
+		return ctx
+	}
+	return obs.WithTrace(ctx, parent.Child())
 }

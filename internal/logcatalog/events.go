@@ -17,11 +17,13 @@ const (
 	// ScopeNone lines carry only the keys listed.
 	ScopeNone Scope = iota
 	// ScopeRequest lines, written while handling a request, carry
-	// correlation_id, and user_id once the API key is checked.
+	// correlation_id, user_id once the API key is checked, and trace_id and
+	// span_id when the request had a valid traceparent.
 	ScopeRequest
 	// ScopeJob lines, written while working a job, carry correlation_id,
 	// job_id, job_kind and attempt; a backtest's (job_kind RunJobKind) also
-	// user_id, strategy_id and run_id.
+	// user_id, strategy_id and run_id, and trace_id and span_id when the
+	// request that created it had a valid traceparent.
 	ScopeJob
 )
 
@@ -46,9 +48,9 @@ func (s Scope) String() string {
 func (s Scope) Keys() (required, optional []string) {
 	switch s {
 	case ScopeRequest:
-		return []string{obs.KeyCorrelationID}, []string{obs.KeyUserID}
+		return []string{obs.KeyCorrelationID}, append([]string{obs.KeyUserID}, TraceKeys()...)
 	case ScopeJob:
-		return []string{obs.KeyCorrelationID, obs.KeyJobID, obs.KeyJobKind, obs.KeyAttempt}, RunKeys()
+		return []string{obs.KeyCorrelationID, obs.KeyJobID, obs.KeyJobKind, obs.KeyAttempt}, append(RunKeys(), TraceKeys()...)
 	default:
 		return nil, nil
 	}
@@ -58,6 +60,13 @@ func (s Scope) Keys() (required, optional []string) {
 // (job_kind RunJobKind).
 func RunKeys() []string {
 	return []string{obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID}
+}
+
+// TraceKeys returns the keys that a request's lines carry when it came with
+// a valid W3C traceparent, and a job's lines when the request that created
+// it did.
+func TraceKeys() []string {
+	return []string{obs.KeyTraceID, obs.KeySpanID}
 }
 
 // HeaderKeys returns the keys every line carries.
@@ -145,6 +154,11 @@ func catalog() []EventSpec {
 			When:     "a client's `X-Correlation-ID` was replaced (never logs the value)",
 		},
 		{
+			Name: obs.EventTraceparentRejected, Services: server, Levels: warn, Scope: ScopeRequest,
+			Required: []string{obs.KeyReason, obs.KeyHeaderLength},
+			When:     "a client's `traceparent` was ignored: the request goes on without trace_id (never logs the value)",
+		},
+		{
 			Name: obs.EventRequestFinished, Services: server, Levels: []slog.Level{slog.LevelInfo, slog.LevelError},
 			LevelNote: "error for a 5xx", Scope: ScopeRequest,
 			Required: []string{obs.KeyMethod, obs.KeyPath, obs.KeyRoute, obs.KeyStatusCode, obs.KeyDurationMS, obs.KeyClientIP},
@@ -185,6 +199,11 @@ func catalog() []EventSpec {
 			Name: obs.EventWorkerStopped, Services: worker, Levels: info,
 			Required: workerKeys,
 			When:     "stopped",
+		},
+		{
+			Name: obs.EventMetricsListening, Services: worker, Levels: info,
+			Required: []string{obs.KeyAddr},
+			When:     "the worker serves `GET /metrics` on `METRICS_ADDR`",
 		},
 		{
 			Name: obs.EventJobStarted, Services: worker, Levels: lifecycle, LevelNote: maintenance, Scope: ScopeJob,
@@ -282,8 +301,8 @@ func catalog() []EventSpec {
 			Required:  []string{obs.KeyMessage}, When: "a line from River",
 		},
 		{
-			Name: obs.EventHTTPServerLog, Services: server, Levels: anyLevel, Library: true,
-			Required: []string{obs.KeyMessage}, When: "a line from net/http's server",
+			Name: obs.EventHTTPServerLog, Services: []string{"server", "worker"}, Levels: anyLevel, Library: true,
+			Required: []string{obs.KeyMessage}, When: "a line from net/http's server (the worker's: of its metrics listener)",
 		},
 		{
 			Name: obs.EventGooseLog, Services: []string{"server", "worker", "migrate", "create-api-key", "revoke-api-key"},

@@ -53,6 +53,8 @@ const (
 	KeyAPIKeyID          = "api_key_id"
 	KeyAPIKeyPrefix      = "api_key_prefix"
 	KeyDropped           = "dropped"
+	KeyTraceID           = "trace_id"
+	KeySpanID            = "span_id"
 
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
@@ -86,4 +88,6 @@ const (
 	EventHTTPServerLog          = "http_server_log"
 	EventGooseLog               = "goose_log"
 	EventRiverUILog             = "riverui_log"
+	EventTraceparentRejected    = "traceparent_rejected"
+	EventMetricsListening       = "metrics_listening"
 )

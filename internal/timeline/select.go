@@ -18,7 +18,7 @@ import (
 
 // Selector picks lines whose Field (a top-level key) equals Value.
 type Selector struct {
-	Field string // obs.KeyCorrelationID, obs.KeyRunID or obs.KeyJobID
+	Field string // obs.KeyCorrelationID, obs.KeyRunID, obs.KeyJobID or obs.KeyTraceID
 	Value string
 }
 
