@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
 // scrape reads a process's /metrics and parses the exposition.
@@ -96,7 +97,7 @@ func TestTraceparentAndMetricsAcrossBothProcesses(t *testing.T) {
 	runID, _ := enqueued["run_id"].(string)
 	// The response continues the trace with the server's span for the
 	// request, a child of the client's.
-	serverSpan, reason := obs.ParseTraceparent(resp.Header.Get("Traceparent"))
+	serverSpan, reason := tracecontext.Parse(resp.Header.Get("Traceparent"))
 	require.Empty(t, reason)
 	require.Equal(t, traceID, serverSpan.TraceID)
 	require.NotEqual(t, clientSpan, serverSpan.ParentID)

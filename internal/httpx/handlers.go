@@ -18,6 +18,7 @@ import (
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/internal/tracecontext"
 	"github.com/backtestd/backtestd/migrations"
 )
 
@@ -237,7 +238,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		ctx := r.Context()
 		nb.UserID = userFrom(ctx).ID
 		nb.CorrelationID = obs.CorrelationID(ctx)
-		if span, ok := obs.TraceFrom(ctx); ok {
+		if span, ok := tracecontext.From(ctx); ok {
 			nb.Traceparent = span.String()
 		}
 		run, err := enq.Enqueue(ctx, nb)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
 // HeaderCorrelationID carries the correlation ID in requests and responses.
@@ -38,7 +39,7 @@ const traceparentHeaderKey = "Traceparent"
 // without its value; the request goes on outside any trace, as it does
 // without one.
 func continueTrace(ctx context.Context, logger *slog.Logger, w http.ResponseWriter, values []string) context.Context {
-	tp := obs.ResolveTraceparent(values)
+	tp := tracecontext.Resolve(values)
 	if tp.Rejected != "" {
 		logger.WarnContext(ctx, obs.EventTraceparentRejected,
 			slog.String(obs.KeyReason, tp.Rejected), slog.Int(obs.KeyHeaderLength, tp.HeaderLength))
@@ -48,7 +49,7 @@ func continueTrace(ctx context.Context, logger *slog.Logger, w http.ResponseWrit
 	}
 	span := tp.Context.Child()
 	w.Header()[traceparentHeaderKey] = []string{span.String()}
-	return obs.WithTrace(ctx, span)
+	return tracecontext.With(ctx, span)
 }
 
 // requestInfo is what inner layers learn about a request (its route, its

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
 func TestObserveContinuesTheClientsTrace(t *testing.T) {
@@ -45,17 +46,17 @@ func TestObserveContinuesTheClientsTrace(t *testing.T) {
 		},
 		{
 			name: "malformed: ignored once", path: "/items/7", header: []string{"00-" + strings.ToUpper(traceID) + "-" + clientID + "-01"},
-			wantReason: obs.TraceparentMalformed,
+			wantReason: tracecontext.RejectMalformed,
 			wantEvents: []string{obs.EventTraceparentRejected, "handler_ran", obs.EventRequestFinished},
 		},
 		{
 			name: "all-zero trace id", path: "/items/7", header: []string{"00-00000000000000000000000000000000-" + clientID + "-01"},
-			wantReason: obs.TraceparentZeroTraceID,
+			wantReason: tracecontext.RejectZeroTraceID,
 			wantEvents: []string{obs.EventTraceparentRejected, "handler_ran", obs.EventRequestFinished},
 		},
 		{
 			name: "two headers", path: "/items/7", header: []string{valid, valid},
-			wantReason: obs.TraceparentMultiple,
+			wantReason: tracecontext.RejectMultiple,
 			wantEvents: []string{obs.EventTraceparentRejected, "handler_ran", obs.EventRequestFinished},
 		},
 	}
@@ -93,7 +94,7 @@ func TestObserveContinuesTheClientsTrace(t *testing.T) {
 			}
 			// The response continues the trace with this server's span, a
 			// child of the client's; the lines name that span.
-			child, reason := obs.ParseTraceparent(rec.Header().Get(HeaderTraceparent))
+			child, reason := tracecontext.Parse(rec.Header().Get(HeaderTraceparent))
 			require.Empty(t, reason)
 			require.Equal(t, traceID, child.TraceID)
 			require.NotEqual(t, clientID, child.ParentID)

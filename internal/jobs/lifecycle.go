@@ -15,6 +15,7 @@ import (
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
+	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
 // runWrites is what the lifecycle does to a run whose job did not complete.
@@ -213,9 +214,9 @@ func continueTrace(ctx context.Context, traceparent string) context.Context {
 	if traceparent == "" {
 		return ctx
 	}
-	parent, reason := obs.ParseTraceparent(traceparent)
+	parent, reason := tracecontext.Parse(traceparent)
 	if reason != "" {
 		return ctx
 	}
-	return obs.WithTrace(ctx, parent.Child())
+	return tracecontext.With(ctx, parent.Child())
 }

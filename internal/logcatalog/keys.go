@@ -1,6 +1,9 @@
 package logcatalog
 
-import "github.com/backtestd/backtestd/internal/obs"
+import (
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/tracecontext"
+)
 
 // Value is the JSON Schema of a key's value, in the few words of JSON Schema
 // (draft 2020-12) the contract needs. docs/log-schema.json is generated from
@@ -115,7 +118,7 @@ var Keys = []KeySpec{
 		obs.KeyReason,
 		Value{Enum: []string{
 			obs.RejectEmpty, obs.RejectTooLong, obs.RejectInvalid, obs.RejectMultiple,
-			obs.TraceparentMalformed, obs.TraceparentUnsupportedVersion, obs.TraceparentZeroTraceID, obs.TraceparentZeroParentID,
+			tracecontext.RejectMalformed, tracecontext.RejectUnsupportedVersion, tracecontext.RejectZeroTraceID, tracecontext.RejectZeroParentID,
 		}},
 		"why a client's X-Correlation-ID was replaced, or its traceparent ignored",
 	},

@@ -25,9 +25,8 @@ type Correlation struct {
 }
 
 // ResolveCorrelationID applies the reuse rule to a request's correlation
-// header values: reuse the only value if it has 1 to MaxCorrelationIDLength
-// bytes of [A-Za-z0-9._:+=/@-] (opaque, but safe to print), else make a new
-// ID and say in Rejected why a value sent was not reused.
+// header values: reuse the only one if it is 1 to MaxCorrelationIDLength bytes
+// of [A-Za-z0-9._:+=/@-] (safe to print), else make one, saying why in Rejected.
 func ResolveCorrelationID(values []string) Correlation {
 	var c Correlation
 	for _, v := range values {

@@ -55,7 +55,6 @@ const (
 	KeyDropped           = "dropped"
 	KeyTraceID           = "trace_id"
 	KeySpanID            = "span_id"
-
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
 	EventServerStopping         = "server_stopping"
