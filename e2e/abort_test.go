@@ -208,6 +208,11 @@ func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 		{"stall-get", requestHead("GET", "/strategies/"+strategy, addr, key, "stall-get", 0)},
 	}
 	for _, r := range requests {
+		// The key is cached before the stall: net/http notices a client that
+		// left only once it has read the request's body, which a request
+		// still waiting for its key's lookup has not (a known limit).
+		resp, body := api.do(t, http.MethodGet, "/backtests", "warm-"+r.cid, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%v", body)
 		seen := px.freeze()
 		conn := dialRaw(t, addr)
 		require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))

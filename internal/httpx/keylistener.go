@@ -92,7 +92,7 @@ func (l *KeyListener) listen(ctx context.Context, check time.Duration) (bool, er
 		case err != nil && wctx.Err() != nil:
 			// Quiet for a while: make sure the silence is not a dead
 			// connection's.
-			pctx, cancel := context.WithTimeout(ctx, check)
+			pctx, cancel := context.WithTimeout(ctx, max(check, pingTimeout))
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
@@ -118,6 +118,10 @@ func (l *KeyListener) invalidate(ctx context.Context, payload string) {
 	}
 	l.Logger.InfoContext(ctx, obs.EventAPIKeyInvalidated, slog.Int(obs.KeyDropped, dropped))
 }
+
+// pingTimeout is the least time a ping of the listening connection gets: a
+// busy database is not a dead one, and every reconnection empties the cache.
+const pingTimeout = 5 * time.Second
 
 func cmpOr(d, def time.Duration) time.Duration {
 	if d > 0 {
