@@ -1,6 +1,7 @@
 package migrations_test
 
 import (
+	"io/fs"
 	"log/slog"
 	"os"
 	"testing"
@@ -37,12 +38,14 @@ func TestMigrationsRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	up, err := p.Up(ctx)
 	require.NoError(t, err)
-	require.Len(t, up, 10)
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	require.NoError(t, err)
+	require.Len(t, up, len(files), "every embedded migration")
 	require.NoError(t, migrations.Check(ctx, db, logger))
 
 	down, err := p.DownTo(ctx, 0)
 	require.NoError(t, err)
-	require.Len(t, down, 10)
+	require.Len(t, down, len(files))
 	var tables int
 	require.NoError(t, db.QueryRowContext(ctx,
 		`SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'goose_db_version'`).Scan(&tables))
