@@ -1,4 +1,4 @@
-// Package e2e runs the real binaries against a fresh database and checks the
+// Package e2e runs the real binaries against a fresh schema and checks the
 // log contract on their combined output with the real jq.
 package e2e
 
@@ -23,7 +23,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 var binDir string
@@ -201,7 +203,7 @@ var processEvents = map[string]bool{
 	obs.EventKeyListenerStarted: true, obs.EventKeyListenerFailed: true, obs.EventAPIKeyInvalidated: true,
 }
 
-// stack is the service running from its binaries on a fresh database.
+// stack is the service running from its binaries on a fresh schema.
 type stack struct {
 	server, worker *process
 	api            client
@@ -209,8 +211,8 @@ type stack struct {
 	env            []string // the processes' environment
 }
 
-// newStack migrates a new database with `server migrate up`, creates an
-// API key, and starts the server and the worker with extraEnv.
+// newStack migrates a new schema, creates an API key, and starts the server
+// and the worker with extraEnv.
 func newStack(t *testing.T, extraEnv ...string) *stack {
 	t.Helper()
 	return newStackWith(t, stackOptions{env: extraEnv})
@@ -221,17 +223,45 @@ type stackOptions struct {
 	env []string
 	// via, if set, gives the database URL the processes use (a proxy's).
 	via func(dbURL string) string
+	// ownDatabase gives the stack a database of its own, which `server
+	// migrate up` creates, rather than a schema of the test process's
+	// database: for tests of what reaches a whole database (NOTIFY).
+	ownDatabase bool
 }
 
 func newStackWith(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
-	_, dbURL := dbtest.NewEmpty(t)
-	env := append([]string{
-		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
-		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
-	}, opts.env...)
-	requireSchema(t, splitLines(runCommand(t, env, "server", "migrate", "up")))
-	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
+	var dbURL, key string
+	envOf := func() []string {
+		return append([]string{
+			"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
+			"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
+		}, opts.env...)
+	}
+	if opts.ownDatabase {
+		// The operator's way, with the binaries: `server migrate up` creates
+		// and migrates the database, `server create-api-key` makes the key.
+		_, dbURL = dbtest.NewEmpty(t)
+		requireSchema(t, splitLines(runCommand(t, envOf(), "server", "migrate", "up")))
+		key = strings.TrimSpace(runCommand(t, envOf(), "server", "create-api-key", "-user", "e2e"))
+	} else {
+		// A schema of the test process's database, reached through
+		// search_path in the URL, migrated and given a key in-process: a
+		// database costs seconds to create and drop on a busy machine, each
+		// start of a race-built binary about one, and the binaries'
+		// migrations would take turns on goose's database-wide lock. The
+		// tests on databases of their own cover the commands.
+		db := dbtest.New(t)
+		dbURL = db.URL
+		q := store.New(db.Pool)
+		u, err := q.EnsureUser(t.Context(), "e2e")
+		require.NoError(t, err)
+		var hash []byte
+		key, hash = httpx.NewAPIKey()
+		_, err = q.CreateAPIKey(t.Context(), u.ID, hash, httpx.PublicPrefix(key))
+		require.NoError(t, err)
+	}
+	env := envOf()
 	require.True(t, strings.HasPrefix(key, "bt_"))
 	if opts.via != nil {
 		env = append(env, "DATABASE_URL="+opts.via(dbURL)) // the last one wins

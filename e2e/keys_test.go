@@ -45,7 +45,9 @@ func (p *process) waitForNth(t *testing.T, event string, n int) map[string]any {
 // it forgot the key: well inside the cache's 30 seconds.
 func TestKeyRevocationReachesTheServer(t *testing.T) {
 	t.Parallel()
-	st := newStack(t)
+	// Another test's revocation would reach this server through a shared
+	// database's channel.
+	st := newStackWith(t, stackOptions{ownDatabase: true})
 	st.server.waitFor(t, obs.EventKeyListenerStarted)
 	status := func(c client) int {
 		resp, _ := c.do(t, http.MethodGet, "/backtests", "", nil)
