@@ -18,7 +18,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
@@ -189,12 +188,10 @@ func TestResetClientsAreNotServerErrors(t *testing.T) {
 // nothing is written.
 func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 	t.Parallel()
-	_, dbURL := dbtest.NewEmpty(t)
+	dbURL, key := migratedSchema(t)
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0", "SHUTDOWN_TIMEOUT=5s",
 	}
-	runCommand(t, env, "server", "migrate", "up")
-	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
 	px := newStallProxy(t, u.Host)

@@ -245,21 +245,7 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 		requireSchema(t, splitLines(runCommand(t, envOf(), "server", "migrate", "up")))
 		key = strings.TrimSpace(runCommand(t, envOf(), "server", "create-api-key", "-user", "e2e"))
 	} else {
-		// A schema of the test process's database, reached through
-		// search_path in the URL, migrated and given a key in-process: a
-		// database costs seconds to create and drop on a busy machine, each
-		// start of a race-built binary about one, and the binaries'
-		// migrations would take turns on goose's database-wide lock. The
-		// tests on databases of their own cover the commands.
-		db := dbtest.New(t)
-		dbURL = db.URL
-		q := store.New(db.Pool)
-		u, err := q.EnsureUser(t.Context(), "e2e")
-		require.NoError(t, err)
-		var hash []byte
-		key, hash = httpx.NewAPIKey()
-		_, err = q.CreateAPIKey(t.Context(), u.ID, hash, httpx.PublicPrefix(key))
-		require.NoError(t, err)
+		dbURL, key = migratedSchema(t)
 	}
 	env := envOf()
 	require.True(t, strings.HasPrefix(key, "bt_"))
@@ -271,6 +257,25 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 	s.worker.waitFor(t, obs.EventWorkerStarted)
 	s.api = client{base: "http://" + addr, key: key}
 	return s
+}
+
+// migratedSchema returns the URL of a new migrated schema of the test
+// process's database, reached through search_path, and an API key of its
+// user "e2e", both made in-process: a database costs seconds to create and
+// drop on a busy machine, each start of a race-built binary about one, and
+// the binaries' migrations would take turns on goose's database-wide lock.
+// The tests on databases of their own cover `migrate up` and
+// `create-api-key`.
+func migratedSchema(t *testing.T) (dbURL, key string) {
+	t.Helper()
+	db := dbtest.New(t)
+	q := store.New(db.Pool)
+	u, err := q.EnsureUser(t.Context(), "e2e")
+	require.NoError(t, err)
+	key, hash := httpx.NewAPIKey()
+	_, err = q.CreateAPIKey(t.Context(), u.ID, hash, httpx.PublicPrefix(key))
+	require.NoError(t, err)
+	return db.URL, key
 }
 
 // createStrategy saves an sma_crossover strategy and returns its ID.
