@@ -28,7 +28,7 @@ migrate: build ## Create the database if missing and apply migrations
 
 .PHONY: test
 test: ## Run every test (needs PostgreSQL and jq; TEST_DATABASE_URL to override)
-	go test -race -count=1 ./... ./bench/...
+	go test -race -count=1 -parallel 4 ./... ./bench/...
 
 STRESS_RUNS ?= 5
 

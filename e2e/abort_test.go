@@ -138,7 +138,6 @@ func TestResetClientsAreNotServerErrors(t *testing.T) {
 	for _, k := range kinds {
 		for i := range k.n {
 			conn := dialRaw(t, addr)
-		require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 			require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 			k.send(t, conn, fmt.Sprintf("abort-%s-%d", k.name, i))
 			resetConn(t, conn)
