@@ -148,6 +148,7 @@ func (p *process) waitFor(t *testing.T, event string) map[string]any {
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err // for Cleanup, which would wait for it forever
 			t.Fatalf("%s exited (%v) before %s; stderr: %s", p.cmd.Path, err, event, p.stderr)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -223,6 +224,8 @@ type stackOptions struct {
 	env []string
 	// via, if set, gives the database URL the processes use (a proxy's).
 	via func(dbURL string) string
+	// workerEnv is added to the worker's environment only.
+	workerEnv []string
 	// ownDatabase gives the stack a database of its own, which `server
 	// migrate up` creates, rather than a schema of the test process's
 	// database: for tests of what reaches a whole database (NOTIFY).
@@ -252,7 +255,7 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 	if opts.via != nil {
 		env = append(env, "DATABASE_URL="+opts.via(dbURL)) // the last one wins
 	}
-	s := &stack{server: start(t, "server", env), worker: start(t, "worker", env), dbURL: dbURL, env: env}
+	s := &stack{server: start(t, "server", env), worker: start(t, "worker", append(slices.Clip(env), opts.workerEnv...)), dbURL: dbURL, env: env}
 	addr, _ := s.server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
 	s.worker.waitFor(t, obs.EventWorkerStarted)
 	s.api = client{base: "http://" + addr, key: key}

@@ -206,8 +206,13 @@ func TestCrashOnTheLastAttemptFailsTheRun(t *testing.T) {
 // failed), nothing accepted is lost, and the final lines are written.
 func TestSIGTERMUnderLoad(t *testing.T) {
 	t.Parallel()
-	// A shutdown timeout shorter than a slow job: those are interrupted.
-	st := newStack(t, "FAULT_INJECTION=1", "WORKER_CONCURRENCY=2", "SHUTDOWN_TIMEOUT=1s")
+	// The worker's shutdown timeout is shorter than a slow job: those are
+	// interrupted. The server's is long: every request it read finishes
+	// before server_stopped, however busy the machine.
+	st := newStackWith(t, stackOptions{
+		env:       []string{"FAULT_INJECTION=1", "WORKER_CONCURRENCY=2", "SHUTDOWN_TIMEOUT=1m"},
+		workerEnv: []string{"SHUTDOWN_TIMEOUT=1s"},
+	})
 	strategy := st.api.createStrategy(t, 5, 20)
 	// Each new connection: a request is either accepted and answered, or
 	// refused once the listener is closed; never cut halfway.
@@ -290,9 +295,9 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	for _, p := range []*process{st.server, st.worker} {
 		select {
 		case err := <-p.done:
+			p.done <- err // for Cleanup
 			require.NoError(t, err)
-			p.done <- err
-		case <-time.After(30 * time.Second):
+		case <-time.After(2 * time.Minute): // past the server's SHUTDOWN_TIMEOUT
 			t.Fatal("did not stop")
 		}
 	}

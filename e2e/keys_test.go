@@ -32,6 +32,7 @@ func (p *process) waitForNth(t *testing.T, event string, n int) map[string]any {
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err // for Cleanup, which would wait for it forever
 			t.Fatalf("%s exited (%v) before %s #%d; stderr: %s", p.cmd.Path, err, event, n, p.stderr)
 		case <-time.After(20 * time.Millisecond):
 		}
