@@ -257,6 +257,10 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 	}
 	s := &stack{server: start(t, "server", env), worker: start(t, "worker", append(slices.Clip(env), opts.workerEnv...)), dbURL: dbURL, env: env}
 	addr, _ := s.server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
+	// Until its key listener listens, the server caches no key: a test that
+	// counts on a cached key (a limited address, a frozen database) would
+	// depend on how fast the listener started.
+	s.server.waitFor(t, obs.EventKeyListenerStarted)
 	s.worker.waitFor(t, obs.EventWorkerStarted)
 	s.api = client{base: "http://" + addr, key: key}
 	return s
