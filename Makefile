@@ -28,7 +28,13 @@ migrate: build ## Create the database if missing and apply migrations
 
 .PHONY: test
 test: ## Run every test (needs PostgreSQL and jq; TEST_DATABASE_URL to override)
-	go test -race -count=1 ./... ./bench/...
+	go test -race -count=1 -parallel 4 ./... ./bench/...
+
+STRESS_RUNS ?= 5
+
+.PHONY: test-stress
+test-stress: ## Run make test STRESS_RUNS times (default 5) beside two CPU-bound processes
+	@scripts/test-stress $(STRESS_RUNS)
 
 FUZZTIME ?= 15s
 

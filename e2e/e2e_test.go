@@ -1,4 +1,4 @@
-// Package e2e runs the real binaries against a fresh database and checks the
+// Package e2e runs the real binaries against a fresh schema and checks the
 // log contract on their combined output with the real jq.
 package e2e
 
@@ -23,7 +23,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 var binDir string
@@ -146,6 +148,7 @@ func (p *process) waitFor(t *testing.T, event string) map[string]any {
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err // for Cleanup, which would wait for it forever
 			t.Fatalf("%s exited (%v) before %s; stderr: %s", p.cmd.Path, err, event, p.stderr)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -201,7 +204,7 @@ var processEvents = map[string]bool{
 	obs.EventKeyListenerStarted: true, obs.EventKeyListenerFailed: true, obs.EventAPIKeyInvalidated: true,
 }
 
-// stack is the service running from its binaries on a fresh database.
+// stack is the service running from its binaries on a fresh schema.
 type stack struct {
 	server, worker *process
 	api            client
@@ -209,8 +212,8 @@ type stack struct {
 	env            []string // the processes' environment
 }
 
-// newStack migrates a new database with `server migrate up`, creates an
-// API key, and starts the server and the worker with extraEnv.
+// newStack migrates a new schema, creates an API key, and starts the server
+// and the worker with extraEnv.
 func newStack(t *testing.T, extraEnv ...string) *stack {
 	t.Helper()
 	return newStackWith(t, stackOptions{env: extraEnv})
@@ -221,26 +224,65 @@ type stackOptions struct {
 	env []string
 	// via, if set, gives the database URL the processes use (a proxy's).
 	via func(dbURL string) string
+	// workerEnv is added to the worker's environment only.
+	workerEnv []string
+	// ownDatabase gives the stack a database of its own, which `server
+	// migrate up` creates, rather than a schema of the test process's
+	// database: for tests of what reaches a whole database (NOTIFY).
+	ownDatabase bool
 }
 
 func newStackWith(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
-	_, dbURL := dbtest.NewEmpty(t)
-	env := append([]string{
-		"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
-		"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
-	}, opts.env...)
-	requireSchema(t, splitLines(runCommand(t, env, "server", "migrate", "up")))
-	key := strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
+	var dbURL, key string
+	envOf := func() []string {
+		return append([]string{
+			"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
+			"SHUTDOWN_TIMEOUT=5s", "WORKER_CONCURRENCY=2",
+		}, opts.env...)
+	}
+	if opts.ownDatabase {
+		// The operator's way, with the binaries: `server migrate up` creates
+		// and migrates the database, `server create-api-key` makes the key.
+		_, dbURL = dbtest.NewEmpty(t)
+		requireSchema(t, splitLines(runCommand(t, envOf(), "server", "migrate", "up")))
+		key = strings.TrimSpace(runCommand(t, envOf(), "server", "create-api-key", "-user", "e2e"))
+	} else {
+		dbURL, key = migratedSchema(t)
+	}
+	env := envOf()
 	require.True(t, strings.HasPrefix(key, "bt_"))
 	if opts.via != nil {
 		env = append(env, "DATABASE_URL="+opts.via(dbURL)) // the last one wins
 	}
-	s := &stack{server: start(t, "server", env), worker: start(t, "worker", env), dbURL: dbURL, env: env}
+	s := &stack{server: start(t, "server", env), worker: start(t, "worker", append(slices.Clip(env), opts.workerEnv...)), dbURL: dbURL, env: env}
 	addr, _ := s.server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
+	// Until its key listener listens, the server caches no key: a test that
+	// counts on a cached key (a limited address, a frozen database) would
+	// depend on how fast the listener started.
+	s.server.waitFor(t, obs.EventKeyListenerStarted)
 	s.worker.waitFor(t, obs.EventWorkerStarted)
 	s.api = client{base: "http://" + addr, key: key}
 	return s
+}
+
+// migratedSchema returns the URL of a new migrated schema of the test
+// process's database, reached through search_path, and an API key of its
+// user "e2e", both made in-process: a database costs seconds to create and
+// drop on a busy machine, each start of a race-built binary about one, and
+// the binaries' migrations would take turns on goose's database-wide lock.
+// The tests on databases of their own cover `migrate up` and
+// `create-api-key`.
+func migratedSchema(t *testing.T) (dbURL, key string) {
+	t.Helper()
+	db := dbtest.New(t)
+	q := store.New(db.Pool)
+	u, err := q.EnsureUser(t.Context(), "e2e")
+	require.NoError(t, err)
+	key, hash := httpx.NewAPIKey()
+	_, err = q.CreateAPIKey(t.Context(), u.ID, hash, httpx.PublicPrefix(key))
+	require.NoError(t, err)
+	return db.URL, key
 }
 
 // createStrategy saves an sma_crossover strategy and returns its ID.

@@ -32,6 +32,7 @@ func (p *process) waitForNth(t *testing.T, event string, n int) map[string]any {
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err // for Cleanup, which would wait for it forever
 			t.Fatalf("%s exited (%v) before %s #%d; stderr: %s", p.cmd.Path, err, event, n, p.stderr)
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -45,7 +46,9 @@ func (p *process) waitForNth(t *testing.T, event string, n int) map[string]any {
 // it forgot the key: well inside the cache's 30 seconds.
 func TestKeyRevocationReachesTheServer(t *testing.T) {
 	t.Parallel()
-	st := newStack(t)
+	// Another test's revocation would reach this server through a shared
+	// database's channel.
+	st := newStackWith(t, stackOptions{ownDatabase: true})
 	st.server.waitFor(t, obs.EventKeyListenerStarted)
 	status := func(c client) int {
 		resp, _ := c.do(t, http.MethodGet, "/backtests", "", nil)

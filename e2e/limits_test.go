@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -228,17 +229,20 @@ func TestSIGTERMWithSlowClients(t *testing.T) {
 	requireSchema(t, st.server.rawLines(t))
 }
 
-// 1,000 connections each hold just under 64 KiB of unfinished headers, the
-// most HTTP_MAX_HEADER_BYTES lets a client make the server keep. The
-// server's memory stays bounded, it still answers, and SIGTERM exits 0.
+var slowConns = flag.Int("slow-conns", 300,
+	"connections TestThousandSlowConnectionsKeepMemoryBounded holds (docs/reliability.md's figures use 1000)")
+
+// Connections (300 by default, 1,000 for the docs' figures) each hold just
+// under 64 KiB of unfinished headers, the most HTTP_MAX_HEADER_BYTES lets a
+// client make the server keep. The server's memory stays bounded, it still
+// answers, and SIGTERM exits 0.
 func TestThousandSlowConnectionsKeepMemoryBounded(t *testing.T) {
 	t.Parallel()
-	const (
-		conns = 1000
-		pad   = 60_000
-	)
-	raiseFileLimit(t, conns+200)
-	st := newStack(t, "HTTP_MAX_CONNECTIONS=1100", "HTTP_READ_HEADER_TIMEOUT=5m", "HTTP_READ_TIMEOUT=5m",
+	const pad = 60_000
+	conns := *slowConns
+	require.Positive(t, conns, "-slow-conns")
+	raiseFileLimit(t, uint64(conns)+200) //nolint:gosec // positive, checked above
+	st := newStack(t, "HTTP_MAX_CONNECTIONS="+strconv.Itoa(conns+100), "HTTP_READ_HEADER_TIMEOUT=5m", "HTTP_READ_TIMEOUT=5m",
 		"SHUTDOWN_TIMEOUT=1s")
 	addr := st.addrOf()
 	before := peakRSS(t, st.server)
@@ -267,8 +271,9 @@ func TestThousandSlowConnectionsKeepMemoryBounded(t *testing.T) {
 	t.Logf("%d connections holding %d KB of headers each: server peak RSS %d MB (%d MB before)",
 		conns, pad/1000, peak>>10, before>>10)
 	// Generous: the race detector (the e2e default) multiplies the binary's
-	// memory. Go's default header limit let each of these clients hold 1 MB.
-	require.Less(t, peak, int64(768<<10), "peak RSS in KiB")
+	// memory, to about 350 KiB a connection here. Go's default header limit
+	// let each of these clients hold about 1 MB.
+	require.Less(t, peak-before, int64(conns)*640, "peak RSS growth in KiB, %d connections", conns)
 
 	st.server.stop(t)
 	for _, c := range held[:10] {

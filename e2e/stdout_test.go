@@ -18,7 +18,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
@@ -72,10 +71,8 @@ func (p *piped) alive() bool {
 
 func stdoutEnv(t *testing.T) ([]string, string) {
 	t.Helper()
-	_, dbURL := dbtest.NewEmpty(t)
-	env := []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0", "SHUTDOWN_TIMEOUT=5s"}
-	runCommand(t, env, "server", "migrate", "up")
-	return env, strings.TrimSpace(runCommand(t, env, "server", "create-api-key", "-user", "e2e"))
+	dbURL, key := migratedSchema(t)
+	return []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0", "SHUTDOWN_TIMEOUT=5s"}, key
 }
 
 // A closed stdout (the log reader went away) must not kill either process:

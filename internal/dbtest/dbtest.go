@@ -1,9 +1,17 @@
-// Package dbtest gives each test its own PostgreSQL database, migrated to the
-// current schema, so tests can run in parallel and in any order.
+// Package dbtest gives each test its own PostgreSQL schema, migrated to the
+// current version, so tests can run in parallel and in any order.
 //
 // The server is TEST_DATABASE_URL (default: the local server as user
-// postgres). Each test process migrates one template database once; each
-// test then gets a copy of it, dropped when the test ends.
+// postgres). Each test process makes one database, dropped when it ends;
+// each test gets a schema of its own in it (New), reached through
+// search_path on every connection of its pool, River's included. A schema
+// is cheap where a database is not: CREATE and DROP DATABASE copy files
+// and wait for the disk, and had to take turns on the template.
+//
+// What is database-wide stays shared between a process's schemas: NOTIFY
+// channels (api_key_revoked) and advisory locks. A test of those gets a
+// whole database (NewDatabase), and a test of the code that creates
+// databases names one that does not exist yet (NewEmpty).
 package dbtest
 
 import (
@@ -17,12 +25,14 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 
 	"github.com/backtestd/backtestd/migrations"
 )
@@ -37,8 +47,16 @@ var template struct {
 	err  error
 }
 
-// Main runs the tests of a package and drops its template database
-// afterwards. Call it from TestMain: os.Exit(dbtest.Main(m)).
+// shared is the database that holds this test process's schemas.
+var shared struct {
+	once sync.Once
+	name string
+	err  error
+	next atomic.Int64 // numbers the schemas
+}
+
+// Main runs the tests of a package and drops its databases afterwards (the
+// schemas' and the template). Call it from TestMain: os.Exit(dbtest.Main(m)).
 //
 // First it drops what killed test runs left behind: databases of this
 // package's naming that are older than staleAfter (their names carry the
@@ -50,25 +68,109 @@ func Main(m *testing.M) int {
 	}
 	cancel()
 	code := m.Run()
-	if template.name != "" {
+	for _, name := range []string{template.name, shared.name} {
+		if name == "" {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := dropDatabase(ctx, template.name); err != nil {
+		if err := dropDatabase(ctx, name); err != nil {
 			fmt.Fprintln(os.Stderr, "dbtest:", err)
 		}
+		cancel()
 	}
 	return code
 }
 
-// DB is a test's own database.
+// DB is a test's own schema (New) or database (NewDatabase).
 type DB struct {
+	// Name is the database.
 	Name string
-	URL  string
+	// Schema is the test's schema, empty for a whole database (where the
+	// tables are in public).
+	Schema string
+	// URL reaches the test's tables: with search_path set to Schema when
+	// there is one, for the binaries and for connections a test opens.
+	URL string
+	// Pool is connected to URL.
 	Pool *pgxpool.Pool
 }
 
-// New creates a migrated database for t, dropped when t ends.
+// New creates a migrated schema for tb in this process's test database.
+// Every connection of its pool, and of any pool or binary given its URL,
+// finds the schema's tables, and River's, first on search_path. The schema
+// goes with the database when the process ends: dropping it at once would
+// only cost the test time.
 func New(tb testing.TB) *DB {
+	tb.Helper()
+	db := NewSchema(tb)
+	if err := migrate(tb.Context(), db.Pool); err != nil {
+		tb.Fatalf("dbtest: migrate schema %s: %v", db.Schema, err)
+	}
+	return db
+}
+
+// NewSchema creates an empty schema for tb, as New does but without
+// migrating it: for the tests of `server migrate up` and of what refuses an
+// unmigrated schema.
+func NewSchema(tb testing.TB) *DB {
+	tb.Helper()
+	ctx := tb.Context()
+	shared.once.Do(func() {
+		shared.name = "bt_test_" + randomSuffix()
+		shared.err = exec(context.WithoutCancel(ctx), `CREATE DATABASE `+shared.name)
+	})
+	if shared.err != nil {
+		tb.Fatalf("dbtest: the process's test database: %v", shared.err)
+	}
+	schema := fmt.Sprintf("t%d", shared.next.Add(1))
+	u := withSearchPath(URLFor(shared.name), schema)
+	pool, err := pgxpool.New(ctx, u)
+	if err != nil {
+		tb.Fatalf("dbtest: connect to %s: %v", shared.name, err)
+	}
+	tb.Cleanup(pool.Close)
+	if _, err := pool.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		tb.Fatalf("dbtest: create schema %s: %v", schema, err)
+	}
+	return &DB{Name: shared.name, Schema: schema, URL: u, Pool: pool}
+}
+
+// withSearchPath adds search_path to a connection URL: pgx sends it as a
+// run-time parameter when it connects, so it holds on every connection.
+// synchronous_commit off too: a test's commits need not survive a crash of
+// the server, and not waiting for the disk at each one halves the time a
+// migration takes on a busy machine.
+func withSearchPath(dbURL, schema string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return dbURL
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("synchronous_commit", "off")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// migrate applies every migration to the schema pool's connections use.
+// Without goose's session lock: that is one advisory lock for the whole
+// database, which would make the process's schemas migrate one at a time.
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS, goose.WithSlog(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return fmt.Errorf("goose provider: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// NewDatabase creates a migrated database for tb, dropped when tb ends: for
+// tests of what a database does not keep to a schema, such as NOTIFY.
+func NewDatabase(tb testing.TB) *DB {
 	tb.Helper()
 	t := tb
 	ctx := t.Context()
@@ -144,13 +246,7 @@ func makeTemplate(ctx context.Context) (string, error) {
 		return name, fmt.Errorf("connect to %s: %w", name, err)
 	}
 	defer pool.Close()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	p, err := migrations.NewProvider(db, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return name, err
-	}
-	if _, err := p.Up(ctx); err != nil {
+	if err := migrate(ctx, pool); err != nil {
 		return name, fmt.Errorf("migrate %s: %w", name, err)
 	}
 	return name, nil

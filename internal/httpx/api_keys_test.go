@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/logtest"
@@ -184,7 +185,9 @@ func waitForEvent(t *testing.T, logs *logtest.Sink, event string, n int) map[str
 func TestKeyListenerFollowsRevocations(t *testing.T) {
 	t.Parallel()
 	cache := httpx.NewKeyCache(time.Hour, 100) // only an invalidation can drop a key here
-	b := setup(t, func(d *httpx.Deps) { d.Keys = cache })
+	// NOTIFY reaches every schema of a database: another test's revocation
+	// would be heard here.
+	b := setupOn(t, dbtest.NewDatabase(t), func(d *httpx.Deps) { d.Keys = cache })
 	listenerLogs := &logtest.Sink{}
 	var pid atomic.Uint32
 	l := &httpx.KeyListener{

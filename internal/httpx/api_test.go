@@ -31,7 +31,12 @@ type testBundle struct {
 // setup serves the API on a new database; options change its Deps.
 func setup(t *testing.T, options ...func(*httpx.Deps)) *testBundle {
 	t.Helper()
-	db := dbtest.New(t)
+	return setupOn(t, dbtest.New(t), options...)
+}
+
+// setupOn is setup on a given database.
+func setupOn(t *testing.T, db *dbtest.DB, options ...func(*httpx.Deps)) *testBundle {
+	t.Helper()
 	logs := &logtest.Sink{}
 	h := obs.NewHandler(logs, obs.Options{Service: "server"})
 	inserter, err := enqueue.NewInsertClient(db.Pool, h)

@@ -360,6 +360,11 @@ func waitFinal(t *testing.T, events <-chan *river.Event, n int) {
 	for len(final) < n {
 		select {
 		case ev := <-events:
+			// The periodic reconcile_runs job ends too: counting it would let
+			// the test go on while a retry was still to come.
+			if ev.Job.Kind != jobargs.KindBacktest {
+				continue
+			}
 			if ev.Job.State == rivertype.JobStateCompleted || ev.Job.State == rivertype.JobStateCancelled ||
 				ev.Job.State == rivertype.JobStateDiscarded {
 				final[ev.Job.ID] = true
@@ -381,6 +386,9 @@ func waitLastAttemptsLogged(t *testing.T, logs *logtest.Sink, n int) []map[strin
 		lines = logs.Lines(t)
 		ended := 0
 		for _, l := range lines {
+			if l[obs.KeyJobKind] != jobargs.KindBacktest {
+				continue
+			}
 			if l[obs.KeyEvent] == obs.EventJobCompleted || (l[obs.KeyEvent] == obs.EventJobFailed && l[obs.KeyWillRetry] == false) {
 				ended++
 			}

@@ -31,7 +31,12 @@ type testBundle struct {
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	db := dbtest.New(t)
+	return setupOn(t, dbtest.New(t))
+}
+
+// setupOn is setup on a given database.
+func setupOn(t *testing.T, db *dbtest.DB) *testBundle {
+	t.Helper()
 	q := store.New(db.Pool)
 	alice, err := q.EnsureUser(t.Context(), "alice")
 	require.NoError(t, err)
@@ -267,7 +272,7 @@ func TestAPIKeysAreNamedAndRevoked(t *testing.T) {
 // at commit, with the key's hash; a rolled-back deletion is not.
 func TestKeyDeletionsAreAnnounced(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupOn(t, dbtest.NewDatabase(t)) // NOTIFY reaches every schema of a database
 	ctx := t.Context()
 	listener, err := pgx.Connect(ctx, b.db.URL)
 	require.NoError(t, err)
