@@ -27,7 +27,7 @@ migrate: build ## Create the database if missing and apply migrations
 	@$(BIN)/server migrate up
 
 .PHONY: test
-test: ## Run every test (needs PostgreSQL and jq; TEST_DATABASE_URL to override)
+test: ## Run every test (needs PostgreSQL, jq, Chromium and lnav; TEST_DATABASE_URL to override)
 	go test -race -count=1 -parallel 4 ./... ./bench/...
 
 STRESS_RUNS ?= 5
