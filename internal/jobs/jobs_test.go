@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertest"
@@ -49,6 +50,23 @@ func setup(t *testing.T) *testBundle {
 	logs := &logtest.Sink{}
 	h := obs.NewHandler(logs, obs.Options{Service: "worker", Level: slog.LevelDebug})
 	return &testBundle{db: db, q: q, user: user, logs: logs, handler: h, logger: slog.New(h)}
+}
+
+// startClient starts a real River worker client on the test's database,
+// subscribed to kinds, and stops it when the test ends.
+func (b *testBundle) startClient(t *testing.T, cfg jobs.ClientConfig, kinds ...river.EventKind) (*river.Client[pgx.Tx], <-chan *river.Event) {
+	t.Helper()
+	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, cfg)
+	require.NoError(t, err)
+	events, cancelSub := client.Subscribe(kinds...)
+	t.Cleanup(cancelSub)
+	require.NoError(t, client.Start(t.Context()))
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 10*time.Second)
+		defer cancel()
+		require.NoError(t, client.Stop(stopCtx))
+	})
+	return client, events
 }
 
 func (b *testBundle) strategy(t *testing.T, q *store.Queries, kind, params string) store.Strategy {
@@ -290,18 +308,8 @@ func TestWorkerWithRealClient(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 	engine := &flakyEngine{calls: map[string]int{}}
-	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, jobs.ClientConfig{
-		Concurrency: 2, Engine: engine.run, RetryPolicy: fastRetry{},
-	})
-	require.NoError(t, err)
-	events, cancelSub := client.Subscribe(river.EventKindJobCompleted, river.EventKindJobCancelled, river.EventKindJobFailed)
-	defer cancelSub()
-	require.NoError(t, client.Start(ctx))
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		require.NoError(t, client.Stop(stopCtx))
-	}()
+	client, events := b.startClient(t, jobs.ClientConfig{Concurrency: 2, Engine: engine.run, RetryPolicy: fastRetry{}},
+		river.EventKindJobCompleted, river.EventKindJobCancelled, river.EventKindJobFailed)
 
 	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 	enq := enqueue.NewEnqueuer(b.db.Pool, client, 0)
@@ -318,6 +326,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 	}
 	runs := make([]store.Run, len(cases))
 	for i, c := range cases {
+		var err error
 		runs[i], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-"+c.symbol+"-"+strconv.Itoa(i), c.symbol, c.days))
 		require.NoError(t, err)
 	}
@@ -543,18 +552,9 @@ func TestRiverLinesAboutAJobAreCorrelated(t *testing.T) {
 		}
 		return backtest.Run(ctx, in)
 	}
-	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, jobs.ClientConfig{
+	client, events := b.startClient(t, jobs.ClientConfig{
 		Concurrency: 2, Engine: engine, RetryPolicy: fastRetry{}, RiverLogLevel: slog.LevelDebug,
-	})
-	require.NoError(t, err)
-	events, cancelSub := client.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed)
-	defer cancelSub()
-	require.NoError(t, client.Start(ctx))
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		require.NoError(t, client.Stop(stopCtx))
-	}()
+	}, river.EventKindJobCompleted, river.EventKindJobFailed)
 
 	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 	enq := enqueue.NewEnqueuer(b.db.Pool, client, 2)
@@ -568,8 +568,9 @@ func TestRiverLinesAboutAJobAreCorrelated(t *testing.T) {
 	}
 	runs := map[string]store.Run{}
 	for _, tt := range tests {
-		runs[tt.symbol], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-river-"+tt.symbol, tt.symbol, 365))
+		run, err := enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-river-"+tt.symbol, tt.symbol, 365))
 		require.NoError(t, err)
+		runs[tt.symbol] = run
 	}
 	// River reports a job final once its state is saved, after every line
 	// about it: the lifecycle's, then River's.
