@@ -24,6 +24,7 @@ const (
 	FaultFlaky = "FLAKY" // fails its first attempt with a transient error
 	FaultPanic = "PANIC" // panics on its first attempt
 	FaultCrash = "CRASH" // panics on every attempt
+	FaultHang  = "HANG"  // after its first checkpoint, waits for its context to end
 )
 
 // SlowCheckpoint is how long a FaultSlow backtest sleeps at each checkpoint.
@@ -42,6 +43,14 @@ func withFaults(attempt int, next Engine) Engine {
 			return backtest.Result{}, ErrInjected
 		case strings.HasPrefix(symbol, FaultPanic) && first, strings.HasPrefix(symbol, FaultCrash):
 			panic("injected fault: " + symbol)
+		case strings.HasPrefix(symbol, FaultHang):
+			inner := in.Progress
+			in.Progress = func(pct int) {
+				if inner != nil {
+					inner(pct)
+				}
+				<-ctx.Done() // the engine then returns the context's error
+			}
 		case strings.HasPrefix(symbol, FaultSlow):
 			inner := in.Progress
 			in.Progress = func(pct int) {
