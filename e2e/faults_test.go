@@ -233,8 +233,10 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		id, _ := out["run_id"].(string)
 		return resp.StatusCode, id, nil
 	}
-	// Slow jobs keep both worker slots busy when the signal comes.
-	for i := range 4 {
+	// Slow jobs (3 s each) keep both worker slots busy when the signal
+	// comes: eight of them, 12 s of work, however long a busy machine takes
+	// to accept the clients' first requests.
+	for i := range 8 {
 		status, _, err := post(fmt.Sprintf("slow-%d", i), "SLOW2")
 		require.NoError(t, err)
 		require.Equal(t, http.StatusAccepted, status)
@@ -288,7 +290,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(accepted) >= 20
+		return len(accepted) >= 1
 	}, time.Minute, 10*time.Millisecond, "the clients' requests are accepted")
 	require.NoError(t, st.server.cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, st.worker.cmd.Process.Signal(syscall.SIGTERM))
