@@ -200,10 +200,7 @@ func TestKeyListenerFollowsRevocations(t *testing.T) {
 			}
 			return c, err
 		},
-		// The quiet-connection ping runs too. It is also the ping's
-		// timeout: at 50 ms a busy machine failed a ping now and then, and
-		// logged a reconnection the test did not cause.
-		CheckEvery: time.Second,
+		CheckEvery: time.Second, // the quiet-connection ping runs too
 		RetryMin:   time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(t.Context())
