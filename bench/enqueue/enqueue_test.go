@@ -20,8 +20,8 @@ import (
 
 	"github.com/backtestd/backtestd/bench/internal/loadgen"
 	"github.com/backtestd/backtestd/internal/dbtest"
-	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
