@@ -19,17 +19,9 @@ import (
 // HeaderCorrelationID carries the correlation ID in requests and responses.
 const HeaderCorrelationID = "X-Correlation-ID"
 
-// correlationHeaderKey is HeaderCorrelationID as net/http stores it in a
-// Header map. Indexing the map with it skips the canonicalization (and its
-// allocation) that Header.Get and Header.Set do on every request.
-const correlationHeaderKey = "X-Correlation-Id"
-
 // HeaderTraceparent carries the W3C trace context in requests and
 // responses.
 const HeaderTraceparent = "Traceparent"
-
-// traceparentHeaderKey is HeaderTraceparent as a Header map stores it.
-const traceparentHeaderKey = "Traceparent"
 
 // continueTrace joins the request to its client's trace: with a valid
 // traceparent, the request gets a span of its own, a child of the client's,
@@ -48,7 +40,7 @@ func continueTrace(ctx context.Context, logger *slog.Logger, w http.ResponseWrit
 		return ctx
 	}
 	span := tp.Context.Child()
-	w.Header()[traceparentHeaderKey] = []string{span.String()}
+	w.Header().Set(HeaderTraceparent, span.String())
 	return tracecontext.With(ctx, span)
 }
 
@@ -85,19 +77,17 @@ func infoFrom(ctx context.Context) *requestInfo {
 func observe(logger *slog.Logger, metrics *Metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		corr := obs.ResolveCorrelationID(r.Header[correlationHeaderKey])
-		w.Header()[correlationHeaderKey] = []string{corr.ID}
-		// One allocation holds what the request's layers share.
-		ex := &exchange{recorder: recorder{ResponseWriter: w}}
-		rec, info := &ex.recorder, &ex.info
+		corr := obs.ResolveCorrelationID(r.Header.Values(HeaderCorrelationID))
+		w.Header().Set(HeaderCorrelationID, corr.ID)
+		info := &requestInfo{}
 		ctx := obs.WithAttrs(r.Context(), slog.String(obs.KeyCorrelationID, corr.ID))
 		ctx = context.WithValue(ctx, requestInfoKey{}, info)
 		if corr.Rejected != "" {
 			logger.WarnContext(ctx, obs.EventCorrelationIDRejected,
 				slog.String(obs.KeyReason, corr.Rejected), slog.Int(obs.KeyHeaderLength, corr.HeaderLength))
 		}
-		ctx = continueTrace(ctx, logger, w, r.Header[traceparentHeaderKey])
-		rec.ctx = ctx
+		ctx = continueTrace(ctx, logger, w, r.Header.Values(HeaderTraceparent))
+		rec := &recorder{ResponseWriter: w, ctx: ctx}
 		r = r.WithContext(ctx)
 		defer func() {
 			if p := recover(); p != nil {
@@ -114,7 +104,7 @@ func observe(logger *slog.Logger, metrics *Metrics, next http.Handler) http.Hand
 					// Drop what the handler had set (a Location, say): only
 					// the correlation ID and trace belong on the error.
 					for k := range rec.Header() {
-						if k != correlationHeaderKey && k != traceparentHeaderKey {
+						if k != http.CanonicalHeaderKey(HeaderCorrelationID) && k != HeaderTraceparent {
 							rec.Header().Del(k)
 						}
 					}
@@ -164,12 +154,6 @@ func routeTemplate(next http.Handler) http.Handler {
 	})
 }
 
-// exchange is the per-request state of observe, allocated once.
-type exchange struct {
-	recorder recorder
-	info     requestInfo
-}
-
 // StatusClientClosedRequest is nginx's status for a request whose client
 // went away before it was answered. It is never sent (nobody is there to
 // read it); the access line records it, so that a departed client counts
@@ -203,7 +187,7 @@ func (rec *recorder) Write(b []byte) (int, error) {
 // query (a 400, a 503) was not the client's answer.
 func (rec *recorder) record(code int) {
 	rec.code, rec.wroteHeader = code, true
-	if rec.ctx != nil && clientGone(rec.ctx) {
+	if clientGone(rec.ctx) {
 		rec.code = StatusClientClosedRequest
 	}
 }
@@ -213,7 +197,7 @@ func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
 func (rec *recorder) status() int {
 	if !rec.wroteHeader {
-		if rec.ctx != nil && clientGone(rec.ctx) {
+		if clientGone(rec.ctx) {
 			return StatusClientClosedRequest // serverError wrote nothing for a departed client
 		}
 		return http.StatusOK // a handler that writes nothing sends 200
