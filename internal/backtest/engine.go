@@ -71,8 +71,8 @@ type Input struct {
 func Run(ctx context.Context, in Input) (Result, error) {
 	s, prices, initialCash, progress := in.Strategy, in.Prices, in.InitialCash, in.Progress
 	n := len(prices)
-	if need := s.warmup(); n < need {
-		return Result{}, &InsufficientDataError{Need: need, Have: n}
+	if err := s.CheckBars(n); err != nil {
+		return Result{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err

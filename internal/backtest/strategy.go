@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -50,6 +51,31 @@ func (e *ValidationError) Error() string {
 	return e.Field + ": " + e.Message
 }
 
+// ValidationErrors are every wrong input of a strategy at once, in the
+// order of its fields. errors.As finds each *ValidationError in it.
+type ValidationErrors []*ValidationError
+
+func (errs ValidationErrors) Error() string {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap gives errors.Is and errors.As each error.
+func (errs ValidationErrors) Unwrap() []error {
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = e
+	}
+	return out
+}
+
+func (errs *ValidationErrors) add(field, message string) {
+	*errs = append(*errs, &ValidationError{Field: field, Message: message})
+}
+
 type smaParams struct {
 	FastWindow *int `json:"fast_window"`
 	SlowWindow *int `json:"slow_window"`
@@ -63,7 +89,8 @@ type rsiParams struct {
 
 // ParseStrategy validates a kind and its JSON parameters. Parameters the
 // kind does not have, missing required ones and values out of range give a
-// *ValidationError.
+// *ValidationError, or ValidationErrors when several parameters are wrong:
+// every one is reported at once.
 func ParseStrategy(kind string, params json.RawMessage) (Strategy, error) {
 	switch kind {
 	case KindSMACrossover:
@@ -71,19 +98,24 @@ func ParseStrategy(kind string, params json.RawMessage) (Strategy, error) {
 		if err := decodeParams(params, &p); err != nil {
 			return Strategy{}, err
 		}
-		if p.FastWindow == nil {
-			return Strategy{}, &ValidationError{"params.fast_window", "is required"}
+		var errs ValidationErrors
+		switch {
+		case p.FastWindow == nil:
+			errs.add("params.fast_window", "is required")
+		case *p.FastWindow < 1:
+			errs.add("params.fast_window", "must be at least 1")
 		}
-		if p.SlowWindow == nil {
-			return Strategy{}, &ValidationError{"params.slow_window", "is required"}
+		switch {
+		case p.SlowWindow == nil:
+			errs.add("params.slow_window", "is required")
+		case *p.SlowWindow > maxWindow:
+			errs.add("params.slow_window", fmt.Sprintf("must be at most %d", maxWindow))
+		}
+		if len(errs) > 0 {
+			return Strategy{}, errs
 		}
 		s := Strategy{Kind: kind, FastWindow: *p.FastWindow, SlowWindow: *p.SlowWindow}
-		switch {
-		case s.FastWindow < 1:
-			return Strategy{}, &ValidationError{"params.fast_window", "must be at least 1"}
-		case s.SlowWindow > maxWindow:
-			return Strategy{}, &ValidationError{"params.slow_window", fmt.Sprintf("must be at most %d", maxWindow)}
-		case s.FastWindow >= s.SlowWindow:
+		if s.FastWindow >= s.SlowWindow {
 			return Strategy{}, &ValidationError{"params.fast_window", "must be less than slow_window"}
 		}
 		return s, nil
@@ -108,13 +140,21 @@ func ParseStrategy(kind string, params json.RawMessage) (Strategy, error) {
 		if p.Overbought != nil {
 			s.Overbought = *p.Overbought
 		}
-		switch {
-		case s.Period < 2 || s.Period > maxPeriod:
-			return Strategy{}, &ValidationError{"params.period", fmt.Sprintf("must be between 2 and %d", maxPeriod)}
-		case !(s.Oversold > 0 && s.Oversold < 100):
-			return Strategy{}, &ValidationError{"params.oversold", "must be between 0 and 100"}
-		case !(s.Overbought > s.Oversold && s.Overbought < 100):
-			return Strategy{}, &ValidationError{"params.overbought", "must be above oversold and below 100"}
+		var errs ValidationErrors
+		if s.Period < 2 || s.Period > maxPeriod {
+			errs.add("params.period", fmt.Sprintf("must be between 2 and %d", maxPeriod))
+		}
+		oversoldOK := s.Oversold > 0 && s.Oversold < 100
+		if !oversoldOK {
+			errs.add("params.oversold", "must be between 0 and 100")
+		}
+		// Above an oversold that is itself wrong means nothing: only the
+		// bound of 100 is checked then.
+		if !(s.Overbought < 100) || oversoldOK && !(s.Overbought > s.Oversold) {
+			errs.add("params.overbought", "must be above oversold and below 100")
+		}
+		if len(errs) > 0 {
+			return Strategy{}, errs
 		}
 		return s, nil
 	case "":
@@ -178,8 +218,18 @@ func (s Strategy) Params() json.RawMessage {
 	return b
 }
 
-// warmup is how many bars the strategy needs before its first signal.
-func (s Strategy) warmup() int {
+// CheckBars returns an *InsufficientDataError when n bars are fewer than
+// the strategy needs (BarsNeeded). The engine checks a series with it
+// before running, and the API a date range before queueing: one rule.
+func (s Strategy) CheckBars(n int) error {
+	if need := s.BarsNeeded(); n < need {
+		return &InsufficientDataError{Need: need, Have: n}
+	}
+	return nil
+}
+
+// BarsNeeded is how many bars the strategy needs before its first signal.
+func (s Strategy) BarsNeeded() int {
 	switch s.Kind {
 	case KindSMACrossover:
 		return s.SlowWindow

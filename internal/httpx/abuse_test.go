@@ -90,10 +90,10 @@ func TestUnknownKeysAreLimitedWithoutQueries(t *testing.T) {
 		return key
 	}
 	counted := &countingDB{DBTX: db.Pool}
-	h := httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{
+	h := checked(t, httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{
 		Queries: store.New(counted), Enqueuer: enqueue.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
 		AuthLimit: httpx.AuthLimit{Burst: 5, Every: time.Hour, Addresses: 100},
-	})
+	}))
 	const attacker, neighbour = "198.51.100.7:40000", "203.0.113.5:40000"
 	get := func(key, from string) *httptest.ResponseRecorder {
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/backtests", nil)
@@ -178,7 +178,7 @@ func TestAccessLineClientIP(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			logs := &logtest.Sink{}
-			h := httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{TrustedProxies: tt.trusted})
+			h := checked(t, httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{TrustedProxies: tt.trusted}))
 			req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, tt.path, nil)
 			if tt.forwarded != "" {
 				req.Header.Set("X-Forwarded-For", tt.forwarded)

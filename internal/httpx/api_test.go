@@ -1,15 +1,18 @@
 package httpx_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/backtestd/backtestd/internal/apitest"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
@@ -19,6 +22,17 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+// contract is the API's document, loaded once for every test.
+var contract = sync.OnceValues(func() (*apitest.Contract, error) { return apitest.New(context.Background()) })
+
+// checked is h, every exchange of which must follow the API's document.
+func checked(t *testing.T, h http.Handler) http.Handler {
+	t.Helper()
+	c, err := contract()
+	require.NoError(t, err)
+	return c.Handler(t, h)
+}
 
 type testBundle struct {
 	db       *dbtest.DB
@@ -55,7 +69,7 @@ func setupOn(t *testing.T, db *dbtest.DB, options ...func(*httpx.Deps)) *testBun
 	}
 	return &testBundle{
 		db:      db,
-		handler: httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), deps),
+		handler: checked(t, httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), deps)),
 		logs:    logs, aliceKey: keyOf("alice"), bobKey: keyOf("bob"),
 	}
 }

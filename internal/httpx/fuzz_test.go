@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/google/uuid"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 )
@@ -64,9 +67,24 @@ func FuzzRequestBodies(f *testing.F) {
 		breq, ok := decode[createBacktestRequest](rec, req)
 		check(rec, ok)
 		if ok {
-			nb, field, _ := breq.validate()
-			if field == "" && (nb.InitialCash < 1 || nb.InitialCash > 1e12 || !nb.End.After(nb.Start) || nb.Symbol == "") {
+			// Any ID names a buy_and_hold strategy, which needs one bar.
+			anyStrategy := func(context.Context, uuid.UUID) (backtest.Strategy, error) {
+				return backtest.Strategy{Kind: backtest.KindBuyAndHold}, nil
+			}
+			nb, invalid, err := breq.validate(t.Context(), anyStrategy)
+			if err != nil {
+				t.Fatalf("validate(%q): %v", body, err)
+			}
+			if len(invalid) == 0 && (nb.InitialCash < 1 || nb.InitialCash > 1e12 || !nb.End.After(nb.Start) || nb.Symbol == "" ||
+				backtest.TradingDays(nb.Start, nb.End) < 1) {
 				t.Fatalf("validate accepted %q", body)
+			}
+			names := map[string]bool{}
+			for _, p := range invalid {
+				if names[p.Name] {
+					t.Fatalf("validate named %s twice for %q", p.Name, body)
+				}
+				names[p.Name] = true
 			}
 		}
 	})

@@ -85,19 +85,27 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 		if !ok {
 			return
 		}
+		var invalid []InvalidParam
+		name := strings.TrimSpace(req.Name)
+		if !validName(name) {
+			invalid = append(invalid, InvalidParam{Name: "name", Reason: fmt.Sprintf(
+				"must be text of at most %d characters without control characters, "+
+					"line separators or bidirectional formatting characters", store.MaxNameLength)})
+		}
 		spec, err := backtest.ParseStrategy(req.Kind, req.Params)
 		if err != nil {
-			strategyError(logger, w, r, err)
+			more, ok := strategyInvalid(logger, w, r, err)
+			if !ok {
+				return
+			}
+			invalid = append(invalid, more...)
+		}
+		if len(invalid) > 0 {
+			writeInvalidParams(w, r, invalid)
 			return
 		}
-		name := strings.TrimSpace(req.Name)
-		switch {
-		case name == "":
+		if name == "" {
 			name = spec.Kind
-		case !validName(name):
-			writeInvalid(w, r, "name", fmt.Sprintf("must be text of at most %d characters without control characters, "+
-				"line separators or bidirectional formatting characters", store.MaxNameLength))
-			return
 		}
 		user := userFrom(r.Context())
 		s, err := q.CreateStrategy(r.Context(), store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
@@ -115,17 +123,29 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	})
 }
 
-// strategyError answers an error of backtest.ParseStrategy. A
-// *backtest.ValidationError, all it returns for any input, is the client's
-// mistake: 422. Anything else would be a fault of ours, not a reason to go
-// on with an empty strategy: 500, logged.
-func strategyError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
-	var ve *backtest.ValidationError
-	if errors.As(err, &ve) {
-		writeInvalid(w, r, ve.Field, ve.Message)
-		return
+// strategyInvalid returns the refused fields of an error of
+// backtest.ParseStrategy. A *backtest.ValidationError, or several, all it
+// returns for any input, is the client's mistake: a 422 to answer. Anything
+// else would be a fault of ours, not a reason to go on with an empty
+// strategy: it answers 500, logged, and returns false.
+func strategyInvalid(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) ([]InvalidParam, bool) {
+	var (
+		many backtest.ValidationErrors
+		one  *backtest.ValidationError
+	)
+	switch {
+	case errors.As(err, &many):
+		out := make([]InvalidParam, len(many))
+		for i, ve := range many {
+			out[i] = InvalidParam{Name: ve.Field, Reason: ve.Message}
+		}
+		return out, true
+	case errors.As(err, &one):
+		return []InvalidParam{{Name: one.Field, Reason: one.Message}}, true
+	default:
+		serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
+		return nil, false
 	}
-	serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
 }
 
 func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
@@ -179,36 +199,90 @@ const (
 
 var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
 
-// validate checks a backtest request, returning the rejected field and why.
-func (req createBacktestRequest) validate() (nb enqueue.NewBacktest, field, reason string) {
-	id, ok := parseID(req.StrategyID)
-	if !ok {
-		return nb, "strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase"
+// strategyLookup returns the caller's strategy id, parsed, or an error
+// wrapping store.ErrNotFound when the caller has none of that ID.
+type strategyLookup func(ctx context.Context, id uuid.UUID) (backtest.Strategy, error)
+
+// validate checks every field of a backtest request at once: it returns the
+// backtest, or every refused field and why, in the order of the fields. A
+// range with fewer bars than the strategy needs is refused here, by the
+// engine's own rule (Strategy.CheckBars), rather than failing in the
+// worker. An error is a fault of the server's (the lookup failed).
+func (req createBacktestRequest) validate(ctx context.Context, lookup strategyLookup) (enqueue.NewBacktest, []InvalidParam, error) {
+	var (
+		nb       enqueue.NewBacktest
+		invalid  []InvalidParam
+		strategy *backtest.Strategy
+	)
+	refuse := func(name, reason string) { invalid = append(invalid, InvalidParam{Name: name, Reason: reason}) }
+	if id, ok := parseID(req.StrategyID); !ok {
+		refuse("strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase")
+	} else {
+		s, err := lookup(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			refuse("strategy_id", "no such strategy")
+		case err != nil:
+			return nb, nil, err
+		default:
+			strategy, nb.StrategyID = &s, id
+		}
 	}
 	if !symbolPattern.MatchString(req.Symbol) {
-		return nb, "symbol", "must be 1 to 16 letters, digits, '.' or '-'"
+		refuse("symbol", "must be 1 to 16 letters, digits, '.' or '-'")
 	}
-	start, err := time.Parse(time.DateOnly, req.Start)
-	if err != nil {
-		return nb, "start", "must be a date, YYYY-MM-DD"
+	start, startErr := time.Parse(time.DateOnly, req.Start)
+	if startErr != nil {
+		refuse("start", "must be a date, YYYY-MM-DD")
 	}
-	end, err := time.Parse(time.DateOnly, req.End)
-	if err != nil {
-		return nb, "end", "must be a date, YYYY-MM-DD"
+	end, endErr := time.Parse(time.DateOnly, req.End)
+	switch {
+	case endErr != nil:
+		refuse("end", "must be a date, YYYY-MM-DD")
+	case startErr != nil: // end cannot be compared with it
+	case !end.After(start):
+		refuse("end", "must be after start")
+	case end.After(start.AddDate(maxSpanYears, 0, 0)):
+		refuse("end", "must be at most 100 years after start")
+	case strategy != nil:
+		if err := strategy.CheckBars(backtest.TradingDays(start, end)); err != nil {
+			refuse("end", err.Error()+" (weekdays from start to end): move end later or start earlier")
+		}
 	}
 	switch {
-	case !end.After(start):
-		return nb, "end", "must be after start"
-	case end.After(start.AddDate(maxSpanYears, 0, 0)):
-		return nb, "end", "must be at most 100 years after start"
 	case req.InitialCash == nil:
-		return nb, "initial_cash", "is required"
+		refuse("initial_cash", "is required")
 	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
-		return nb, "initial_cash", "must be between 1 and 1e12"
+		refuse("initial_cash", "must be between 1 and 1e12")
 	}
-	return enqueue.NewBacktest{
-		StrategyID: id, Symbol: strings.ToUpper(req.Symbol), Start: start, End: end, InitialCash: *req.InitialCash,
-	}, "", ""
+	if len(invalid) > 0 {
+		return enqueue.NewBacktest{}, invalid, nil
+	}
+	nb.Symbol, nb.Start, nb.End, nb.InitialCash = strings.ToUpper(req.Symbol), start, end, *req.InitialCash
+	return nb, nil, nil
+}
+
+// lookupStrategy is the strategyLookup of userID's strategies in q.
+func lookupStrategy(q *store.Queries, userID uuid.UUID) strategyLookup {
+	return func(ctx context.Context, id uuid.UUID) (backtest.Strategy, error) {
+		s, err := q.Strategy(ctx, userID, id)
+		if errors.Is(err, store.ErrNotFound) {
+			// A user deleted while their key is cached has no strategies
+			// either: that is a 401, as for any write of theirs. LockUser
+			// outside a transaction is an existence check.
+			if err := q.LockUser(ctx, userID); err != nil {
+				return backtest.Strategy{}, err
+			}
+		}
+		if err != nil {
+			return backtest.Strategy{}, err
+		}
+		spec, err := backtest.ParseStrategy(s.Kind, s.Params)
+		if err != nil { // it was checked when saved
+			return backtest.Strategy{}, fmt.Errorf("parse stored strategy %s: %w", id, err)
+		}
+		return spec, nil
+	}
 }
 
 // unfinishedRetryAfter is the Retry-After of a 429 at the bound of
@@ -230,12 +304,20 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		if !ok {
 			return
 		}
-		nb, field, reason := req.validate()
-		if field != "" {
-			writeInvalid(w, r, field, reason)
+		ctx := r.Context()
+		nb, invalid, err := req.validate(ctx, lookupStrategy(q, userFrom(ctx).ID))
+		if errors.Is(err, store.ErrUserGone) {
+			userGone(w, r)
 			return
 		}
-		ctx := r.Context()
+		if err != nil {
+			serverError(logger, w, r, err)
+			return
+		}
+		if len(invalid) > 0 {
+			writeInvalidParams(w, r, invalid)
+			return
+		}
 		nb.UserID = userFrom(ctx).ID
 		nb.CorrelationID = obs.CorrelationID(ctx)
 		if span, ok := tracecontext.From(ctx); ok {
@@ -245,7 +327,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		var tooMany *enqueue.TooManyUnfinishedError
 		if errors.As(err, &tooMany) {
 			w.Header().Set("Retry-After", unfinishedRetryAfter)
-			writeProblem(w, r, http.StatusTooManyRequests, fmt.Sprintf(
+			writeKindProblem(w, r, ProblemTooManyUnfinished, fmt.Sprintf(
 				"You have %d backtests queued or running, the most allowed: start more once some have finished.", tooMany.Limit))
 			return
 		}
@@ -253,7 +335,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 			userGone(w, r)
 			return
 		}
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) { // deleted since validate found it
 			writeInvalid(w, r, "strategy_id", "no such strategy")
 			return
 		}
@@ -271,45 +353,85 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 	})
 }
 
-// runJSON is a run as the API shows it.
+// runJSON is a run as the API shows it (api/openapi.yaml, Run).
 type runJSON struct {
-	ID            uuid.UUID        `json:"id"`
-	StrategyID    uuid.UUID        `json:"strategy_id"`
-	Symbol        string           `json:"symbol"`
-	Start         string           `json:"start"`
-	End           string           `json:"end"`
-	InitialCash   float64          `json:"initial_cash"`
-	Status        string           `json:"status"`
-	ProgressPct   int              `json:"progress_pct"`
-	Attempt       int              `json:"attempt"`
-	Result        *json.RawMessage `json:"result"`
-	Error         *runErrorJSON    `json:"error"`
-	CorrelationID string           `json:"correlation_id"`
-	CreatedAt     time.Time        `json:"created_at"`
-	StartedAt     *time.Time       `json:"started_at"`
-	FinishedAt    *time.Time       `json:"finished_at"`
-	UpdatedAt     time.Time        `json:"updated_at"`
+	ID                uuid.UUID        `json:"id"`
+	StrategyID        uuid.UUID        `json:"strategy_id"`
+	Symbol            string           `json:"symbol"`
+	Start             string           `json:"start"`
+	End               string           `json:"end"`
+	InitialCash       float64          `json:"initial_cash"`
+	Status            string           `json:"status"`
+	ProgressPct       int              `json:"progress_pct"`
+	Attempt           int              `json:"attempt"`
+	Attempts          []attemptJSON    `json:"attempts"`
+	NextAttemptAt     *time.Time       `json:"next_attempt_at"`
+	CancelRequestedAt *time.Time       `json:"cancel_requested_at"`
+	Result            *json.RawMessage `json:"result"`
+	Error             *runErrorJSON    `json:"error"`
+	CorrelationID     string           `json:"correlation_id"`
+	CreatedAt         time.Time        `json:"created_at"`
+	StartedAt         *time.Time       `json:"started_at"`
+	FinishedAt        *time.Time       `json:"finished_at"`
+	UpdatedAt         time.Time        `json:"updated_at"`
+}
+
+type attemptJSON struct {
+	Attempt    int           `json:"attempt"`
+	StartedAt  time.Time     `json:"started_at"`
+	FinishedAt *time.Time    `json:"finished_at"`
+	Outcome    *string       `json:"outcome"`
+	Error      *runErrorJSON `json:"error"`
 }
 
 type runErrorJSON struct {
+	Code    string `json:"code"`
 	Message string `json:"message"`
-	Type    string `json:"type"`
 }
 
-func toRunJSON(r store.Run) runJSON {
+// runError is the error of a run or an attempt as the API shows it. A
+// failure recorded without a code is one the API cannot name: internal.
+func runError(code, message string) *runErrorJSON {
+	if message == "" && code == "" {
+		return nil
+	}
+	if code == "" {
+		code = store.ErrorCodeInternal
+	}
+	return &runErrorJSON{Code: code, Message: message}
+}
+
+func toRunJSON(r store.Run, attempts []store.RunAttempt) runJSON {
 	out := runJSON{
 		ID: r.ID, StrategyID: r.StrategyID, Symbol: r.Symbol,
 		Start: r.Start.Format(time.DateOnly), End: r.End.Format(time.DateOnly), InitialCash: r.InitialCash,
 		Status: r.Status, ProgressPct: r.ProgressPct, Attempt: r.Attempt, CorrelationID: r.CorrelationID,
+		Attempts: make([]attemptJSON, len(attempts)), NextAttemptAt: r.NextAttemptAt, CancelRequestedAt: r.CancelRequestedAt,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
+		Error: runError(r.ErrorCode, r.ErrorMessage),
 	}
 	if len(r.Result) > 0 {
 		out.Result = &r.Result
 	}
-	if r.ErrorMessage != "" {
-		out.Error = &runErrorJSON{Message: r.ErrorMessage, Type: r.ErrorType}
+	for i, a := range attempts {
+		out.Attempts[i] = attemptJSON{
+			Attempt: a.Attempt, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt,
+			Error: runError(a.ErrorCode, a.ErrorMessage),
+		}
+		if a.Outcome != "" {
+			out.Attempts[i].Outcome = &a.Outcome
+		}
 	}
 	return out
+}
+
+// runWithAttempts renders a run with its attempts.
+func runWithAttempts(ctx context.Context, q *store.Queries, run store.Run) (runJSON, error) {
+	attempts, err := q.RunAttempts(ctx, run.ID)
+	if err != nil {
+		return runJSON{}, err
+	}
+	return toRunJSON(run, attempts), nil
 }
 
 func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
@@ -328,12 +450,24 @@ func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 		case err != nil:
 			serverError(logger, w, r, err)
 		default:
-			writeJSON(w, "application/json", http.StatusOK, toRunJSON(run))
+			out, err := runWithAttempts(r.Context(), q, run)
+			if err != nil {
+				serverError(logger, w, r, err)
+				return
+			}
+			writeJSON(w, "application/json", http.StatusOK, out)
 		}
 	})
 }
 
 const listLimit = 100
+
+// runListJSON is a page of runs. This list has one page: next_cursor is
+// always null.
+type runListJSON struct {
+	Runs       []runJSON `json:"runs"`
+	NextCursor *string   `json:"next_cursor"`
+}
 
 func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -365,8 +499,11 @@ func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
 		}
 		out := make([]runJSON, len(runs))
 		for i, run := range runs {
-			out[i] = toRunJSON(run)
+			if out[i], err = runWithAttempts(r.Context(), q, run); err != nil {
+				serverError(logger, w, r, err)
+				return
+			}
 		}
-		writeJSON(w, "application/json", http.StatusOK, map[string][]runJSON{"runs": out})
+		writeJSON(w, "application/json", http.StatusOK, runListJSON{Runs: out})
 	})
 }

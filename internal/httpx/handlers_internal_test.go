@@ -17,25 +17,37 @@ import (
 )
 
 // A strategy that does not parse is the client's mistake when ParseStrategy
-// says which field is wrong; any other error would be the server's, and is
+// says which fields are wrong; any other error would be the server's, and is
 // answered and logged as one instead of saving an empty strategy.
-func TestStrategyError(t *testing.T) {
+func TestStrategyInvalid(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name       string
 		err        error
 		wantStatus int
+		wantParams []string
 		wantLogged bool
 	}{
 		{
 			name:       "validation error",
 			err:        &backtest.ValidationError{Field: "params.fast_window", Message: "is required"},
 			wantStatus: http.StatusUnprocessableEntity,
+			wantParams: []string{"params.fast_window"},
+		},
+		{
+			name: "several validation errors",
+			err: backtest.ValidationErrors{
+				{Field: "params.period", Message: "must be between 2 and 1000"},
+				{Field: "params.oversold", Message: "must be between 0 and 100"},
+			},
+			wantStatus: http.StatusUnprocessableEntity,
+			wantParams: []string{"params.period", "params.oversold"},
 		},
 		{
 			name:       "validation error, wrapped",
 			err:        fmt.Errorf("parse: %w", &backtest.ValidationError{Field: "kind", Message: "is required"}),
 			wantStatus: http.StatusUnprocessableEntity,
+			wantParams: []string{"kind"},
 		},
 		{
 			name:       "any other error",
@@ -51,7 +63,10 @@ func TestStrategyError(t *testing.T) {
 			logger := obs.NewLogger(logs, obs.Options{Service: "server", Level: slog.LevelDebug})
 			ctx := obs.WithAttrs(t.Context(), slog.String(obs.KeyCorrelationID, "cid-strategy"))
 			rec := httptest.NewRecorder()
-			strategyError(logger, rec, httptest.NewRequestWithContext(ctx, http.MethodPost, "/strategies", nil), tt.err)
+			req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/strategies", nil)
+			if invalid, ok := strategyInvalid(logger, rec, req, tt.err); ok {
+				writeInvalidParams(rec, req, invalid)
+			}
 
 			require.Equal(t, tt.wantStatus, rec.Code, rec.Body.String())
 			var problem Problem
@@ -62,7 +77,12 @@ func TestStrategyError(t *testing.T) {
 			failed := logs.Find(t, obs.EventRequestFailed)
 			if !tt.wantLogged {
 				require.Nil(t, failed)
-				require.Len(t, problem.InvalidParams, 1)
+				var names []string
+				for _, p := range problem.InvalidParams {
+					names = append(names, p.Name)
+				}
+				require.Equal(t, tt.wantParams, names)
+				require.Equal(t, "/problems/unprocessable", problem.Type)
 				return
 			}
 			require.NotNil(t, failed)

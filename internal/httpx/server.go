@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/backtestd/backtestd/api"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -73,7 +74,7 @@ const AdminPrefix = "/riverui"
 func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 	r := mux.NewRouter()
 	r.NotFoundHandler = statusHandler(http.StatusNotFound, "No such resource.")
-	r.MethodNotAllowedHandler = statusHandler(http.StatusMethodNotAllowed, "This method is not allowed here.")
+	r.MethodNotAllowedHandler = methodNotAllowed(r)
 	if deps.RequestTimeout > 0 {
 		r.Use(deadline(deps.RequestTimeout))
 	}
@@ -85,6 +86,8 @@ func NewServer(logger *slog.Logger, deps Deps) http.Handler {
 func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	r.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", handleReadyz(logger, deps.DB)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(OpenAPIPath, handleOpenAPI()).Methods(http.MethodGet)
+	r.Handle(ProblemTypePrefix+"{kind}", handleProblemKind()).Methods(http.MethodGet)
 	if deps.Metrics != nil {
 		r.Handle(MetricsPath, deps.Metrics.Handler()).Methods(http.MethodGet, http.MethodHead)
 	}
@@ -104,6 +107,31 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
 	api.Handle("/backtests", handleListBacktests(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests/{id}", handleGetBacktest(logger, deps.Queries)).Methods(http.MethodGet)
+
+	// Last, so that River UI answers its own OPTIONS; a matcher rather
+	// than Methods, which would make every other method on an unknown path
+	// a 405 (a mismatch of method) instead of a 404.
+	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool { return req.Method == http.MethodOptions }).
+		Handler(options(r))
+}
+
+// OpenAPIPath is where the API's OpenAPI document is served, without
+// authentication.
+const OpenAPIPath = "/openapi.json"
+
+// handleOpenAPI serves the document the binary embeds: the one its routes
+// were tested against.
+func handleOpenAPI() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := queryParams(w, r); !ok {
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(api.JSON())
+	})
 }
 
 // How long, and for how many keys, a key's owner is remembered. The TTL is

@@ -25,6 +25,7 @@ const (
 	FaultPanic = "PANIC" // panics on its first attempt
 	FaultCrash = "CRASH" // panics on every attempt
 	FaultHang  = "HANG"  // after its first checkpoint, waits for its context to end
+	FaultGap   = "GAP"   // its market data lacks the second half of the range
 )
 
 // SlowCheckpoint is how long a FaultSlow backtest sleeps at each checkpoint.
@@ -43,6 +44,11 @@ func withFaults(attempt int, next Engine) Engine {
 			return backtest.Result{}, ErrInjected
 		case strings.HasPrefix(symbol, FaultPanic) && first, strings.HasPrefix(symbol, FaultCrash):
 			panic("injected fault: " + symbol)
+		case strings.HasPrefix(symbol, FaultGap):
+			// The API refuses a range too short for the strategy up front;
+			// data with gaps is how a run can still have too few bars, and
+			// the worker must fail it as it would.
+			in.Prices = in.Prices[:len(in.Prices)/2]
 		case strings.HasPrefix(symbol, FaultHang):
 			inner := in.Progress
 			in.Progress = func(pct int) {
