@@ -3,6 +3,7 @@ package backtest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -130,6 +131,56 @@ func TestRunNeedsEnoughBars(t *testing.T) {
 	require.ErrorAs(t, err, &ide)
 	require.Equal(t, 50, ide.Need)
 	require.Equal(t, 49, ide.Have)
+}
+
+// The API refuses a range up front with CheckBars; the engine fails the
+// same series with the same count: one rule.
+func TestCheckBarsIsTheEnginesRule(t *testing.T) {
+	t.Parallel()
+	for _, s := range []backtest.Strategy{
+		{Kind: backtest.KindBuyAndHold},
+		{Kind: backtest.KindSMACrossover, FastWindow: 5, SlowWindow: 50},
+		{Kind: backtest.KindRSIReversion, Period: 14, Oversold: 30, Overbought: 70},
+	} {
+		need := s.BarsNeeded()
+		for _, n := range []int{0, need - 1, need, need + 1} {
+			if n < 0 {
+				continue
+			}
+			_, runErr := backtest.Run(t.Context(), backtest.Input{
+				Symbol: "ACME", Strategy: s, Prices: backtest.SyntheticPrices("ACME", n), InitialCash: 100,
+			})
+			checkErr := s.CheckBars(n)
+			require.Equal(t, checkErr, runErr, "%s over %d bars", s.Kind, n)
+			var ide *backtest.InsufficientDataError
+			require.Equal(t, n < need, errors.As(checkErr, &ide), "%s over %d bars", s.Kind, n)
+		}
+	}
+}
+
+// Every wrong parameter is reported at once.
+func TestParseStrategyReportsEveryField(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		kind, params string
+		want         []string
+	}{
+		{"sma_crossover", `{}`, []string{"params.fast_window", "params.slow_window"}},
+		{"sma_crossover", `{"fast_window":0,"slow_window":20000}`, []string{"params.fast_window", "params.slow_window"}},
+		{"rsi_reversion", `{"period":1,"oversold":0,"overbought":100}`, []string{"params.period", "params.oversold", "params.overbought"}},
+		{"rsi_reversion", `{"period":1,"oversold":0,"overbought":50}`, []string{"params.period", "params.oversold"}},
+		{"rsi_reversion", `{"oversold":60,"overbought":50}`, []string{"params.overbought"}},
+	}
+	for _, tt := range tests {
+		_, err := backtest.ParseStrategy(tt.kind, json.RawMessage(tt.params))
+		var errs backtest.ValidationErrors
+		require.ErrorAs(t, err, &errs, tt.params)
+		var fields []string
+		for _, e := range errs {
+			fields = append(fields, e.Field)
+		}
+		require.Equal(t, tt.want, fields, tt.params)
+	}
 }
 
 func TestParseStrategy(t *testing.T) {

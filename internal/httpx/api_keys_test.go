@@ -128,6 +128,7 @@ func TestUnfinishedRunsBound(t *testing.T) {
 	before := b.rows(t)
 	r := b.post(t, "/backtests", b.aliceKey, body(alices))
 	requireProblem(t, r, http.StatusTooManyRequests)
+	require.Equal(t, "/problems/too_many_unfinished", r.body["type"])
 	require.Equal(t, "60", r.header.Get("Retry-After"))
 	require.Contains(t, r.body["detail"], strconv.Itoa(bound)+" backtests queued or running")
 	require.Equal(t, before, b.rows(t), "a refused backtest writes nothing")

@@ -115,9 +115,21 @@ func (b *testBundle) rows(t *testing.T) map[string]int {
 	return out
 }
 
+// problemTypes are the problem types each status comes with, as the
+// document lists them.
+var problemTypes = map[int][]string{
+	400: {"/problems/validation"}, 401: {"/problems/unauthorized"}, 403: {"/problems/forbidden"},
+	404: {"/problems/not_found"}, 405: {"/problems/method_not_allowed"}, 409: {"/problems/conflict"},
+	413: {"/problems/payload_too_large"}, 415: {"/problems/unsupported_media_type"},
+	422: {"/problems/unprocessable", "/problems/idempotency_key_reused"},
+	429: {"/problems/rate_limited", "/problems/too_many_unfinished"},
+	500: {"/problems/internal"}, 503: {"/problems/unavailable"},
+}
+
 func requireProblem(t *testing.T, r response, status int) {
 	t.Helper()
 	require.Equal(t, status, r.status, r.raw)
+	require.Contains(t, problemTypes[status], r.body["type"], "the problem's type names its kind")
 	require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
 	require.Equal(t, r.header.Get(httpx.HeaderCorrelationID), r.body["correlation_id"])
 	require.NotEmpty(t, r.body["correlation_id"])
