@@ -20,8 +20,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	apitypes "github.com/oapi-codegen/runtime/types"
 	"github.com/stretchr/testify/require"
 
+	apidoc "github.com/backtestd/backtestd/api"
+	apiclient "github.com/backtestd/backtestd/api/client"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -188,7 +191,7 @@ func (c client) do(t *testing.T, method, path, correlationID string, body any) (
 	if correlationID != "" {
 		req.Header.Set("X-Correlation-ID", correlationID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := checkedClient(t).Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var m map[string]any
@@ -285,25 +288,34 @@ func migratedSchema(t *testing.T) (dbURL, key string) {
 	return db.URL, key
 }
 
-// createStrategy saves an sma_crossover strategy and returns its ID.
+// createStrategy saves an sma_crossover strategy, through the generated
+// client, and returns its ID.
 func (c client) createStrategy(t *testing.T, fast, slow int) string {
 	t.Helper()
-	resp, body := c.do(t, http.MethodPost, "/strategies", "", map[string]any{
-		"name": "e2e", "kind": "sma_crossover", "params": map[string]int{"fast_window": fast, "slow_window": slow},
+	name := "e2e"
+	resp, err := c.generated(t).CreateStrategyWithResponse(t.Context(), nil, apiclient.NewStrategy{
+		Name: &name, Kind: apiclient.SmaCrossover, Params: &apiclient.StrategyParams{FastWindow: &fast, SlowWindow: &slow},
 	})
-	require.Equal(t, http.StatusCreated, resp.StatusCode, body)
-	id, _ := body["id"].(string)
-	return id
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, resp.StatusCode(), string(resp.Body))
+	require.NotNil(t, resp.JSON201)
+	return resp.JSON201.Id.String()
 }
 
-// waitFinished polls a run until it succeeds or fails, and returns it.
+// waitFinished polls a run, through the generated client, until it is
+// final, and returns it.
 func (c client) waitFinished(t *testing.T, runID string) map[string]any {
 	t.Helper()
+	gc := c.generated(t)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, body := c.do(t, http.MethodGet, "/backtests/"+runID, "", nil)
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		if body["status"] == "succeeded" || body["status"] == "failed" {
+		resp, err := gc.GetBacktestWithResponse(t.Context(), runID, nil)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode(), string(resp.Body))
+		switch resp.JSON200.Status {
+		case apiclient.RunStatusSucceeded, apiclient.RunStatusFailed, apiclient.RunStatusCancelled:
+			var body map[string]any
+			require.NoError(t, json.Unmarshal(resp.Body, &body))
 			return body
 		}
 		require.True(t, time.Now().Before(deadline), "run %s did not finish", runID)
@@ -315,10 +327,45 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	t.Parallel()
 	jq, err := exec.LookPath("jq")
 	require.NoError(t, err, "the end-to-end test needs the jq binary")
-	st := newStack(t)
+	// GAP (fault injection) gives the worker half the range's bars: how a
+	// run can still fail for too few bars, the API refusing short ranges.
+	st := newStack(t, "FAULT_INJECTION=1")
 	server, worker, api, dbURL := st.server, st.worker, st.api, st.dbURL
+	gc := api.generated(t)
 	good := api.createStrategy(t, 5, 20)
+	gappy := api.createStrategy(t, 5, 100)
 	tooLong := api.createStrategy(t, 5, 200)
+	date := func(s string) apitypes.Date {
+		d, err := time.Parse(time.DateOnly, s)
+		require.NoError(t, err)
+		return apitypes.Date{Time: d}
+	}
+	backtestOf := func(strategy, symbol string) apiclient.NewBacktest {
+		return apiclient.NewBacktest{
+			StrategyId: uuid.MustParse(strategy), Symbol: symbol,
+			Start: date("2025-01-01"), End: date("2025-07-01"), InitialCash: 10000,
+		}
+	}
+
+	// The document the server serves is the one the client was made from.
+	doc, err := gc.GetOpenAPIWithResponse(t.Context(), nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, doc.StatusCode())
+	require.Equal(t, string(apidoc.JSON()), string(doc.Body))
+
+	// A range too short for the strategy is refused up front, writing
+	// nothing: 200 bars wanted, about 130 in the range.
+	refused, err := gc.CreateBacktestWithResponse(t.Context(), nil, backtestOf(tooLong, "ACME"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusUnprocessableEntity, refused.StatusCode(), string(refused.Body))
+	problem := refused.ApplicationproblemJSON422
+	require.NotNil(t, problem)
+	require.Equal(t, "/problems/unprocessable", problem.Type)
+	require.NotNil(t, problem.InvalidParams)
+	require.Len(t, *problem.InvalidParams, 1)
+	require.Equal(t, "end", (*problem.InvalidParams)[0].Name)
+	require.Contains(t, (*problem.InvalidParams)[0].Reason, "needs at least 200 bars")
+	require.Equal(t, refused.HTTPResponse.Header.Get("X-Correlation-ID"), problem.CorrelationId)
 
 	type submitted struct {
 		name, correlationID, runID string
@@ -331,16 +378,16 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 		{name: "fails at run time", wantStatus: "failed"},
 	}
 	for _, r := range runs {
-		start := good
+		nb := backtestOf(good, "ACME")
 		if r.wantStatus == "failed" {
-			start = tooLong // 200 bars wanted, about 130 in the range
+			nb = backtestOf(gappy, "GAP") // 100 bars wanted, about 65 given
 		}
-		resp, body := api.do(t, http.MethodPost, "/backtests", r.correlationID, map[string]any{
-			"strategy_id": start, "symbol": "ACME", "start": "2025-01-01", "end": "2025-07-01", "initial_cash": 10000,
-		})
-		require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
-		cid := resp.Header.Get("X-Correlation-ID")
-		require.Equal(t, cid, body["correlation_id"])
+		resp, err := gc.CreateBacktestWithResponse(t.Context(), nil, nb, withCorrelationID(r.correlationID))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode(), string(resp.Body))
+		cid := resp.HTTPResponse.Header.Get("X-Correlation-ID")
+		require.Equal(t, cid, resp.JSON202.CorrelationId)
+		require.Equal(t, apiclient.RunStatusQueued, resp.JSON202.Status)
 		if r.correlationID != "" {
 			require.Equal(t, r.correlationID, cid, "a valid client ID is reused")
 		} else {
@@ -349,8 +396,8 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 			require.Equal(t, uuid.Version(7), u.Version())
 			r.correlationID = cid
 		}
-		r.runID, _ = body["run_id"].(string)
-		require.Equal(t, "/backtests/"+r.runID, resp.Header.Get("Location"))
+		r.runID = resp.JSON202.RunId.String()
+		require.Equal(t, "/backtests/"+r.runID, resp.HTTPResponse.Header.Get("Location"))
 	}
 
 	// A client's unusable ID is replaced, and logged once.
@@ -363,7 +410,7 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 		require.Equal(t, r.correlationID, body["correlation_id"])
 		if r.wantStatus == "failed" {
 			e, _ := body["error"].(map[string]any)
-			require.Contains(t, e["message"], "needs at least 200 bars")
+			require.Contains(t, e["message"], "needs at least 100 bars")
 			require.NotContains(t, e, "traceback", "the API shows no stack")
 		}
 		resp, body := api.do(t, http.MethodGet, "/backtests?correlation_id="+r.correlationID, "", nil)

@@ -89,15 +89,16 @@ func (l *lnavRunner) query(t *testing.T, rows any, sql string, files ...string) 
 func TestLnavReadsBothLogs(t *testing.T) {
 	t.Parallel()
 	lnav := newLnav(t)
-	st := newStack(t)
+	st := newStack(t, "FAULT_INJECTION=1")
 	good := st.api.createStrategy(t, 5, 20)
-	tooLong := st.api.createStrategy(t, 5, 200)
+	gappy := st.api.createStrategy(t, 5, 100)
 	suffix := uuid.NewString()[:8]
 	okID, failID := "lnav-ok-"+suffix, "lnav-fail-"+suffix
 	var runIDs []string
-	for id, strategy := range map[string]string{okID: good, failID: tooLong} {
+	// GAP gives the worker half the range's bars: a run that fails.
+	for id, run := range map[string][2]string{okID: {good, "ACME"}, failID: {gappy, "GAP"}} {
 		resp, body := st.api.do(t, http.MethodPost, "/backtests", id, map[string]any{
-			"strategy_id": strategy, "symbol": "ACME", "start": "2025-01-01", "end": "2025-07-01", "initial_cash": 10000,
+			"strategy_id": run[0], "symbol": run[1], "start": "2025-01-01", "end": "2025-07-01", "initial_cash": 10000,
 		})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
 		runID, _ := body["run_id"].(string)

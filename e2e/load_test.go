@@ -58,12 +58,12 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 	for u := 1; u < users; u++ {
 		keys = append(keys, strings.TrimSpace(runCommand(t, st.env, "server", "create-api-key", "-user", fmt.Sprintf("load-%d", u))))
 	}
-	good, tooLong := make([]string, users), make([]string, users)
+	good, gappy := make([]string, users), make([]string, users)
 	userIDs := make([]string, users)
 	for u := range users {
 		c := client{base: st.api.base, key: keys[u]}
 		good[u] = c.createStrategy(t, 5, 20)
-		tooLong[u] = c.createStrategy(t, 5, 200)
+		gappy[u] = c.createStrategy(t, 5, 100)
 		_, body := c.do(t, http.MethodGet, "/strategies/"+good[u], "", nil)
 		require.Equal(t, good[u], body["id"])
 	}
@@ -86,7 +86,8 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 			strategy, symbol := good[r.user], "ACME"
 			switch n := i / 4; {
 			case n%3 == 0:
-				r.kind, strategy = "permanent", tooLong[r.user]
+				// GAP: the worker gets half the range's bars, too few.
+				r.kind, strategy, symbol = "permanent", gappy[r.user], "GAP"
 			case n%9 == 1:
 				r.kind, symbol = "flaky", "FLAKY"
 			case n%9 == 2:
@@ -254,7 +255,7 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 		switch r.kind {
 		case "permanent":
 			require.Equal(t, "failed", o.status, r.correlationID)
-			require.Contains(t, o.errMsg, "needs at least 200 bars")
+			require.Contains(t, o.errMsg, "needs at least 100 bars")
 		case "flaky", "panic":
 			require.Equal(t, "succeeded", o.status, r.correlationID)
 			require.Equal(t, 2, o.attempt, r.correlationID)

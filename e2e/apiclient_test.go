@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	apiclient "github.com/backtestd/backtestd/api/client"
+	"github.com/backtestd/backtestd/internal/apitest"
+)
+
+// contract is the API's document, loaded once: every exchange of the tests'
+// clients is checked against it.
+var contract = sync.OnceValues(func() (*apitest.Contract, error) { return apitest.New(context.Background()) })
+
+// checkedClient is an HTTP client whose every exchange must follow the
+// API's document; one that does not fails t.
+func checkedClient(t *testing.T) *http.Client {
+	t.Helper()
+	c, err := contract()
+	require.NoError(t, err)
+	return &http.Client{Transport: c.Transport(t, nil)}
+}
+
+// generated is the client generated from the document, with c's key and
+// every exchange checked.
+func (c client) generated(t *testing.T) *apiclient.ClientWithResponses {
+	t.Helper()
+	gc, err := apiclient.NewClientWithResponses(c.base,
+		apiclient.WithHTTPClient(checkedClient(t)),
+		apiclient.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+			req.Header.Set("Authorization", "Bearer "+c.key)
+			return nil
+		}))
+	require.NoError(t, err)
+	return gc
+}
+
+// withCorrelationID sets the request's X-Correlation-ID, if id is not empty.
+func withCorrelationID(id string) apiclient.RequestEditorFn {
+	return func(_ context.Context, req *http.Request) error {
+		if id != "" {
+			req.Header.Set("X-Correlation-ID", id)
+		}
+		return nil
+	}
+}
