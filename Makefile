@@ -58,7 +58,7 @@ bench: ## Run every comparison of docs/benchmarks.md (ROUNDS=5; BENCH_LARGE=1: 1
 	@bench/run
 
 .PHONY: generate
-generate: ## Regenerate generated files (docs/log-schema.json and the events table of docs/logging.md, from internal/logcatalog)
+generate: ## Regenerate generated files (docs/log-schema.json and the events table of docs/logging.md, from internal/logcatalog; api/openapi.json and api/client, from api/openapi.yaml)
 	go generate ./...
 
 .PHONY: river-migrations

@@ -34,10 +34,9 @@ func Load(ctx context.Context, data []byte) (*openapi3.T, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load OpenAPI document: %w", err)
 	}
-	if err := doc.Validate(loader.Context); err != nil {
+	if err := doc.Validate(ctx); err != nil {
 		return nil, fmt.Errorf("validate OpenAPI document: %w", err)
 	}
-	_ = ctx
 	return doc, nil
 }
 
@@ -117,6 +116,9 @@ func (c *Contract) Check(ctx context.Context, ex Exchange) error {
 		MultiError:            true,
 		IncludeResponseStatus: true,
 		AuthenticationFunc:    bearerPresent,
+		// The check reads the exchange; it does not add the defaults to
+		// the request's query.
+		SkipSettingDefaults: true,
 	}
 	if len(ex.RequestBody) > 0 && req.Header.Get("Content-Type") == "" {
 		// The API reads a body without Content-Type as JSON, as the

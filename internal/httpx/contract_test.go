@@ -221,4 +221,3 @@ func TestRangeTooShortForTheStrategy(t *testing.T) {
 		require.Equal(t, before, b.rows(t), "%s: nothing written", tt.name)
 	}
 }
-
