@@ -39,7 +39,7 @@ func send(t *testing.T, method, url string, header map[string]string, body strin
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := checkedClient(t).Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
@@ -105,7 +105,7 @@ func TestBadKeyBurstIsLimited(t *testing.T) {
 	for i := range clients {
 		tr := &http.Transport{MaxConnsPerHost: 1}
 		t.Cleanup(tr.CloseIdleConnections)
-		clients[i] = &http.Client{Transport: tr}
+		clients[i] = &http.Client{Transport: checkedTransport(t, tr)}
 	}
 	perConn := max(1, *badKeyBurst/(conns*rounds))
 	var (

@@ -20,9 +20,16 @@ var contract = sync.OnceValues(func() (*apitest.Contract, error) { return apites
 // API's document; one that does not fails t.
 func checkedClient(t *testing.T) *http.Client {
 	t.Helper()
+	return &http.Client{Transport: checkedTransport(t, nil)}
+}
+
+// checkedTransport is rt (http.DefaultTransport if nil), every exchange of
+// which must follow the API's document.
+func checkedTransport(t *testing.T, rt http.RoundTripper) http.RoundTripper {
+	t.Helper()
 	c, err := contract()
 	require.NoError(t, err)
-	return &http.Client{Transport: c.Transport(t, nil)}
+	return c.Transport(t, rt)
 }
 
 // generated is the client generated from the document, with c's key and

@@ -217,7 +217,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	strategy := st.api.createStrategy(t, 5, 20)
 	// Each new connection: a request is either accepted and answered, or
 	// refused once the listener is closed; never cut halfway.
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	hc := &http.Client{Transport: checkedTransport(t, &http.Transport{DisableKeepAlives: true}), Timeout: 30 * time.Second}
 	post := func(cid, symbol string) (int, string, error) {
 		b, _ := json.Marshal(backtestBody(strategy, symbol))
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, st.api.base+"/backtests", bytes.NewReader(b))

@@ -108,7 +108,7 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 
 	transport := &http.Transport{MaxIdleConnsPerHost: requests, MaxConnsPerHost: 0}
 	defer transport.CloseIdleConnections()
-	hc := &http.Client{Transport: transport, Timeout: 60 * time.Second}
+	hc := &http.Client{Transport: checkedTransport(t, transport), Timeout: 60 * time.Second}
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, requests)

@@ -88,7 +88,7 @@ func TestTraceparentAndMetricsAcrossBothProcesses(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+st.api.key)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Traceparent", "00-"+traceID+"-"+clientSpan+"-01")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := checkedClient(t).Do(req)
 	require.NoError(t, err)
 	var enqueued map[string]any
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&enqueued))
