@@ -76,12 +76,16 @@ type createStrategyRequest struct {
 	Params json.RawMessage `json:"params"`
 }
 
-func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
+func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
 			return
 		}
 		req, ok := decode[createStrategyRequest](w, r)
+		if !ok {
+			return
+		}
+		idem, ok := newIdempotency(w, r, logger, keyTTL, req)
 		if !ok {
 			return
 		}
@@ -100,7 +104,10 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		user := userFrom(r.Context())
-		s, err := q.CreateStrategy(r.Context(), store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
+		s, err := createStrategy(r.Context(), q, idem, store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
+		if idem.answered(w, r, err) {
+			return
+		}
 		if errors.Is(err, store.ErrUserGone) {
 			userGone(w, r)
 			return
@@ -110,8 +117,13 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		logger.InfoContext(r.Context(), obs.EventStrategyCreated, slog.String(obs.KeyStrategyID, s.ID.String()))
-		w.Header().Set("Location", "/strategies/"+s.ID.String())
-		writeJSON(w, "application/json", http.StatusCreated, toStrategyJSON(s))
+		if idem != nil {
+			idem.write(w)
+			return
+		}
+		status, location, body := strategyCreated(s)
+		w.Header().Set("Location", location)
+		writeJSON(w, "application/json", status, body)
 	})
 }
 
@@ -221,12 +233,16 @@ type enqueuedJSON struct {
 	CorrelationID string    `json:"correlation_id"`
 }
 
-func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) http.Handler {
+func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, keyTTL time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
 			return
 		}
 		req, ok := decode[createBacktestRequest](w, r)
+		if !ok {
+			return
+		}
+		idem, ok := newIdempotency(w, r, logger, keyTTL, req)
 		if !ok {
 			return
 		}
@@ -241,7 +257,13 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		if span, ok := tracecontext.From(ctx); ok {
 			nb.Traceparent = span.String()
 		}
+		if idem != nil {
+			nb.Hook = enqueueHook{idem: idem, render: backtestAccepted}
+		}
 		run, err := enq.Enqueue(ctx, nb)
+		if idem.answered(w, r, err) {
+			return
+		}
 		var tooMany *enqueue.TooManyUnfinishedError
 		if errors.As(err, &tooMany) {
 			w.Header().Set("Retry-After", unfinishedRetryAfter)
@@ -265,10 +287,20 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 			slog.String(obs.KeyRunID, run.ID.String()),
 			slog.Int64(obs.KeyJobID, run.JobID),
 			slog.String(obs.KeyStrategyID, run.StrategyID.String()))
-		w.Header().Set("Location", "/backtests/"+run.ID.String())
-		writeJSON(w, "application/json", http.StatusAccepted,
-			enqueuedJSON{RunID: run.ID, Status: run.Status, CorrelationID: run.CorrelationID})
+		if idem != nil {
+			idem.write(w)
+			return
+		}
+		status, location, body := backtestAccepted(run)
+		w.Header().Set("Location", location)
+		writeJSON(w, "application/json", status, body)
 	})
+}
+
+// backtestAccepted is the answer to a POST /backtests that enqueued run.
+func backtestAccepted(run store.Run) (status int, location string, body any) {
+	return http.StatusAccepted, "/backtests/" + run.ID.String(),
+		enqueuedJSON{RunID: run.ID, Status: run.Status, CorrelationID: run.CorrelationID}
 }
 
 // runJSON is a run as the API shows it.
@@ -330,43 +362,5 @@ func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 		default:
 			writeJSON(w, "application/json", http.StatusOK, toRunJSON(run))
 		}
-	})
-}
-
-const listLimit = 100
-
-func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		query, ok := queryParams(w, r, "correlation_id")
-		if !ok {
-			return
-		}
-		userID := userFrom(r.Context()).ID
-		var (
-			runs []store.Run
-			err  error
-		)
-		if values, filtered := query["correlation_id"]; filtered {
-			// The header's rule: a value it would refuse was never stored.
-			if len(values) != 1 || !obs.ValidCorrelationID(values[0]) {
-				const reason = "must be given once, 1 to 128 characters of A-Z a-z 0-9 . _ : + = / @ - " +
-					"(in a query, + means a space: write it as %2B)"
-				writeProblem(w, r, http.StatusBadRequest, "correlation_id "+reason,
-					InvalidParam{Name: "correlation_id", Reason: reason})
-				return
-			}
-			runs, err = q.RunsByCorrelationID(r.Context(), userID, values[0])
-		} else {
-			runs, err = q.RecentRuns(r.Context(), userID, listLimit)
-		}
-		if err != nil {
-			serverError(logger, w, r, err)
-			return
-		}
-		out := make([]runJSON, len(runs))
-		for i, run := range runs {
-			out[i] = toRunJSON(run)
-		}
-		writeJSON(w, "application/json", http.StatusOK, map[string][]runJSON{"runs": out})
 	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -64,6 +65,9 @@ type Deps struct {
 	// Metrics, if set, counts every request and is served at MetricsPath,
 	// without authentication.
 	Metrics *Metrics
+	// IdempotencyKeyTTL is how long an Idempotency-Key is remembered with
+	// its response. Defaults to config.DefaultIdempotencyKeyTTL.
+	IdempotencyKeyTTL time.Duration
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -99,9 +103,15 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 		keys = NewKeyCache(KeyCacheTTL, KeyCacheEntries)
 	}
 	api.Use(authenticate(logger, deps.Queries, keys, newFailureLimiter(deps.AuthLimit)))
-	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries)).Methods(http.MethodPost)
+	keyTTL := deps.IdempotencyKeyTTL
+	if keyTTL <= 0 {
+		keyTTL = config.DefaultIdempotencyKeyTTL
+	}
+	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries, keyTTL)).Methods(http.MethodPost)
+	api.Handle("/strategies", handleListStrategies(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
-	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
+	api.Handle("/strategies/{id}", handleDeleteStrategy(logger, deps.Queries)).Methods(http.MethodDelete)
+	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer, keyTTL)).Methods(http.MethodPost)
 	api.Handle("/backtests", handleListBacktests(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests/{id}", handleGetBacktest(logger, deps.Queries)).Methods(http.MethodGet)
 }

@@ -98,8 +98,10 @@ func TestIdempotencyKeys(t *testing.T) {
 	})
 
 	for _, commit := range []bool{true, false} {
-		name := map[bool]string{true: "a claim waits for the holder, then reads what it committed",
-			false: "a claim waits for the holder, then takes the key it rolled back"}[commit]
+		name := map[bool]string{
+			true:  "a claim waits for the holder, then reads what it committed",
+			false: "a claim waits for the holder, then takes the key it rolled back",
+		}[commit]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)

@@ -89,15 +89,18 @@ func TestListRunsFiltersAndPages(t *testing.T) {
 		{"symbol", store.RunFilter{Symbol: "ACME"}, func(r row) bool { return r.sym == "ACME" }},
 		{"correlation id", store.RunFilter{CorrelationID: "c3"}, func(r row) bool { return r.cid == "c3" }},
 		{
-			"created after, exclusive", store.RunFilter{CreatedAfter: base.Add(-2 * time.Minute)},
+			"created after, exclusive",
+			store.RunFilter{CreatedAfter: base.Add(-2 * time.Minute)},
 			func(r row) bool { return r.at.After(base.Add(-2 * time.Minute)) },
 		},
 		{
-			"created before, exclusive", store.RunFilter{CreatedBefore: base.Add(-2 * time.Minute)},
+			"created before, exclusive",
+			store.RunFilter{CreatedBefore: base.Add(-2 * time.Minute)},
 			func(r row) bool { return r.at.Before(base.Add(-2 * time.Minute)) },
 		},
 		{
-			"all at once", store.RunFilter{
+			"all at once",
+			store.RunFilter{
 				Status: store.StatusRetrying, StrategyID: other.ID, Symbol: "ACME", CorrelationID: "c3",
 				CreatedAfter: base.Add(-time.Hour), CreatedBefore: base,
 			},
