@@ -55,6 +55,8 @@ const (
 	KeyDropped           = "dropped"
 	KeyTraceID           = "trace_id"
 	KeySpanID            = "span_id"
+	KeyOriginalCorrID    = "original_correlation_id"
+	KeyDeleted           = "deleted"
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
 	EventServerStopping         = "server_stopping"
@@ -89,4 +91,5 @@ const (
 	EventRiverUILog             = "riverui_log"
 	EventTraceparentRejected    = "traceparent_rejected"
 	EventMetricsListening       = "metrics_listening"
+	EventIdempotentReplay       = "idempotent_replay"
 )
