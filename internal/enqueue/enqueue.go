@@ -1,6 +1,6 @@
 // Package enqueue starts backtests, on the API server's side: it writes a
 // run and its River job in one transaction, within the bound of unfinished
-// runs a user may have. The worker, which runs the jobs, is another
+// runs a user may have; and cancels them, run and job together. The worker, which runs the jobs, is another
 // package (internal/jobs); what both sides agree on is internal/jobargs.
 package enqueue
 

@@ -303,47 +303,6 @@ func backtestAccepted(run store.Run) (status int, location string, body any) {
 		enqueuedJSON{RunID: run.ID, Status: run.Status, CorrelationID: run.CorrelationID}
 }
 
-// runJSON is a run as the API shows it.
-type runJSON struct {
-	ID            uuid.UUID        `json:"id"`
-	StrategyID    uuid.UUID        `json:"strategy_id"`
-	Symbol        string           `json:"symbol"`
-	Start         string           `json:"start"`
-	End           string           `json:"end"`
-	InitialCash   float64          `json:"initial_cash"`
-	Status        string           `json:"status"`
-	ProgressPct   int              `json:"progress_pct"`
-	Attempt       int              `json:"attempt"`
-	Result        *json.RawMessage `json:"result"`
-	Error         *runErrorJSON    `json:"error"`
-	CorrelationID string           `json:"correlation_id"`
-	CreatedAt     time.Time        `json:"created_at"`
-	StartedAt     *time.Time       `json:"started_at"`
-	FinishedAt    *time.Time       `json:"finished_at"`
-	UpdatedAt     time.Time        `json:"updated_at"`
-}
-
-type runErrorJSON struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
-}
-
-func toRunJSON(r store.Run) runJSON {
-	out := runJSON{
-		ID: r.ID, StrategyID: r.StrategyID, Symbol: r.Symbol,
-		Start: r.Start.Format(time.DateOnly), End: r.End.Format(time.DateOnly), InitialCash: r.InitialCash,
-		Status: r.Status, ProgressPct: r.ProgressPct, Attempt: r.Attempt, CorrelationID: r.CorrelationID,
-		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
-	}
-	if len(r.Result) > 0 {
-		out.Result = &r.Result
-	}
-	if r.ErrorMessage != "" {
-		out.Error = &runErrorJSON{Message: r.ErrorMessage, Type: r.ErrorType}
-	}
-	return out
-}
-
 func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
@@ -354,13 +313,14 @@ func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		run, err := q.Run(r.Context(), userFrom(r.Context()).ID, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
+		if errors.Is(err, store.ErrNotFound) {
 			writeProblem(w, r, http.StatusNotFound, "No such backtest.")
-		case err != nil:
-			serverError(logger, w, r, err)
-		default:
-			writeJSON(w, "application/json", http.StatusOK, toRunJSON(run))
+			return
 		}
+		if err != nil {
+			serverError(logger, w, r, err)
+			return
+		}
+		writeRun(logger, w, r, q, http.StatusOK, run)
 	})
 }

@@ -237,10 +237,12 @@ func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
 			serverError(logger, w, r, err)
 			return
 		}
-		out := runList{Runs: make([]runJSON, len(runs))}
-		for i, run := range runs {
-			out.Runs[i] = toRunJSON(run)
+		rendered, err := renderRuns(r.Context(), q, runs)
+		if err != nil {
+			serverError(logger, w, r, err)
+			return
 		}
+		out := runList{Runs: rendered}
 		if len(runs) > 0 {
 			last := runs[len(runs)-1]
 			out.NextCursor = nextPage(w, r, query, cursorRuns, more, store.Position{CreatedAt: last.CreatedAt, ID: last.ID})

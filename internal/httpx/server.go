@@ -68,6 +68,10 @@ type Deps struct {
 	// IdempotencyKeyTTL is how long an Idempotency-Key is remembered with
 	// its response. Defaults to config.DefaultIdempotencyKeyTTL.
 	IdempotencyKeyTTL time.Duration
+
+	// Canceller cancels runs (POST /backtests/{id}/cancel). Defaults to the
+	// Enqueuer when it is one, as an *enqueue.Enqueuer is.
+	Canceller Canceller
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -114,6 +118,13 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer, keyTTL)).Methods(http.MethodPost)
 	api.Handle("/backtests", handleListBacktests(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests/{id}", handleGetBacktest(logger, deps.Queries)).Methods(http.MethodGet)
+	canceller := deps.Canceller
+	if c, ok := deps.Enqueuer.(Canceller); ok && canceller == nil {
+		canceller = c
+	}
+	if canceller != nil {
+		api.Handle("/backtests/{id}/cancel", handleCancelBacktest(logger, deps.Queries, canceller)).Methods(http.MethodPost)
+	}
 }
 
 // How long, and for how many keys, a key's owner is remembered. The TTL is

@@ -196,6 +196,12 @@ func catalog() []EventSpec {
 				"the stored response was replayed and nothing was created",
 		},
 		{
+			Name: obs.EventBacktestCancelled, Services: server, Levels: info, Scope: ScopeRequest,
+			Required: []string{obs.KeyUserID, obs.KeyRunID, obs.KeyJobID, obs.KeyStatus},
+			When: "`POST /backtests/{id}/cancel` asked River to cancel the run's job, after it committed; `status` is " +
+				"the run's: `cancelled`, or `running` (`queued` if a worker had just taken the job) until the attempt ends",
+		},
+		{
 			Name: obs.EventWorkerStarted, Services: worker, Levels: []slog.Level{slog.LevelInfo, slog.LevelWarn}, LevelNote: "warn with `fault_injection`",
 			Required: append(slices.Clone(workerKeys), obs.KeyVersion), Optional: []string{obs.KeyFaultInject},
 			When: "started",

@@ -66,6 +66,7 @@ const (
 	EventRequestPanicked        = "request_panicked"
 	EventCorrelationIDRejected  = "correlation_id_rejected"
 	EventBacktestEnqueued       = "backtest_enqueued"
+	EventBacktestCancelled      = "backtest_cancelled"
 	EventStrategyCreated        = "strategy_created"
 	EventRequestFailed          = "request_failed"
 	EventWorkerStarted          = "worker_started"
