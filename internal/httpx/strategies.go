@@ -12,9 +12,12 @@ import (
 	"github.com/backtestd/backtestd/internal/store"
 )
 
-// createStrategy saves a strategy in a transaction that, for a request with
-// an Idempotency-Key, claims the key first and stores the response last.
+// createStrategy saves a strategy; for a request with an Idempotency-Key,
+// in a transaction that claims the key first and stores the response last.
 func createStrategy(ctx context.Context, q *store.Queries, idem *idempotency, ns store.NewStrategy) (store.Strategy, error) {
+	if idem == nil {
+		return q.CreateStrategy(ctx, ns)
+	}
 	var s store.Strategy
 	err := q.InTx(ctx, func(tx pgx.Tx) error {
 		if err := idem.claim(ctx, tx); err != nil {
