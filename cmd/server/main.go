@@ -179,7 +179,7 @@ func newHandler(ctx context.Context, cfg config.Server, h slog.Handler, pool *pg
 	return httpx.NewServer(slog.New(h), httpx.Deps{
 		Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
 		TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit, RequestTimeout: cfg.Limits.RequestTimeout,
-		Metrics: httpx.NewMetrics(),
+		Metrics: httpx.NewMetrics(), IdempotencyKeyTTL: cfg.IdempotencyKeyTTL,
 	}), admin != nil, nil
 }
 

@@ -43,6 +43,7 @@ const (
 	EnvRequestTimeout        = "REQUEST_TIMEOUT"
 	EnvDBStatementTimeout    = "DB_STATEMENT_TIMEOUT"
 	EnvMetricsAddr           = "METRICS_ADDR"
+	EnvIdempotencyKeyTTL     = "IDEMPOTENCY_KEY_TTL"
 )
 
 // Names lists every environment variable the processes read.
@@ -54,7 +55,7 @@ func Names() []string {
 		EnvTrustedProxies, EnvAuthFailureBurst, EnvAuthFailureEvery, EnvAuthFailureAddrs,
 		EnvHTTPReadHeaderTimeout, EnvHTTPReadTimeout, EnvHTTPWriteTimeout, EnvHTTPIdleTimeout,
 		EnvHTTPMaxHeaderBytes, EnvHTTPMaxConnections, EnvRequestTimeout, EnvDBStatementTimeout,
-		EnvMetricsAddr,
+		EnvMetricsAddr, EnvIdempotencyKeyTTL,
 	}
 }
 
@@ -87,6 +88,14 @@ const (
 	// user may have: room for a large parameter sweep, while one key can no
 	// longer fill the queue without end.
 	DefaultMaxUnfinishedRuns = 50_000
+	// DefaultIdempotencyKeyTTL is how long an Idempotency-Key and the
+	// response stored with it are remembered: a day, as Stripe does, long
+	// enough for any client's retries.
+	DefaultIdempotencyKeyTTL = 24 * time.Hour
+	// DefaultIdempotencySweepInterval is how often the leading worker
+	// deletes expired idempotency keys. An expired key is never replayed,
+	// swept or not: the sweep only frees the space.
+	DefaultIdempotencySweepInterval = time.Hour
 )
 
 // DefaultDatabaseURL is the local development database.
@@ -138,6 +147,10 @@ type Server struct {
 	AuthFailureAddresses int
 	// Limits bound what one client can hold of the server.
 	Limits HTTPLimits
+	// IdempotencyKeyTTL is IDEMPOTENCY_KEY_TTL: how long an
+	// Idempotency-Key is remembered with its response. Defaults to
+	// DefaultIdempotencyKeyTTL (24h).
+	IdempotencyKeyTTL time.Duration
 }
 
 // HTTPLimits are the API server's timeouts and limits: no client, however
@@ -227,6 +240,7 @@ func LoadServer(getenv func(string) string) (Server, error) {
 	s.AuthFailureBurst = r.integer(EnvAuthFailureBurst, 10, 1, 10_000)
 	s.AuthFailureInterval = r.duration(EnvAuthFailureEvery, 6*time.Second)
 	s.AuthFailureAddresses = r.integer(EnvAuthFailureAddrs, 10_000, 100, 10_000_000)
+	s.IdempotencyKeyTTL = r.duration(EnvIdempotencyKeyTTL, DefaultIdempotencyKeyTTL)
 	if (s.RiverUIUser == "") != (s.RiverUIPassword == "") {
 		r.fail(EnvRiverUIUser, s.RiverUIUser, "and "+EnvRiverUIPassword+" must be set together (or neither, to leave River UI off)")
 	}

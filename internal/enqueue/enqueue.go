@@ -1,6 +1,6 @@
 // Package enqueue starts backtests, on the API server's side: it writes a
 // run and its River job in one transaction, within the bound of unfinished
-// runs a user may have. The worker, which runs the jobs, is another
+// runs a user may have; and cancels them, run and job together. The worker, which runs the jobs, is another
 // package (internal/jobs); what both sides agree on is internal/jobargs.
 package enqueue
 
@@ -74,6 +74,20 @@ type NewBacktest struct {
 	// Traceparent, if set, is the W3C traceparent of the request's span:
 	// the job's attempts continue its trace.
 	Traceparent string
+	// Hook, if set, runs inside the enqueue's transaction, so that what it
+	// writes commits with the run and its job, or not at all.
+	Hook TxHook
+}
+
+// TxHook is work done inside an enqueue's transaction: an idempotency
+// key's claim and its stored response, say. An error of either method
+// rolls the transaction back and is returned by Enqueue, wrapped.
+type TxHook interface {
+	// Before runs first, before the user's row is locked or anything is
+	// written.
+	Before(ctx context.Context, tx pgx.Tx) error
+	// After runs once the run and its job are inserted.
+	After(ctx context.Context, tx pgx.Tx, run store.Run) error
 }
 
 // Enqueue inserts the run and its River job in one transaction: both or
@@ -92,6 +106,11 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 	var run store.Run
 	err = pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) error {
 		q := store.New(tx)
+		if nb.Hook != nil {
+			if err := nb.Hook.Before(ctx, tx); err != nil {
+				return err
+			}
+		}
 		if err := e.checkRoom(ctx, q, nb.UserID); err != nil {
 			return err
 		}
@@ -106,7 +125,10 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 			ID: runID, UserID: nb.UserID, StrategyID: nb.StrategyID, CorrelationID: nb.CorrelationID,
 			JobID: res.Job.ID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
 		})
-		return err
+		if err != nil || nb.Hook == nil {
+			return err
+		}
+		return nb.Hook.After(ctx, tx, run)
 	})
 	if err != nil {
 		return store.Run{}, fmt.Errorf("enqueue backtest: %w", err)

@@ -183,7 +183,7 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 	require.Equal(t, bound, count(t, b.db.Pool, "backtest_runs"))
 	require.Equal(t, bound, count(t, b.db.Pool, "river_job"), "a refused run leaves no job")
 
-	runs, err := b.q.RecentRuns(ctx, b.user.ID, 10)
+	runs, _, err := b.q.ListRuns(ctx, b.user.ID, store.RunFilter{}, store.Page{Limit: 10})
 	require.NoError(t, err)
 	require.NoError(t, b.q.FailRun(ctx, runs[0].ID, 1, "done", "x"))
 	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "after", "ACME", 30))

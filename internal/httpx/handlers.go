@@ -76,12 +76,16 @@ type createStrategyRequest struct {
 	Params json.RawMessage `json:"params"`
 }
 
-func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
+func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
 			return
 		}
 		req, ok := decode[createStrategyRequest](w, r)
+		if !ok {
+			return
+		}
+		idem, ok := newIdempotency(w, r, logger, keyTTL, req)
 		if !ok {
 			return
 		}
@@ -108,7 +112,10 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 			name = spec.Kind
 		}
 		user := userFrom(r.Context())
-		s, err := q.CreateStrategy(r.Context(), store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
+		s, err := createStrategy(r.Context(), q, idem, store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
+		if idem.answered(w, r, err) {
+			return
+		}
 		if errors.Is(err, store.ErrUserGone) {
 			userGone(w, r)
 			return
@@ -118,8 +125,13 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		logger.InfoContext(r.Context(), obs.EventStrategyCreated, slog.String(obs.KeyStrategyID, s.ID.String()))
-		w.Header().Set("Location", "/strategies/"+s.ID.String())
-		writeJSON(w, "application/json", http.StatusCreated, toStrategyJSON(s))
+		if idem != nil {
+			idem.write(w)
+			return
+		}
+		status, location, body := strategyCreated(s)
+		w.Header().Set("Location", location)
+		writeJSON(w, "application/json", status, body)
 	})
 }
 
@@ -295,12 +307,16 @@ type enqueuedJSON struct {
 	CorrelationID string    `json:"correlation_id"`
 }
 
-func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) http.Handler {
+func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, keyTTL time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
 			return
 		}
 		req, ok := decode[createBacktestRequest](w, r)
+		if !ok {
+			return
+		}
+		idem, ok := newIdempotency(w, r, logger, keyTTL, req)
 		if !ok {
 			return
 		}
@@ -323,7 +339,13 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 		if span, ok := tracecontext.From(ctx); ok {
 			nb.Traceparent = span.String()
 		}
+		if idem != nil {
+			nb.Hook = enqueueHook{idem: idem, render: backtestAccepted}
+		}
 		run, err := enq.Enqueue(ctx, nb)
+		if idem.answered(w, r, err) {
+			return
+		}
 		var tooMany *enqueue.TooManyUnfinishedError
 		if errors.As(err, &tooMany) {
 			w.Header().Set("Retry-After", unfinishedRetryAfter)
@@ -335,7 +357,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 			userGone(w, r)
 			return
 		}
-		if errors.Is(err, store.ErrNotFound) { // deleted since validate found it
+		if errors.Is(err, store.ErrNotFound) {
 			writeInvalid(w, r, "strategy_id", "no such strategy")
 			return
 		}
@@ -347,91 +369,20 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer) h
 			slog.String(obs.KeyRunID, run.ID.String()),
 			slog.Int64(obs.KeyJobID, run.JobID),
 			slog.String(obs.KeyStrategyID, run.StrategyID.String()))
-		w.Header().Set("Location", "/backtests/"+run.ID.String())
-		writeJSON(w, "application/json", http.StatusAccepted,
-			enqueuedJSON{RunID: run.ID, Status: run.Status, CorrelationID: run.CorrelationID})
+		if idem != nil {
+			idem.write(w)
+			return
+		}
+		status, location, body := backtestAccepted(run)
+		w.Header().Set("Location", location)
+		writeJSON(w, "application/json", status, body)
 	})
 }
 
-// runJSON is a run as the API shows it (api/openapi.yaml, Run).
-type runJSON struct {
-	ID                uuid.UUID        `json:"id"`
-	StrategyID        uuid.UUID        `json:"strategy_id"`
-	Symbol            string           `json:"symbol"`
-	Start             string           `json:"start"`
-	End               string           `json:"end"`
-	InitialCash       float64          `json:"initial_cash"`
-	Status            string           `json:"status"`
-	ProgressPct       int              `json:"progress_pct"`
-	Attempt           int              `json:"attempt"`
-	Attempts          []attemptJSON    `json:"attempts"`
-	NextAttemptAt     *time.Time       `json:"next_attempt_at"`
-	CancelRequestedAt *time.Time       `json:"cancel_requested_at"`
-	Result            *json.RawMessage `json:"result"`
-	Error             *runErrorJSON    `json:"error"`
-	CorrelationID     string           `json:"correlation_id"`
-	CreatedAt         time.Time        `json:"created_at"`
-	StartedAt         *time.Time       `json:"started_at"`
-	FinishedAt        *time.Time       `json:"finished_at"`
-	UpdatedAt         time.Time        `json:"updated_at"`
-}
-
-type attemptJSON struct {
-	Attempt    int           `json:"attempt"`
-	StartedAt  time.Time     `json:"started_at"`
-	FinishedAt *time.Time    `json:"finished_at"`
-	Outcome    *string       `json:"outcome"`
-	Error      *runErrorJSON `json:"error"`
-}
-
-type runErrorJSON struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-// runError is the error of a run or an attempt as the API shows it. A
-// failure recorded without a code is one the API cannot name: internal.
-func runError(code, message string) *runErrorJSON {
-	if message == "" && code == "" {
-		return nil
-	}
-	if code == "" {
-		code = store.ErrorCodeInternal
-	}
-	return &runErrorJSON{Code: code, Message: message}
-}
-
-func toRunJSON(r store.Run, attempts []store.RunAttempt) runJSON {
-	out := runJSON{
-		ID: r.ID, StrategyID: r.StrategyID, Symbol: r.Symbol,
-		Start: r.Start.Format(time.DateOnly), End: r.End.Format(time.DateOnly), InitialCash: r.InitialCash,
-		Status: r.Status, ProgressPct: r.ProgressPct, Attempt: r.Attempt, CorrelationID: r.CorrelationID,
-		Attempts: make([]attemptJSON, len(attempts)), NextAttemptAt: r.NextAttemptAt, CancelRequestedAt: r.CancelRequestedAt,
-		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
-		Error: runError(r.ErrorCode, r.ErrorMessage),
-	}
-	if len(r.Result) > 0 {
-		out.Result = &r.Result
-	}
-	for i, a := range attempts {
-		out.Attempts[i] = attemptJSON{
-			Attempt: a.Attempt, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt,
-			Error: runError(a.ErrorCode, a.ErrorMessage),
-		}
-		if a.Outcome != "" {
-			out.Attempts[i].Outcome = &a.Outcome
-		}
-	}
-	return out
-}
-
-// runWithAttempts renders a run with its attempts.
-func runWithAttempts(ctx context.Context, q *store.Queries, run store.Run) (runJSON, error) {
-	attempts, err := q.RunAttempts(ctx, run.ID)
-	if err != nil {
-		return runJSON{}, err
-	}
-	return toRunJSON(run, attempts), nil
+// backtestAccepted is the answer to a POST /backtests that enqueued run.
+func backtestAccepted(run store.Run) (status int, location string, body any) {
+	return http.StatusAccepted, "/backtests/" + run.ID.String(),
+		enqueuedJSON{RunID: run.ID, Status: run.Status, CorrelationID: run.CorrelationID}
 }
 
 func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
@@ -444,66 +395,14 @@ func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		run, err := q.Run(r.Context(), userFrom(r.Context()).ID, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
+		if errors.Is(err, store.ErrNotFound) {
 			writeProblem(w, r, http.StatusNotFound, "No such backtest.")
-		case err != nil:
-			serverError(logger, w, r, err)
-		default:
-			out, err := runWithAttempts(r.Context(), q, run)
-			if err != nil {
-				serverError(logger, w, r, err)
-				return
-			}
-			writeJSON(w, "application/json", http.StatusOK, out)
-		}
-	})
-}
-
-const listLimit = 100
-
-// runListJSON is a page of runs. This list has one page: next_cursor is
-// always null.
-type runListJSON struct {
-	Runs       []runJSON `json:"runs"`
-	NextCursor *string   `json:"next_cursor"`
-}
-
-func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		query, ok := queryParams(w, r, "correlation_id")
-		if !ok {
 			return
-		}
-		userID := userFrom(r.Context()).ID
-		var (
-			runs []store.Run
-			err  error
-		)
-		if values, filtered := query["correlation_id"]; filtered {
-			// The header's rule: a value it would refuse was never stored.
-			if len(values) != 1 || !obs.ValidCorrelationID(values[0]) {
-				const reason = "must be given once, 1 to 128 characters of A-Z a-z 0-9 . _ : + = / @ - " +
-					"(in a query, + means a space: write it as %2B)"
-				writeProblem(w, r, http.StatusBadRequest, "correlation_id "+reason,
-					InvalidParam{Name: "correlation_id", Reason: reason})
-				return
-			}
-			runs, err = q.RunsByCorrelationID(r.Context(), userID, values[0])
-		} else {
-			runs, err = q.RecentRuns(r.Context(), userID, listLimit)
 		}
 		if err != nil {
 			serverError(logger, w, r, err)
 			return
 		}
-		out := make([]runJSON, len(runs))
-		for i, run := range runs {
-			if out[i], err = runWithAttempts(r.Context(), q, run); err != nil {
-				serverError(logger, w, r, err)
-				return
-			}
-		}
-		writeJSON(w, "application/json", http.StatusOK, runListJSON{Runs: out})
+		writeRun(logger, w, r, q, http.StatusOK, run)
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/backtestd/backtestd/api"
+	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -65,6 +66,13 @@ type Deps struct {
 	// Metrics, if set, counts every request and is served at MetricsPath,
 	// without authentication.
 	Metrics *Metrics
+	// IdempotencyKeyTTL is how long an Idempotency-Key is remembered with
+	// its response. Defaults to config.DefaultIdempotencyKeyTTL.
+	IdempotencyKeyTTL time.Duration
+
+	// Canceller cancels runs (POST /backtests/{id}/cancel). Defaults to the
+	// Enqueuer when it is one, as an *enqueue.Enqueuer is.
+	Canceller Canceller
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -102,11 +110,24 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 		keys = NewKeyCache(KeyCacheTTL, KeyCacheEntries)
 	}
 	api.Use(authenticate(logger, deps.Queries, keys, newFailureLimiter(deps.AuthLimit)))
-	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries)).Methods(http.MethodPost)
+	keyTTL := deps.IdempotencyKeyTTL
+	if keyTTL <= 0 {
+		keyTTL = config.DefaultIdempotencyKeyTTL
+	}
+	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries, keyTTL)).Methods(http.MethodPost)
+	api.Handle("/strategies", handleListStrategies(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
-	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer)).Methods(http.MethodPost)
+	api.Handle("/strategies/{id}", handleDeleteStrategy(logger, deps.Queries)).Methods(http.MethodDelete)
+	api.Handle("/backtests", handleCreateBacktest(logger, deps.Queries, deps.Enqueuer, keyTTL)).Methods(http.MethodPost)
 	api.Handle("/backtests", handleListBacktests(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/backtests/{id}", handleGetBacktest(logger, deps.Queries)).Methods(http.MethodGet)
+	canceller := deps.Canceller
+	if c, ok := deps.Enqueuer.(Canceller); ok && canceller == nil {
+		canceller = c
+	}
+	if canceller != nil {
+		api.Handle("/backtests/{id}/cancel", handleCancelBacktest(logger, deps.Queries, canceller)).Methods(http.MethodPost)
+	}
 
 	// Last, so that River UI answers its own OPTIONS; a matcher rather
 	// than Methods, which would make every other method on an unknown path

@@ -92,6 +92,9 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	if err := river.AddWorkerSafely(workers, NewReconcileWorker(pool, logger)); err != nil {
 		return nil, fmt.Errorf("register reconcile worker: %w", err)
 	}
+	if err := river.AddWorkerSafely(workers, NewIdempotencySweeper(pool, logger)); err != nil {
+		return nil, fmt.Errorf("register idempotency sweeper: %w", err)
+	}
 	if err := river.AddWorkerSafely(workers, NewWorker(pool, logger, WorkerConfig{
 		Timeout: cfg.JobTimeout, Engine: cfg.Engine, FaultInjection: cfg.FaultInjection,
 	})); err != nil {
@@ -115,6 +118,10 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 			river.PeriodicInterval(cfg.ReconcileEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true},
+		), river.NewPeriodicJob(
+			river.PeriodicInterval(config.DefaultIdempotencySweepInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return SweepIdempotencyKeysArgs{}, nil },
+			nil,
 		)},
 		Workers:              workers,
 		Middleware:           middleware,

@@ -31,7 +31,7 @@ func (ReconcileArgs) InsertOpts() river.InsertOpts {
 // debug for the maintenance kinds, which run every minute and of which only
 // what they find is news.
 func lifecycleLevel(kind string) slog.Level {
-	if kind == (ReconcileArgs{}).Kind() {
+	if kind == (ReconcileArgs{}).Kind() || kind == (SweepIdempotencyKeysArgs{}).Kind() {
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo

@@ -123,7 +123,7 @@ func catalog() []EventSpec {
 		errorOnly   = []slog.Level{slog.LevelError}
 		warnOrError = []slog.Level{slog.LevelWarn, slog.LevelError}
 		lifecycle   = []slog.Level{slog.LevelDebug, slog.LevelInfo}
-		maintenance = "debug for maintenance jobs, such as `reconcile_runs`"
+		maintenance = "debug for maintenance jobs, such as `reconcile_runs` and `sweep_idempotency_keys`"
 		errorKeys   = []string{obs.KeyError, obs.KeyErrorType}
 		workerKeys  = []string{obs.KeyQueues, obs.KeyConcurrency}
 	)
@@ -186,6 +186,22 @@ func catalog() []EventSpec {
 			When:     "`POST /backtests`, after the run and its job committed",
 		},
 		{
+			Name: obs.EventIdempotentReplay, Services: server, Levels: info, Scope: ScopeRequest,
+			Required: []string{obs.KeyUserID, obs.KeyOriginalCorrID, obs.KeyStatusCode},
+			Notes: map[string]string{
+				obs.KeyCorrelationID: "the replaying request's; its response body carries the original's",
+				obs.KeyStatusCode:    "the replayed status",
+			},
+			When: "a creating `POST` with an `Idempotency-Key` already used with the same body: " +
+				"the stored response was replayed and nothing was created",
+		},
+		{
+			Name: obs.EventBacktestCancelled, Services: server, Levels: info, Scope: ScopeRequest,
+			Required: []string{obs.KeyUserID, obs.KeyRunID, obs.KeyJobID, obs.KeyStatus},
+			When: "`POST /backtests/{id}/cancel` asked River to cancel the run's job, after it committed; `status` is " +
+				"the run's: `cancelled`, or `running` (`queued` if a worker had just taken the job) until the attempt ends",
+		},
+		{
 			Name: obs.EventWorkerStarted, Services: worker, Levels: []slog.Level{slog.LevelInfo, slog.LevelWarn}, LevelNote: "warn with `fault_injection`",
 			Required: append(slices.Clone(workerKeys), obs.KeyVersion), Optional: []string{obs.KeyFaultInject},
 			When: "started",
@@ -218,9 +234,15 @@ func catalog() []EventSpec {
 		{
 			Name: obs.EventJobCompleted, Services: worker, Levels: lifecycle, LevelNote: maintenance, Scope: ScopeJob,
 			Required: []string{obs.KeyDurationMS},
-			Optional: []string{obs.KeyBars, obs.KeyFinalEquity, obs.KeyTotalReturn, obs.KeyCAGR, obs.KeyMaxDrawdown, obs.KeySharpe, obs.KeyTrades},
-			Notes:    map[string]string{obs.KeyBars: "this and the rest: a backtest's result"},
-			When:     "the attempt succeeded",
+			Optional: []string{
+				obs.KeyBars, obs.KeyFinalEquity, obs.KeyTotalReturn, obs.KeyCAGR, obs.KeyMaxDrawdown, obs.KeySharpe, obs.KeyTrades,
+				obs.KeyDeleted,
+			},
+			Notes: map[string]string{
+				obs.KeyBars:    "this and the rest but `deleted`: a backtest's result",
+				obs.KeyDeleted: "`sweep_idempotency_keys`: how many expired keys it deleted",
+			},
+			When: "the attempt succeeded",
 		},
 		{
 			Name: obs.EventJobFailed, Services: worker, Levels: warnOrError, LevelNote: "warn if `will_retry`",

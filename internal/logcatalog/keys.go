@@ -102,7 +102,8 @@ var Keys = []KeySpec{
 	{obs.KeyStrategyID, anID, "the strategy"},
 	{obs.KeyRunID, anID, "the backtest run"},
 	{obs.KeyJobID, Value{Type: "integer", Minimum: new(1)}, "the River job"},
-	{obs.KeyJobKind, aNonEmpty, "the River job's kind: backtest, or reconcile_runs for the periodic reconciliation"},
+	{obs.KeyJobKind, aNonEmpty, "the River job's kind: backtest, reconcile_runs for the periodic reconciliation, " +
+		"or sweep_idempotency_keys for the periodic deletion of expired idempotency keys"},
 	{obs.KeyAttempt, Value{Type: "integer", Minimum: new(0)}, "the River job's attempt, from 1"},
 
 	{obs.KeyMethod, aString, "the request's HTTP method"},
@@ -163,4 +164,10 @@ var Keys = []KeySpec{
 	{obs.KeyAPIKeyID, anID, "the API key's ID"},
 	{obs.KeyAPIKeyPrefix, Value{Type: "string", MaxLength: 16}, "the API key's first 11 characters, which name it and are not secret; empty for keys made before prefixes were kept"},
 	{obs.KeyDropped, aCount, "how many cached API keys the server forgot"},
+	{
+		obs.KeyOriginalCorrID,
+		Value{Type: "string", Pattern: `^[A-Za-z0-9._:+=/@-]{1,128}$`},
+		"the correlation ID of the request whose response an idempotent replay returned",
+	},
+	{obs.KeyDeleted, aCount, "how many rows a maintenance job deleted"},
 }

@@ -55,6 +55,8 @@ const (
 	KeyDropped           = "dropped"
 	KeyTraceID           = "trace_id"
 	KeySpanID            = "span_id"
+	KeyOriginalCorrID    = "original_correlation_id"
+	KeyDeleted           = "deleted"
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
 	EventServerStopping         = "server_stopping"
@@ -64,6 +66,7 @@ const (
 	EventRequestPanicked        = "request_panicked"
 	EventCorrelationIDRejected  = "correlation_id_rejected"
 	EventBacktestEnqueued       = "backtest_enqueued"
+	EventBacktestCancelled      = "backtest_cancelled"
 	EventStrategyCreated        = "strategy_created"
 	EventRequestFailed          = "request_failed"
 	EventWorkerStarted          = "worker_started"
@@ -89,4 +92,5 @@ const (
 	EventRiverUILog             = "riverui_log"
 	EventTraceparentRejected    = "traceparent_rejected"
 	EventMetricsListening       = "metrics_listening"
+	EventIdempotentReplay       = "idempotent_replay"
 )

@@ -66,13 +66,13 @@ type NewRun struct {
 }
 
 // InsertRun inserts a queued run. It returns ErrNotFound, inserting nothing,
-// when the strategy does not exist or belongs to another user.
+// when the strategy does not exist, was deleted, or belongs to another user.
 func (q *Queries) InsertRun(ctx context.Context, nr NewRun) (Run, error) {
 	row := q.db.QueryRow(ctx, `
 		INSERT INTO backtest_runs
 		    (id, user_id, strategy_id, correlation_id, river_job_id, symbol, start_date, end_date, initial_cash)
 		SELECT $1, s.user_id, s.id, $4, $5, $6, $7, $8, $9
-		FROM strategies s WHERE s.id = $3 AND s.user_id = $2
+		FROM strategies s WHERE s.id = $3 AND s.user_id = $2 AND s.deleted_at IS NULL
 		RETURNING `+runColumns,
 		nr.ID, nr.UserID, nr.StrategyID, nr.CorrelationID, nr.JobID, nr.Symbol, nr.Start, nr.End, nr.InitialCash)
 	r, err := scanRun(row)
@@ -90,35 +90,6 @@ func (q *Queries) Run(ctx context.Context, userID, id uuid.UUID) (Run, error) {
 		return Run{}, fmt.Errorf("load run %s: %w", id, notFound(err))
 	}
 	return r, nil
-}
-
-// RunsByCorrelationID returns userID's runs started by requests with this
-// correlation ID, newest first.
-func (q *Queries) RunsByCorrelationID(ctx context.Context, userID uuid.UUID, correlationID string) ([]Run, error) {
-	return q.listRuns(ctx, `
-		SELECT `+runColumns+` FROM backtest_runs
-		WHERE correlation_id = $1 AND user_id = $2
-		ORDER BY created_at DESC, id DESC LIMIT 1000`, correlationID, userID)
-}
-
-// RecentRuns returns userID's newest runs, at most limit of them.
-func (q *Queries) RecentRuns(ctx context.Context, userID uuid.UUID, limit int) ([]Run, error) {
-	return q.listRuns(ctx, `
-		SELECT `+runColumns+` FROM backtest_runs
-		WHERE user_id = $1
-		ORDER BY created_at DESC, id DESC LIMIT $2`, userID, limit)
-}
-
-func (q *Queries) listRuns(ctx context.Context, sql string, args ...any) ([]Run, error) {
-	rows, err := q.db.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
-	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) { return scanRun(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
-	return runs, nil
 }
 
 // RunForWork returns run id for the worker, whoever owns it.

@@ -219,12 +219,13 @@ func (q *Queries) CreateStrategy(ctx context.Context, ns NewStrategy) (Strategy,
 	return s, nil
 }
 
-// Strategy returns userID's strategy id, or ErrNotFound.
+// Strategy returns userID's strategy id, or ErrNotFound (for a deleted
+// one too).
 func (q *Queries) Strategy(ctx context.Context, userID, id uuid.UUID) (Strategy, error) {
 	var s Strategy
 	err := q.db.QueryRow(ctx, `
 		SELECT id, user_id, name, kind, params, created_at
-		FROM strategies WHERE id = $1 AND user_id = $2`, id, userID,
+		FROM strategies WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID,
 	).Scan(&s.ID, &s.UserID, &s.Name, &s.Kind, &s.Params, &s.CreatedAt)
 	if err != nil {
 		return Strategy{}, fmt.Errorf("load strategy %s: %w", id, notFound(err))

@@ -101,18 +101,22 @@ func TestInsertRunChecksTheStrategyOwner(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func TestRunsByCorrelationIDUsesItsIndex(t *testing.T) {
+func TestRunsByCorrelationIDUseItsIndex(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, cid := range []string{"a", "a", "b"} {
 		_, err := b.newRun(t, b.alice, cid)
 		require.NoError(t, err)
 	}
-	runs, err := b.q.RunsByCorrelationID(t.Context(), b.alice.ID, "a")
+	byCID := func(user store.User, cid string) ([]store.Run, error) {
+		runs, _, err := b.q.ListRuns(t.Context(), user.ID, store.RunFilter{CorrelationID: cid}, store.Page{Limit: 50})
+		return runs, err
+	}
+	runs, err := byCID(b.alice, "a")
 	require.NoError(t, err)
 	require.Len(t, runs, 2)
 	require.True(t, runs[0].CreatedAt.After(runs[1].CreatedAt) || runs[0].CreatedAt.Equal(runs[1].CreatedAt))
-	other, err := b.q.RunsByCorrelationID(t.Context(), b.bob.ID, "a")
+	other, err := byCID(b.bob, "a")
 	require.NoError(t, err)
 	require.Empty(t, other)
 

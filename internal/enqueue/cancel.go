@@ -1,0 +1,86 @@
+package enqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+// CancelledMessage is the error message of a run cancelled over the API.
+const CancelledMessage = "The backtest was cancelled on request."
+
+// FinishedError is returned by Cancel, having changed nothing, when the run
+// has already succeeded or failed: there is nothing left to cancel.
+type FinishedError struct {
+	Status string
+}
+
+func (e *FinishedError) Error() string {
+	return "the backtest has already finished (" + e.Status + ")"
+}
+
+// Cancellation is what Cancel did.
+type Cancellation struct {
+	// Run is the run as the cancel left it: cancelled, or still running (or
+	// queued, when its job was fetched meanwhile) with CancelRequestedAt set.
+	Run store.Run
+	// Asked is whether this call asked River to cancel the job; a run that
+	// was already cancelled is returned as it is.
+	Asked bool
+}
+
+// Cancel cancels userID's run id in one transaction with its River job.
+//
+// A run waiting for an attempt (queued or retrying) is cancelled at once, its
+// job cancelled with it. A run whose job is running, which includes a queued
+// run whose job a worker fetched meanwhile, keeps its status and gets
+// CancelRequestedAt: River tells the worker, and the run becomes cancelled
+// when the attempt ends. A run whose job is gone, or was already cancelled in
+// River, is cancelled at once: nothing would ever end it otherwise. A
+// cancelled run is returned as it is.
+//
+// It returns an error wrapping store.ErrNotFound when the run is not the
+// user's, and a *FinishedError when it has succeeded or failed.
+func (e *Enqueuer) Cancel(ctx context.Context, userID, id uuid.UUID) (Cancellation, error) {
+	var c Cancellation
+	err := pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) error {
+		q := store.New(tx)
+		run, err := q.LockRun(ctx, userID, id)
+		if err != nil {
+			return err
+		}
+		switch run.Status {
+		case store.StatusCancelled:
+			c.Run = run
+			return nil
+		case store.StatusSucceeded, store.StatusFailed:
+			return &FinishedError{Status: run.Status}
+		}
+		c.Asked = true
+		job, err := e.river.JobCancelTx(ctx, tx, run.JobID)
+		switch {
+		case errors.Is(err, rivertype.ErrNotFound):
+			c.Run, err = q.CancelRun(ctx, id, CancelledMessage)
+		case err != nil:
+			return fmt.Errorf("cancel job %d: %w", run.JobID, err)
+		case job.State == rivertype.JobStateCancelled:
+			c.Run, err = q.CancelRun(ctx, id, CancelledMessage)
+		default:
+			// Running: River's cancel reaches the worker once this commits.
+			// Completed or discarded: the attempt ended meanwhile, and its
+			// worker (or reconciliation) writes how the run ended.
+			c.Run, err = q.RequestRunCancel(ctx, id)
+		}
+		return err
+	})
+	if err != nil {
+		return Cancellation{}, fmt.Errorf("cancel backtest %s: %w", id, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,54 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// LockRun returns userID's run id, locked until the transaction ends, or
+// ErrNotFound. A cancel holds the lock while it asks River about the job, so
+// that no worker write to the run lands between the two.
+func (q *Queries) LockRun(ctx context.Context, userID, id uuid.UUID) (Run, error) {
+	r, err := scanRun(q.db.QueryRow(ctx,
+		`SELECT `+runColumns+` FROM backtest_runs WHERE id = $1 AND user_id = $2 FOR UPDATE`, id, userID))
+	if err != nil {
+		return Run{}, fmt.Errorf("lock run %s: %w", id, notFound(err))
+	}
+	return r, nil
+}
+
+// CancelRun marks an unfinished run cancelled at once, with error code
+// cancelled and message: its job will not run again (cancelled in River, or
+// gone). The time of a retry still to come no longer means anything. An
+// attempt still open is left to the worker that holds it. It returns
+// ErrNotFound when the run is missing or already finished.
+func (q *Queries) CancelRun(ctx context.Context, id uuid.UUID, message string) (Run, error) {
+	r, err := scanRun(q.db.QueryRow(ctx, `
+		UPDATE backtest_runs
+		SET status = 'cancelled', error_code = $2, error_message = $3, error_type = NULL,
+		    next_attempt_at = NULL, finished_at = now(), updated_at = now()
+		WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
+		RETURNING `+runColumns, id, ErrorCodeCancelled, capText(message, MaxErrorBytes)))
+	if err != nil {
+		return Run{}, fmt.Errorf("cancel run %s: %w", id, notFound(err))
+	}
+	return r, nil
+}
+
+// RequestRunCancel records that a cancel was asked of an unfinished run whose
+// job is running, keeping the status: the run ends when its attempt does. A
+// second request keeps the time of the first. It returns ErrNotFound when
+// the run is missing or already finished.
+func (q *Queries) RequestRunCancel(ctx context.Context, id uuid.UUID) (Run, error) {
+	r, err := scanRun(q.db.QueryRow(ctx, `
+		UPDATE backtest_runs
+		SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
+		WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
+		RETURNING `+runColumns, id))
+	if err != nil {
+		return Run{}, fmt.Errorf("request cancel of run %s: %w", id, notFound(err))
+	}
+	return r, nil
+}
