@@ -25,6 +25,10 @@ const (
 	FaultPanic = "PANIC" // panics on its first attempt
 	FaultCrash = "CRASH" // panics on every attempt
 	FaultHang  = "HANG"  // after its first checkpoint, waits for its context to end
+	// FaultStall hangs as HANG on its first attempt, and runs as SLOW on
+	// the others: a worker frozen during the first leaves the second to
+	// another worker, still running when the frozen one comes back.
+	FaultStall = "STALL"
 )
 
 // SlowCheckpoint is how long a FaultSlow backtest sleeps at each checkpoint.
@@ -43,7 +47,7 @@ func withFaults(attempt int, next Engine) Engine {
 			return backtest.Result{}, ErrInjected
 		case strings.HasPrefix(symbol, FaultPanic) && first, strings.HasPrefix(symbol, FaultCrash):
 			panic("injected fault: " + symbol)
-		case strings.HasPrefix(symbol, FaultHang):
+		case strings.HasPrefix(symbol, FaultHang), strings.HasPrefix(symbol, FaultStall) && first:
 			inner := in.Progress
 			in.Progress = func(pct int) {
 				if inner != nil {
@@ -51,7 +55,7 @@ func withFaults(attempt int, next Engine) Engine {
 				}
 				<-ctx.Done() // the engine then returns the context's error
 			}
-		case strings.HasPrefix(symbol, FaultSlow):
+		case strings.HasPrefix(symbol, FaultSlow), strings.HasPrefix(symbol, FaultStall):
 			inner := in.Progress
 			in.Progress = func(pct int) {
 				select {
