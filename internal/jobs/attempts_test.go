@@ -565,3 +565,45 @@ func TestReconcileReasonsAndCodesAreInTheCatalog(t *testing.T) {
 		require.Regexp(t, pattern, code)
 	}
 }
+
+// An attempt whose progress write finds the run taken by a newer attempt
+// stops there: the engine's context ends, and the attempt ends stale,
+// without a result and without touching the run.
+func TestStaleProgressStopsTheAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var (
+		q     *store.Queries // the attempt's, set before the engine runs
+		runID uuid.UUID
+	)
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var stoppedBy error
+	engine := func(ctx context.Context, in backtest.Input) (backtest.Result, error) {
+		// Another worker starts attempt 2 of the run (River rescued the job).
+		if _, err := q.StartAttempt(ctx, runID, 2); err != nil {
+			return backtest.Result{}, err
+		}
+		clock = clock.Add(time.Hour) // the progress write is due
+		in.Progress(10)
+		stoppedBy = context.Cause(ctx)
+		return backtest.Result{}, ctx.Err()
+	}
+	nb := newBacktest(b.user.ID, uuid.Nil, "cid-stale-progress", "ACME", 30)
+	q, run, _, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
+		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
+			q, runID = attemptQ, r.ID
+			return jobs.WorkerConfig{Engine: engine, Now: func() time.Time { return clock }}
+		}, 0)
+	require.ErrorIs(t, err, store.ErrStaleAttempt, "the attempt ends stale: an error, never a success")
+	require.ErrorIs(t, stoppedBy, store.ErrStaleAttempt, "the engine was stopped")
+
+	got, err := q.RunForWork(t.Context(), run.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusRunning, got.Status)
+	require.Equal(t, 2, got.Attempt)
+	require.Zero(t, got.ProgressPct, "attempt 1's progress is not attempt 2's")
+	stale := b.linesOf(t, run.ID, obs.EventStaleAttempt)
+	require.Len(t, stale, 1)
+	require.Equal(t, store.StatusRunning, stale[0][obs.KeyStatus])
+	require.Empty(t, b.linesOf(t, run.ID, obs.EventJobFailed))
+}

@@ -221,7 +221,9 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 		attrs = append(attrs, slog.Bool(obs.KeyPanic, true))
 	}
 	l.logger.LogAttrs(ctx, level, obs.EventJobFailed, attrs...)
-	if !f.willRetry {
+	if status == store.StatusCancelled {
+		recordOutput(ctx, status, store.ErrorCodeCancelled, "cancelled; its last attempt failed: "+f.message)
+	} else if !f.willRetry {
 		recordOutput(ctx, status, f.code, f.message)
 	}
 	return nil
