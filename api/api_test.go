@@ -13,6 +13,7 @@ import (
 	"github.com/backtestd/backtestd/api"
 	"github.com/backtestd/backtestd/api/internal/yamljson"
 	"github.com/backtestd/backtestd/internal/apitest"
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 // The served JSON is openapi.yaml's, as it is now: go generate ./api was
@@ -99,4 +100,20 @@ func TestConvertFollowsTheYAML(t *testing.T) {
 			require.Equal(t, tt.want, string(got))
 		})
 	}
+}
+
+// The document's error codes are the ones the service writes: a code added
+// to internal/store and not to the contract would fail every client that
+// validates responses.
+func TestErrorCodesAreTheServices(t *testing.T) {
+	t.Parallel()
+	doc, err := apitest.Load(t.Context(), api.JSON())
+	require.NoError(t, err)
+	schema := doc.Components.Schemas["ErrorCode"]
+	require.NotNil(t, schema, "components.schemas.ErrorCode")
+	var documented []string
+	for _, v := range schema.Value.Enum {
+		documented = append(documented, v.(string))
+	}
+	require.ElementsMatch(t, store.ErrorCodes(), documented)
 }

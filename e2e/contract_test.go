@@ -250,7 +250,8 @@ func requireRecipes(t *testing.T, server, worker [][]byte, correlationID, runID 
 	}
 }
 
-// requireSQLRecipes runs the SQL of docs/logging.md for one correlation ID.
+// requireSQLRecipes runs the SQL of docs/logging.md for one correlation ID
+// (the disagree recipe, for every run: the stack is at rest).
 func requireSQLRecipes(t *testing.T, dbURL, correlationID, wantStatus string) {
 	t.Helper()
 	ctx := t.Context()
@@ -258,15 +259,31 @@ func requireSQLRecipes(t *testing.T, dbURL, correlationID, wantStatus string) {
 	require.NoError(t, err)
 	defer conn.Close(context.WithoutCancel(ctx))
 	recipes := docRecipes(t, "sql")
-	require.Len(t, recipes, 2)
+	var names []string
+	for _, r := range recipes {
+		names = append(names, r.name)
+	}
+	require.ElementsMatch(t, []string{"runs", "jobs", "attempts", "disagree"}, names)
 	for _, r := range recipes {
 		sql := strings.ReplaceAll(r.text, "'bug-1234'", "$1::text")
-		require.NotEqual(t, r.text, sql, "recipe %s must use the example ID", r.name)
-		rows, err := conn.Query(ctx, sql, correlationID)
+		var args []any
+		if r.name != "disagree" {
+			require.NotEqual(t, r.text, sql, "recipe %s must use the example ID", r.name)
+			args = append(args, correlationID)
+		}
+		rows, err := conn.Query(ctx, sql, args...)
 		require.NoError(t, err, r.name)
 		got, err := pgx.CollectRows(rows, pgx.RowToMap)
 		require.NoError(t, err, r.name)
-		require.Len(t, got, 1, r.name)
+		switch r.name {
+		case "disagree":
+			require.Empty(t, got, "at rest, every run matches its job")
+		case "attempts":
+			require.Len(t, got, 1, "one attempt")
+			require.Equal(t, wantStatus, got[0]["outcome"])
+		default:
+			require.Len(t, got, 1, r.name)
+		}
 		if r.name == "runs" {
 			require.Equal(t, wantStatus, got[0]["status"])
 			require.NotNil(t, got[0]["job_state"], "the River job is still there")

@@ -56,6 +56,7 @@ const (
 	ErrorCodePanic            ErrorCode = "panic"
 	ErrorCodeStrategyNotFound ErrorCode = "strategy_not_found"
 	ErrorCodeTimeout          ErrorCode = "timeout"
+	ErrorCodeWorkerLost       ErrorCode = "worker_lost"
 )
 
 // Valid indicates whether the value is a known member of the ErrorCode enum.
@@ -78,6 +79,8 @@ func (e ErrorCode) Valid() bool {
 	case ErrorCodeStrategyNotFound:
 		return true
 	case ErrorCodeTimeout:
+		return true
+	case ErrorCodeWorkerLost:
 		return true
 	default:
 		return false
@@ -247,7 +250,8 @@ type Enqueued struct {
 // bars than the strategy needs), `invalid_strategy`,
 // `strategy_not_found` (deleted), `panic` and `internal` (a fault of
 // the service), `timeout` (an attempt ran past its time),
-// `cancelled`, `job_deleted` and `job_discarded` (the job was removed
+// `worker_lost` (the worker running an attempt stopped answering and
+// River gave the job to another), `cancelled`, `job_deleted` and `job_discarded` (the job was removed
 // or discarded in River). The list may grow: treat an unknown code as
 // `internal`.
 type ErrorCode string
@@ -370,7 +374,8 @@ type RunError struct {
 	// bars than the strategy needs), `invalid_strategy`,
 	// `strategy_not_found` (deleted), `panic` and `internal` (a fault of
 	// the service), `timeout` (an attempt ran past its time),
-	// `cancelled`, `job_deleted` and `job_discarded` (the job was removed
+	// `worker_lost` (the worker running an attempt stopped answering and
+	// River gave the job to another), `cancelled`, `job_deleted` and `job_discarded` (the job was removed
 	// or discarded in River). The list may grow: treat an unknown code as
 	// `internal`.
 	Code    ErrorCode `json:"code"`

@@ -185,7 +185,9 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 
 	runs, _, err := b.q.ListRuns(ctx, b.user.ID, store.RunFilter{}, store.Page{Limit: 10})
 	require.NoError(t, err)
-	require.NoError(t, b.q.FailRun(ctx, runs[0].ID, 1, "done", "x"))
+	_, err = b.q.StartAttempt(ctx, runs[0].ID, 1)
+	require.NoError(t, err)
+	require.NoError(t, b.q.FailAttempt(ctx, runs[0].ID, 1, store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "done"}))
 	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "after", "ACME", 30))
 	require.NoError(t, err, "a finished run makes room")
 	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "over", "ACME", 30))

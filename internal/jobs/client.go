@@ -34,7 +34,8 @@ type ClientConfig struct {
 	RiverLogLevel slog.Leveler
 	// Engine runs the backtests. Defaults to backtest.Run.
 	Engine Engine
-	// RetryPolicy, if set, replaces River's exponential retry delays.
+	// RetryPolicy, if set, replaces River's exponential retry delays. A
+	// retrying run's next_attempt_at is the instant it gives River.
 	RetryPolicy river.ClientRetryPolicy
 	// ID names this client in River's tables; defaults to River's choice.
 	ID string
@@ -102,6 +103,8 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	}
 	lifecycle := NewLifecycle(logger, pool)
 	lifecycle.jobs = newJobTracker()
+	retries := newRetrySchedule(cfg.RetryPolicy)
+	lifecycle.retries = retries
 	middleware := []rivertype.Middleware{lifecycle}
 	if cfg.Metrics != nil {
 		middleware = append(middleware, cfg.Metrics.Middleware())
@@ -127,7 +130,7 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 		Middleware:           middleware,
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
-		RetryPolicy:          cfg.RetryPolicy,
+		RetryPolicy:          retries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river worker client: %w", err)

@@ -26,6 +26,10 @@ const (
 	FaultCrash = "CRASH" // panics on every attempt
 	FaultHang  = "HANG"  // after its first checkpoint, waits for its context to end
 	FaultGap   = "GAP"   // its market data lacks the second half of the range
+	// FaultStall hangs as HANG on its first attempt, and runs as SLOW on
+	// the others: a worker frozen during the first leaves the second to
+	// another worker, still running when the frozen one comes back.
+	FaultStall = "STALL"
 )
 
 // SlowCheckpoint is how long a FaultSlow backtest sleeps at each checkpoint.
@@ -49,7 +53,7 @@ func withFaults(attempt int, next Engine) Engine {
 			// data with gaps is how a run can still have too few bars, and
 			// the worker must fail it as it would.
 			in.Prices = in.Prices[:len(in.Prices)/2]
-		case strings.HasPrefix(symbol, FaultHang):
+		case strings.HasPrefix(symbol, FaultHang), strings.HasPrefix(symbol, FaultStall) && first:
 			inner := in.Progress
 			in.Progress = func(pct int) {
 				if inner != nil {
@@ -57,7 +61,7 @@ func withFaults(attempt int, next Engine) Engine {
 				}
 				<-ctx.Done() // the engine then returns the context's error
 			}
-		case strings.HasPrefix(symbol, FaultSlow):
+		case strings.HasPrefix(symbol, FaultSlow), strings.HasPrefix(symbol, FaultStall):
 			inner := in.Progress
 			in.Progress = func(pct int) {
 				select {

@@ -167,7 +167,7 @@ func TestWorkerWithRivertest(t *testing.T) {
 		},
 		{
 			name: "panic with attempts left retries", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,
-			engine: panicking, wantStatus: store.StatusRunning, wantPanic: true, wantRetry: true,
+			engine: panicking, wantStatus: store.StatusRetrying, wantPanic: true, wantRetry: true,
 		},
 		{
 			name: "panic on the last attempt fails the run", kind: backtest.KindBuyAndHold, params: `{}`, days: 30,

@@ -18,18 +18,29 @@ import (
 	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
-// runWrites is what the lifecycle does to a run whose job did not complete.
-type runWrites interface {
-	FailRun(ctx context.Context, id uuid.UUID, attempt int, message, errorType string) error
-	RequeueRun(ctx context.Context, id uuid.UUID) error
+// attemptWrites are the lifecycle's writes to a run: how an attempt ended,
+// if not by its worker's success.
+type attemptWrites interface {
+	RetryAttempt(ctx context.Context, id uuid.UUID, attempt int, next time.Time, f store.AttemptFailure) (string, error)
+	FailAttempt(ctx context.Context, id uuid.UUID, attempt int, f store.AttemptFailure) error
+	CancelAttempt(ctx context.Context, id uuid.UUID, attempt int, message string) error
+	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int) error
 }
 
 // Lifecycle is River worker middleware that binds a job's fields to its
-// context, so every line logged while working it carries them, and logs the
-// job's start and how it failed. When a job will not be tried again it
-// marks the run failed; when a shutdown interrupts it, it puts the run back
-// in the queue. A success is logged (job_completed) by the worker, which
-// holds the result.
+// context, so every line logged while working it carries them, logs the
+// job's start and how it ended, and records on the run how an attempt
+// ended when its worker could not: failed with another attempt to come
+// (retrying, with the instant River will retry), failed for good,
+// cancelled, or interrupted by a shutdown (queued). A success is logged
+// (job_completed) and written by the worker, which holds the result.
+//
+// Every write is conditional on the run still being at the job's attempt.
+// A stale attempt (River rescued its job from a worker it presumed dead,
+// and another attempt owns the run) changes nothing: it logs stale_attempt
+// and ends with an error, never nil, which River records with the stale
+// attempt's number, so that the database refuses to let it move the live
+// attempt's job (migration 00013).
 //
 // It must be the first middleware: it binds the fields before anything that
 // might fail, and it recovers panics before River does, since River's own
@@ -38,10 +49,14 @@ type Lifecycle struct {
 	river.MiddlewareDefaults
 
 	logger *slog.Logger
-	runs   runWrites
+	runs   attemptWrites
 	// jobs, if set, learns each job's fields and whether its failure was
 	// logged, for the handler of River's own lines.
 	jobs *jobTracker
+	// retries, if set, is the client's retry policy, which gives River the
+	// instant the run was told. Without it the run is told what River's
+	// default policy says.
+	retries *retrySchedule
 }
 
 var _ rivertype.WorkerMiddleware = (*Lifecycle)(nil)
@@ -53,9 +68,10 @@ func NewLifecycle(logger *slog.Logger, db store.DBTX) *Lifecycle {
 }
 
 // failedAttempt is how an attempt failed: what job_failed says, and the
-// run keeps when there is no retry.
+// run keeps.
 type failedAttempt struct {
 	began     time.Time
+	code      string
 	message   string
 	errorType string
 	traceback obs.Traceback
@@ -74,9 +90,10 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 
 	defer func() {
 		if r := recover(); r != nil {
-			l.failed(ctx, job, args.RunID, failedAttempt{
-				began: began, message: fmt.Sprintf("panic: %v", r), errorType: fmt.Sprintf("%T", r),
-				traceback: obs.PanicStack(), panicked: true, willRetry: job.Attempt < job.MaxAttempts,
+			_ = l.failed(ctx, job, args.RunID, failedAttempt{ // stale or not, the panic goes on to River
+				began: began, code: store.ErrorCodePanic, message: fmt.Sprintf("panic: %v", r),
+				errorType: fmt.Sprintf("%T", r), traceback: obs.PanicStack(), panicked: true,
+				willRetry: job.Attempt < job.MaxAttempts,
 			})
 			l.jobs.finished(job.ID, true)
 			panic(r) // River records the panic and schedules the retry
@@ -84,15 +101,19 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 	}()
 	err = doInner(ctx)
 	defer l.jobs.finished(job.ID, err != nil) // after the lines below: River's come later still
+	var stale *staleAttemptError
 	switch {
 	case err == nil: // the worker logged job_completed, with its result
+	case errors.As(err, &stale):
+		l.logStale(ctx, stale)
+	case cancelled(ctx, err):
+		return l.cancelled(ctx, job, args.RunID, began, err)
 	case interrupted(ctx, err):
-		l.logger.WarnContext(ctx, obs.EventJobInterrupted,
-			slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()),
-			slog.String(obs.KeyError, err.Error()))
-		l.updateRun(ctx, args.RunID, store.StatusQueued, l.runs.RequeueRun)
+		return l.interrupted(ctx, job, args.RunID, began, err)
 	default:
-		l.failed(ctx, job, args.RunID, returnedFailure(job, began, err))
+		if stale := l.failed(ctx, job, args.RunID, returnedFailure(job, began, err)); stale != nil {
+			return stale
+		}
 	}
 	return err
 }
@@ -143,7 +164,7 @@ func (l *Lifecycle) logStarted(ctx context.Context, job *rivertype.JobRow) {
 func returnedFailure(job *rivertype.JobRow, began time.Time, err error) failedAttempt {
 	var cancel *rivertype.JobCancelError
 	f := failedAttempt{
-		began: began, message: err.Error(), errorType: obs.ErrorType(err),
+		began: began, code: errorCode(err), message: err.Error(), errorType: obs.ErrorType(err),
 		willRetry: !errors.As(err, &cancel) && job.Attempt < job.MaxAttempts,
 	}
 	if cancel != nil && cancel.Unwrap() != nil {
@@ -157,17 +178,42 @@ func returnedFailure(job *rivertype.JobRow, began time.Time, err error) failedAt
 	return f
 }
 
-// failed logs job_failed and, when River will not try again, marks the run
-// failed with the error (never its stack: that is for the logs).
-func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) {
-	level := slog.LevelError
+// failed records a failed attempt on its run, retrying (with the instant
+// River will retry) or failed, then logs job_failed; when River will not
+// try again, it also records why as the job's output, which River UI shows:
+// River marks a permanent failure cancelled, and it must not read as a
+// person's cancel. A stale attempt changes nothing and logs stale_attempt
+// instead; its error is returned.
+func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) error {
+	failure := store.AttemptFailure{Code: f.code, Message: f.message, ErrorType: f.errorType}
+	status := store.StatusFailed
+	var stale error
 	if f.willRetry {
+		next := l.nextRetry(job)
+		stale = l.write(ctx, runID, store.StatusRetrying, func(ctx context.Context) error {
+			var err error
+			status, err = l.runs.RetryAttempt(ctx, runID, job.Attempt, next, failure)
+			return err
+		})
+		// A cancel asked meanwhile: River cancels the job rather than retry it.
+		f.willRetry = status != store.StatusCancelled
+	} else {
+		stale = l.write(ctx, runID, store.StatusFailed, func(ctx context.Context) error {
+			return l.runs.FailAttempt(ctx, runID, job.Attempt, failure)
+		})
+	}
+	if stale != nil {
+		return stale
+	}
+	level := slog.LevelError
+	if f.willRetry || status == store.StatusCancelled {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
 		slog.Int64(obs.KeyDurationMS, time.Since(f.began).Milliseconds()),
 		slog.String(obs.KeyError, f.message),
 		slog.String(obs.KeyErrorType, f.errorType),
+		slog.String(obs.KeyErrorCode, f.code),
 		slog.Any(obs.KeyTraceback, f.traceback),
 		slog.Bool(obs.KeyWillRetry, f.willRetry),
 	}
@@ -175,27 +221,113 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 		attrs = append(attrs, slog.Bool(obs.KeyPanic, true))
 	}
 	l.logger.LogAttrs(ctx, level, obs.EventJobFailed, attrs...)
-	if !f.willRetry {
-		l.updateRun(ctx, runID, store.StatusFailed, func(ctx context.Context, id uuid.UUID) error {
-			return l.runs.FailRun(ctx, id, job.Attempt, f.message, f.errorType)
-		})
+	if status == store.StatusCancelled {
+		recordOutput(ctx, status, store.ErrorCodeCancelled, "cancelled; its last attempt failed: "+f.message)
+	} else if !f.willRetry {
+		recordOutput(ctx, status, f.code, f.message)
 	}
+	return nil
 }
 
-// updateRun writes the job's run to status, on a context of its own: the
-// job's may be cancelled already (a shutdown, a timeout), and the run must
-// be updated all the same. A run that is gone or already finished is left
-// as it is.
-func (l *Lifecycle) updateRun(ctx context.Context, runID uuid.UUID, status string, write func(context.Context, uuid.UUID) error) {
+// nextRetry is when River will retry job's failed attempt.
+func (l *Lifecycle) nextRetry(job *rivertype.JobRow) time.Time {
+	if l.retries != nil {
+		return l.retries.plan(job)
+	}
+	return (&river.DefaultClientRetryPolicy{}).NextRetry(job)
+}
+
+// cancelled records an attempt ended by a cancel: River's JobCancel of the
+// running job (the API's cancel, River UI's), or a run cancelled just as
+// its job was fetched.
+func (l *Lifecycle) cancelled(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, began time.Time, err error) error {
+	if stale := l.write(ctx, runID, store.StatusCancelled, func(ctx context.Context) error {
+		return l.runs.CancelAttempt(ctx, runID, job.Attempt, "cancelled while its attempt ran")
+	}); stale != nil {
+		return stale
+	}
+	l.logger.LogAttrs(ctx, slog.LevelInfo, obs.EventJobCancelled,
+		slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()),
+		slog.String(obs.KeyError, err.Error()))
+	recordOutput(ctx, store.StatusCancelled, store.ErrorCodeCancelled, "cancelled")
+	return err
+}
+
+// interrupted records an attempt a shutdown interrupted: River puts the job
+// back in the queue, and the run goes back with it.
+func (l *Lifecycle) interrupted(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, began time.Time, err error) error {
+	if stale := l.write(ctx, runID, store.StatusQueued, func(ctx context.Context) error {
+		return l.runs.InterruptAttempt(ctx, runID, job.Attempt)
+	}); stale != nil {
+		// Not the context's error: River would give the job back an
+		// attempt number, the live attempt's job included.
+		return stale
+	}
+	l.logger.WarnContext(ctx, obs.EventJobInterrupted,
+		slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()),
+		slog.String(obs.KeyError, err.Error()))
+	return err
+}
+
+// write makes one of the lifecycle's writes to the job's run, which would
+// make it status, on a context of its own: the job's may be cancelled
+// already (a shutdown, a timeout), and the run must be updated all the
+// same. A run that is gone, or that the attempt never started, is left as
+// it is. A write refused as stale is logged (stale_attempt) and its error
+// returned; other failures are logged (run_update_failed) and the attempt
+// goes on as River decides.
+func (l *Lifecycle) write(ctx context.Context, runID uuid.UUID, status string, write func(context.Context) error) error {
 	if runID == uuid.Nil {
-		return // no run: the job is not a backtest
+		return nil // no run: the job is not a backtest
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := write(wctx, runID); err != nil && !errors.Is(err, store.ErrNotFound) {
+	err := write(wctx)
+	switch {
+	case err == nil, errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrAttemptNotStarted):
+		return nil
+	case errors.Is(err, store.ErrStaleAttempt):
+		stale := &staleAttemptError{status: status, err: err}
+		l.logStale(ctx, stale)
+		return stale
+	default:
 		l.logger.ErrorContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()),
 			slog.String(obs.KeyStatus, status))
+		return nil
 	}
+}
+
+// logStale logs a write the store refused because the attempt is stale.
+func (l *Lifecycle) logStale(ctx context.Context, stale *staleAttemptError) {
+	l.logger.LogAttrs(ctx, slog.LevelWarn, obs.EventStaleAttempt,
+		slog.String(obs.KeyStatus, stale.status),
+		slog.String(obs.KeyError, stale.Error()))
+}
+
+// jobOutput is what River keeps as a job's output when its attempt ended
+// for good without completing (River UI shows it): why, in the run's
+// words. River records a permanent failure as a cancel, and the output
+// tells an operator it was not a person's; the reconciliation reads it
+// too, for a run whose worker could not write it.
+type jobOutput struct {
+	RunStatus string `json:"run_status"`
+	ErrorCode string `json:"error_code"`
+	Message   string `json:"message"`
+}
+
+// recordOutput records the run's end as the job's output.
+func recordOutput(ctx context.Context, status, code, message string) {
+	// It fails only outside a River worker (ctx without River's metadata),
+	// or for an output over River's 32 MB, which a capped message is not.
+	_ = river.RecordOutput(ctx, jobOutput{RunStatus: status, ErrorCode: code, Message: store.CapError(message)})
+}
+
+// cancelled reports whether the attempt ended by a cancel: River's remote
+// cancel of the running job, or the worker's finding that the run was
+// cancelled before it started.
+func cancelled(ctx context.Context, err error) bool {
+	return errors.Is(context.Cause(ctx), rivertype.ErrJobCancelledRemotely) ||
+		errorCode(err) == store.ErrorCodeCancelled
 }
 
 // interrupted reports whether the attempt stopped because its context was

@@ -22,6 +22,7 @@ const (
 	OutcomeRetry       = "retry"       // failed; River tries again
 	OutcomeFailed      = "failed"      // failed for good: the run is failed
 	OutcomeInterrupted = "interrupted" // a shutdown cancelled it; back in the queue
+	OutcomeCancelled   = "cancelled"   // a cancel (API, River UI) ended it; the run is cancelled
 )
 
 // QueueDepthTimeout bounds the query behind the queue depth gauge, so that
@@ -46,7 +47,7 @@ func NewMetrics(db store.DBTX) *Metrics {
 		registry: prometheus.NewRegistry(),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "backtestd_job_attempts_total",
-			Help: "Job attempts this worker finished, by job kind and outcome (completed, retry, failed, interrupted).",
+			Help: "Job attempts this worker finished, by job kind and outcome (completed, retry, failed, interrupted, cancelled).",
 		}, []string{"kind", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "backtestd_job_attempt_duration_seconds",
@@ -108,6 +109,8 @@ func attemptOutcome(ctx context.Context, job *rivertype.JobRow, err error, panic
 	case panicked:
 	case err == nil:
 		return OutcomeCompleted
+	case cancelled(ctx, err):
+		return OutcomeCancelled
 	case interrupted(ctx, err):
 		return OutcomeInterrupted
 	case errors.As(err, &cancel):

@@ -37,9 +37,11 @@ func lifecycleLevel(kind string) slog.Level {
 	return slog.LevelInfo
 }
 
-// ReconcileWorker marks failed the runs whose job ended without them: River
-// rescues the jobs of crashed workers and discards them when their attempts
-// are used up, outside any middleware, so no one else would.
+// ReconcileWorker brings runs in step with what River did to their jobs
+// without a worker to report it (store.Reconcile): River rescues the jobs
+// of crashed workers and discards them when their attempts are used up,
+// and River UI, River's client or an operator's SQL cancel, delete and
+// retry jobs, all outside any middleware.
 type ReconcileWorker struct {
 	river.WorkerDefaults[ReconcileArgs]
 
@@ -55,8 +57,11 @@ func NewReconcileWorker(db store.DBTX, logger *slog.Logger) *ReconcileWorker {
 // Timeout bounds one reconciliation.
 func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return time.Minute }
 
-// Work reconciles once, logging run_failed for each run, with that run's
-// own fields so that it is found by its correlation ID, then job_completed.
+// Work reconciles once, logging each run it changed with that run's own
+// fields, so that it is found by its correlation ID: run_failed (error)
+// for a run failed, which no one saw fail; run_reconciled for the others,
+// at warn for a worker lost, at info for what a person did in River. Then
+// job_completed.
 func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
 	began := time.Now()
 	runs, err := w.q.Reconcile(ctx)
@@ -71,10 +76,27 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 			slog.String(obs.KeyRunID, r.RunID.String()),
 			slog.Int64(obs.KeyJobID, r.JobID),
 		)
-		w.logger.ErrorContext(rctx, obs.EventRunFailed,
+		if r.Status == store.StatusFailed {
+			w.logger.ErrorContext(rctx, obs.EventRunFailed,
+				slog.Int(obs.KeyAttempt, r.Attempt),
+				slog.String(obs.KeyError, r.Error),
+				slog.String(obs.KeyErrorType, r.ErrorType),
+				slog.String(obs.KeyErrorCode, r.ErrorCode))
+			continue
+		}
+		level := slog.LevelInfo
+		if r.Reason == store.ReasonJobRescued {
+			level = slog.LevelWarn
+		}
+		attrs := []slog.Attr{
 			slog.Int(obs.KeyAttempt, r.Attempt),
-			slog.String(obs.KeyError, r.Error),
-			slog.String(obs.KeyErrorType, r.ErrorType))
+			slog.String(obs.KeyStatus, r.Status),
+			slog.String(obs.KeyRiverAction, r.Reason),
+		}
+		if r.ErrorCode != "" {
+			attrs = append(attrs, slog.String(obs.KeyErrorCode, r.ErrorCode), slog.String(obs.KeyError, r.Error))
+		}
+		w.logger.LogAttrs(rctx, level, obs.EventRunReconciled, attrs...)
 	}
 	w.logger.LogAttrs(ctx, lifecycleLevel(job.Kind), obs.EventJobCompleted,
 		slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()))

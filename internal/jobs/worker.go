@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/config"
@@ -94,22 +95,37 @@ func (w *Worker) Timeout(*river.Job[jobargs.Backtest]) time.Duration { return w.
 // Work runs the backtest of a job's run and, once the result is committed,
 // logs job_completed with it: the lifecycle middleware logs how an attempt
 // began and how it failed, but only the worker holds the result. Failures
-// that another attempt cannot fix (a missing run, a strategy the engine
-// rejects, too few bars) are returned as river.JobCancel; others are
-// retried by River.
+// that another attempt cannot fix (a strategy the engine rejects, too few
+// bars) are returned as river.JobCancel; others are retried by River. Every
+// write is conditional on the run still being at this attempt: once it is
+// not (River rescued the job from this worker and another attempt owns the
+// run), the attempt stops with an error wrapping store.ErrStaleAttempt,
+// never nil, so that River does not record it as the job's success.
 func (w *Worker) Work(ctx context.Context, job *river.Job[jobargs.Backtest]) error {
 	began := w.now()
-	in, err := w.prepare(ctx, job)
+	run, err := w.q.StartAttempt(ctx, job.Args.RunID, job.Attempt)
+	if err != nil {
+		return fail(startFailure(err))
+	}
+	in, err := w.input(ctx, run)
 	if err != nil {
 		return err
 	}
+	// The engine stops when a progress write finds the attempt stale:
+	// whatever it computes after that is nobody's.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	in.Progress = w.progress(ctx, stop, run.ID, job.Attempt)
 	engine := w.engine
 	if w.faults {
 		engine = withFaults(job.Attempt, engine)
 	}
 	result, err := engine(ctx, in)
+	if stale := context.Cause(ctx); err != nil && errors.Is(stale, store.ErrStaleAttempt) {
+		return stale
+	}
 	if err != nil {
-		return failure(fmt.Errorf("run backtest: %w", err))
+		return fail(engineFailure(fmt.Errorf("run backtest: %w", err)))
 	}
 	if err := w.complete(ctx, job, result); err != nil {
 		return err
@@ -126,37 +142,61 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[jobargs.Backtest]) err
 	return nil
 }
 
-// prepare loads the job's run and strategy, marks the run running, and
-// returns the engine's input.
-func (w *Worker) prepare(ctx context.Context, job *river.Job[jobargs.Backtest]) (backtest.Input, error) {
-	runID := job.Args.RunID
-	run, err := w.q.RunForWork(ctx, runID)
-	if err != nil {
-		return backtest.Input{}, failure(err)
+// startFailure classifies a failure to start the attempt.
+func startFailure(err error) (code string, permanent bool, _ error) {
+	switch {
+	case errors.Is(err, store.ErrStaleAttempt):
+		return "", false, staleWrite(store.StatusRunning, err)
+	case errors.Is(err, store.ErrRunCancelled):
+		return store.ErrorCodeCancelled, true, err
+	case errors.Is(err, store.ErrNotFound):
+		return store.ErrorCodeInternal, true, err // the run is gone: no attempt can run it
+	default:
+		return store.ErrorCodeInternal, false, err
 	}
+}
+
+// input loads the run's strategy and returns the engine's input.
+func (w *Worker) input(ctx context.Context, run store.Run) (backtest.Input, error) {
 	strategy, err := w.q.Strategy(ctx, run.UserID, run.StrategyID)
+	if errors.Is(err, store.ErrNotFound) {
+		return backtest.Input{}, fail(store.ErrorCodeStrategyNotFound, true, err)
+	}
 	if err != nil {
-		return backtest.Input{}, failure(err)
+		return backtest.Input{}, fail(store.ErrorCodeInternal, false, err)
 	}
 	spec, err := backtest.ParseStrategy(strategy.Kind, strategy.Params)
 	if err != nil {
-		return backtest.Input{}, failure(fmt.Errorf("strategy %s: %w", strategy.ID, err))
-	}
-	if err := w.q.StartRun(ctx, runID, job.Attempt); err != nil {
-		return backtest.Input{}, failure(err)
+		return backtest.Input{}, fail(store.ErrorCodeInvalidStrategy, true, fmt.Errorf("strategy %s: %w", strategy.ID, err))
 	}
 	return backtest.Input{
 		Symbol:      run.Symbol,
 		Strategy:    spec,
 		Prices:      backtest.SyntheticPrices(run.Symbol, backtest.TradingDays(run.Start, run.End)),
 		InitialCash: run.InitialCash,
-		Progress:    w.progress(ctx, run.ID),
 	}, nil
 }
 
-// progress logs every checkpoint and saves the run's progress at most once
-// every progressEvery.
-func (w *Worker) progress(ctx context.Context, runID uuid.UUID) backtest.Progress {
+// engineFailure classifies the engine's error.
+func engineFailure(err error) (code string, permanent bool, _ error) {
+	var (
+		notEnough *backtest.InsufficientDataError
+		invalid   *backtest.ValidationError
+	)
+	switch {
+	case errors.As(err, &notEnough):
+		return store.ErrorCodeInsufficientData, true, err
+	case errors.As(err, &invalid):
+		return store.ErrorCodeInvalidStrategy, true, err
+	default:
+		return store.ErrorCodeInternal, false, err
+	}
+}
+
+// progress logs every checkpoint of attempt and saves the run's progress
+// at most once every progressEvery. A save that finds the attempt stale
+// stops the attempt, through stop.
+func (w *Worker) progress(ctx context.Context, stop context.CancelCauseFunc, runID uuid.UUID, attempt int) backtest.Progress {
 	saved := w.now()
 	return func(pct int) {
 		w.logger.InfoContext(ctx, obs.EventJobProgress, slog.Int(obs.KeyProgressPct, pct))
@@ -165,7 +205,12 @@ func (w *Worker) progress(ctx context.Context, runID uuid.UUID) backtest.Progres
 		} else {
 			return
 		}
-		if err := w.q.SetProgress(ctx, runID, pct); err != nil {
+		err := w.q.SetProgress(ctx, runID, attempt, pct)
+		switch {
+		case err == nil:
+		case errors.Is(err, store.ErrStaleAttempt):
+			stop(staleWrite(store.StatusRunning, err))
+		default:
 			// Progress is informative: losing one update must not fail the run.
 			w.logger.WarnContext(ctx, obs.EventRunUpdateFailed, slog.String(obs.KeyError, err.Error()),
 				slog.String(obs.KeyStatus, store.StatusRunning))
@@ -175,40 +220,86 @@ func (w *Worker) progress(ctx context.Context, runID uuid.UUID) backtest.Progres
 
 // complete commits the result, the run's status and the job's completion
 // together: a run is never succeeded with its job still pending, nor the
-// reverse.
+// reverse. A job River no longer has running at this attempt (it rescued
+// it) is not this attempt's to complete: nothing is committed.
 func (w *Worker) complete(ctx context.Context, job *river.Job[jobargs.Backtest], result backtest.Result) error {
 	body, err := json.Marshal(result)
 	if err != nil {
-		return failure(fmt.Errorf("encode result: %w", err))
+		return fail(store.ErrorCodeInternal, false, fmt.Errorf("encode result: %w", err))
 	}
 	err = pgx.BeginFunc(ctx, w.db, func(tx pgx.Tx) error {
-		if err := store.New(tx).CompleteRun(ctx, job.Args.RunID, body); err != nil {
+		if err := store.New(tx).CompleteAttempt(ctx, job.Args.RunID, job.Attempt, body); err != nil {
 			return err
 		}
-		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		done, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		if err != nil {
 			return fmt.Errorf("complete job %d: %w", job.ID, err)
+		}
+		if done.State != rivertype.JobStateCompleted {
+			return fmt.Errorf("complete job %d: River has it %s: %w", job.ID, done.State, store.ErrStaleAttempt)
 		}
 		return nil
 	})
-	if err != nil {
-		return failure(err)
+	switch {
+	case errors.Is(err, store.ErrStaleAttempt):
+		return staleWrite(store.StatusSucceeded, err)
+	case err != nil:
+		return fail(store.ErrorCodeInternal, false, err)
 	}
 	return nil
 }
 
-// failure records where err was noticed and decides whether River should
-// try again.
-func failure(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err // River reads these itself: shutdown, timeout
+// failure is an attempt's error with the code its run records: decided
+// where the error is known, since its Go type says nothing to API clients.
+type failure struct {
+	code string
+	err  error
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+// fail records where err was noticed (the caller's line) and its code; a
+// permanent failure is a river.JobCancel, which River does not retry. The
+// context's errors and stale writes go back as they are: River and the
+// lifecycle read them themselves (a shutdown, a timeout, a remote cancel).
+func fail(code string, permanent bool, err error) error {
+	var stale *staleAttemptError
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &stale) {
+		return err
 	}
-	err = obs.WithStackSkip(err, 1) // from the line that failed
-	var (
-		notEnough *backtest.InsufficientDataError
-		invalid   *backtest.ValidationError
-	)
-	if errors.Is(err, store.ErrNotFound) || errors.As(err, &notEnough) || errors.As(err, &invalid) {
+	err = &failure{code: code, err: obs.WithStackSkip(err, 1)}
+	if permanent {
 		return river.JobCancel(err)
 	}
 	return err
+}
+
+// errorCode is the code of an attempt's error: the worker's, or what the
+// context says.
+func errorCode(err error) string {
+	var f *failure
+	switch {
+	case errors.As(err, &f):
+		return f.code
+	case errors.Is(err, context.DeadlineExceeded):
+		return store.ErrorCodeTimeout
+	default:
+		return store.ErrorCodeInternal
+	}
+}
+
+// staleAttemptError is a write of an attempt that the store refused because
+// the run has moved on to another (store.ErrStaleAttempt).
+type staleAttemptError struct {
+	// status is what the write would have made the run.
+	status string
+	err    error
+}
+
+func (e *staleAttemptError) Error() string { return e.err.Error() }
+func (e *staleAttemptError) Unwrap() error { return e.err }
+
+func staleWrite(status string, err error) error {
+	return &staleAttemptError{status: status, err: err}
 }

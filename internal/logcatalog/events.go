@@ -245,11 +245,28 @@ func catalog() []EventSpec {
 			When: "the attempt succeeded",
 		},
 		{
-			Name: obs.EventJobFailed, Services: worker, Levels: warnOrError, LevelNote: "warn if `will_retry`",
-			Scope:    ScopeJob,
-			Required: []string{obs.KeyDurationMS, obs.KeyError, obs.KeyErrorType, obs.KeyTraceback, obs.KeyWillRetry},
+			Name: obs.EventJobFailed, Services: worker, Levels: warnOrError,
+			LevelNote: "warn if `will_retry`, or if a cancel asked meanwhile stops the retry", Scope: ScopeJob,
+			Required: []string{obs.KeyDurationMS, obs.KeyError, obs.KeyErrorType, obs.KeyErrorCode, obs.KeyTraceback, obs.KeyWillRetry},
 			Optional: []string{obs.KeyPanic},
-			When:     "an attempt failed; without retry the run is now `failed`",
+			When: "an attempt failed; the run is now `retrying` (with `next_attempt_at`), or `failed` without retry " +
+				"(`cancelled` if a cancel was asked meanwhile)",
+		},
+		{
+			Name: obs.EventJobCancelled, Services: worker, Levels: info, Scope: ScopeJob,
+			Required: []string{obs.KeyDurationMS, obs.KeyError},
+			Notes:    map[string]string{obs.KeyError: "what the attempt returned when it stopped"},
+			When:     "a cancel ended the attempt (the API's, River UI's: River's `JobCancel`); the run is now `cancelled`",
+		},
+		{
+			Name: obs.EventStaleAttempt, Services: worker, Levels: warn, Scope: ScopeJob,
+			Required: []string{obs.KeyStatus, obs.KeyError},
+			Notes: map[string]string{
+				obs.KeyStatus: "what the refused write would have made the run",
+				obs.KeyError:  "the refusal, with the run's status and attempt",
+			},
+			When: "an attempt that is no longer the run's (River rescued its job from this worker, presumed dead, " +
+				"and another attempt owns the run) tried to write; nothing changed, the attempt ends",
 		},
 		{
 			Name: obs.EventJobInterrupted, Services: worker, Levels: warn, Scope: ScopeJob,
@@ -267,13 +284,29 @@ func catalog() []EventSpec {
 			Name: obs.EventRunFailed, Services: worker, Levels: errorOnly,
 			Required: []string{
 				obs.KeyCorrelationID, obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID,
-				obs.KeyAttempt, obs.KeyError, obs.KeyErrorType,
+				obs.KeyAttempt, obs.KeyError, obs.KeyErrorType, obs.KeyErrorCode,
 			},
 			Notes: map[string]string{
 				obs.KeyCorrelationID: "the run's, like the run's other fields",
-				obs.KeyErrorType:     "`job_discarded`, `job_cancelled` or `job_lost`",
+				obs.KeyErrorType:     "`job_discarded`, or `job_cancelled` for a permanent failure the worker could not write",
 			},
 			When: "the reconciliation marked a run failed whose job ended without it (a worker crashed on its last attempt)",
+		},
+		{
+			Name: obs.EventRunReconciled, Services: worker, Levels: []slog.Level{slog.LevelInfo, slog.LevelWarn},
+			LevelNote: "warn for `job_rescued`",
+			Required: []string{
+				obs.KeyCorrelationID, obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID,
+				obs.KeyAttempt, obs.KeyStatus, obs.KeyRiverAction,
+			},
+			Optional: []string{obs.KeyErrorCode, obs.KeyError},
+			Notes: map[string]string{
+				obs.KeyCorrelationID: "the run's, like the run's other fields",
+				obs.KeyStatus:        "the run's status now",
+				obs.KeyRiverAction: "`job_cancelled`, `job_deleted` (in River: the run is `cancelled`), `job_retried` " +
+					"(River UI's Retry: `queued`), `job_rescued` (a worker lost: `retrying`)",
+			},
+			When: "the reconciliation brought a run in step with what River did to its job without a worker to report it",
 		},
 		{
 			Name: obs.EventMigrationsApplied, Services: []string{"migrate"}, Levels: info,

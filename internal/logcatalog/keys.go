@@ -43,6 +43,13 @@ type KeySpec struct {
 	Doc string
 }
 
+// RiverActions are the values of river_action: store's Reason constants,
+// what River did to a job that the reconciliation brings its run in step
+// with.
+func RiverActions() []string {
+	return []string{"job_cancelled", "job_deleted", "job_discarded", "job_rescued", "job_retried"}
+}
+
 // Common shapes of values.
 var (
 	aString    = Value{Type: "string"}
@@ -123,6 +130,11 @@ var Keys = []KeySpec{
 		}},
 		"why a client's X-Correlation-ID was replaced, or its traceparent ignored",
 	},
+	{
+		obs.KeyRiverAction,
+		Value{Enum: RiverActions()},
+		"what River did to a run's job without a worker to report it, which the reconciliation found",
+	},
 	{obs.KeyHeaderLength, aCount, "the length in bytes of the X-Correlation-ID that was replaced, or of the traceparent ignored (never its value)"},
 	{obs.KeyAddr, aString, "the address the server listens on, or the worker's metrics listener"},
 	{obs.KeyConnectionsClosed, aCount, "how many connections a stopping server closed when SHUTDOWN_TIMEOUT ran out"},
@@ -132,6 +144,7 @@ var Keys = []KeySpec{
 
 	{obs.KeyError, aString, "the error's message"},
 	{obs.KeyErrorType, aNonEmpty, "the Go type of the innermost error, or of a panic's value"},
+	{obs.KeyErrorCode, Value{Type: "string", Pattern: "^[a-z][a-z0-9_]*$"}, "the failure's stable code, as the run's error has it (docs/api.md lists them)"},
 	{obs.KeyTraceback, aTraceback, "the stack, innermost frame first, files named by their package path; long ones keep their ends around a frame that counts what was skipped"},
 	{obs.KeyPanic, aFlag, "the error is a recovered panic"},
 	{obs.KeyWillRetry, aBoolean, "whether River will try the job again"},

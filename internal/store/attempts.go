@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,6 +20,22 @@ const (
 	OutcomeCancelled   = "cancelled"
 )
 
+// ErrStaleAttempt is returned for a worker's write to a run that is no
+// longer at the worker's attempt: River rescued the job from a worker it
+// presumed dead (frozen, say) and another attempt owns the run now, or the
+// reconciliation found the attempt's worker gone. The write changed nothing.
+var ErrStaleAttempt = errors.New("stale attempt: the run is no longer at this attempt")
+
+// ErrAttemptNotStarted is returned for a worker's write that ends an
+// attempt which never started its run (it failed before StartAttempt): the
+// run is left as it was.
+var ErrAttemptNotStarted = errors.New("the attempt did not start the run")
+
+// ErrRunCancelled is returned by StartAttempt for a run cancelled while its
+// job was being fetched: the job is being cancelled too, and the attempt
+// must not run.
+var ErrRunCancelled = errors.New("the run was cancelled")
+
 // RunAttempt is one attempt of a run: when River's attempt number began and
 // ended, and how.
 type RunAttempt struct {
@@ -30,12 +48,14 @@ type RunAttempt struct {
 }
 
 // RunAttempts returns the attempts of run id, first first. The caller has
-// checked that the run is the user's.
+// checked that the run is the user's. An attempt that a shutdown
+// interrupted is not counted by River, so the next one has the same number:
+// both are listed, in the order they started.
 func (q *Queries) RunAttempts(ctx context.Context, id uuid.UUID) ([]RunAttempt, error) {
 	rows, err := q.db.Query(ctx, `
 		SELECT attempt, started_at, finished_at, COALESCE(outcome, ''), COALESCE(error_code, ''),
 		       COALESCE(error_message, '')
-		FROM backtest_run_attempts WHERE run_id = $1 ORDER BY attempt`, id)
+		FROM backtest_run_attempts WHERE run_id = $1 ORDER BY attempt, started_at`, id)
 	if err != nil {
 		return nil, fmt.Errorf("list attempts of run %s: %w", id, err)
 	}
@@ -48,4 +68,210 @@ func (q *Queries) RunAttempts(ctx context.Context, id uuid.UUID) ([]RunAttempt, 
 		return nil, fmt.Errorf("list attempts of run %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// AttemptFailure is how an attempt failed, as its run and its attempt row
+// keep it.
+type AttemptFailure struct {
+	// Code is from the list in codes.go, for API clients.
+	Code string
+	// Message is the error's text, cut to MaxErrorBytes.
+	Message string
+	// ErrorType is the error's Go type, for developers.
+	ErrorType string
+}
+
+// workerLostMessage is the error of an attempt closed because its worker
+// was lost: River rescued its job, and a later attempt or the
+// reconciliation found it still open.
+const workerLostMessage = "the worker running this attempt stopped answering; River rescued the job"
+
+// StartAttempt marks run id running at River's attempt number attempt and
+// opens the attempt's row, closing an earlier one still open (its worker
+// was lost and River rescued the job) as interrupted. It clears what an
+// earlier attempt left: progress, result, error, next_attempt_at and
+// cancel_requested_at.
+//
+// Only an attempt newer than the run's starts, whatever the run's status:
+// a job retried in River UI runs its finished run again. It returns
+// ErrStaleAttempt for an attempt not newer, ErrRunCancelled for a run
+// cancelled whose job is being cancelled (a cancel that met the fetch), and
+// ErrNotFound for a run that does not exist.
+func (q *Queries) StartAttempt(ctx context.Context, id uuid.UUID, attempt int) (Run, error) {
+	var run Run
+	err := pgx.BeginFunc(ctx, q.db, func(tx pgx.Tx) error {
+		r, err := scanRun(tx.QueryRow(ctx, `
+			UPDATE backtest_runs r
+			SET status = 'running', attempt = $2, progress_pct = 0, result = NULL, error_message = NULL,
+			    error_type = NULL, error_code = NULL, next_attempt_at = NULL, cancel_requested_at = NULL,
+			    finished_at = NULL, started_at = COALESCE(r.started_at, now()), updated_at = now()
+			WHERE r.id = $1 AND r.attempt < $2
+			  AND NOT (r.status = 'cancelled' AND EXISTS (
+			      SELECT 1 FROM river_job j WHERE j.id = r.river_job_id AND j.metadata ? 'cancel_attempted_at'))
+			RETURNING `+runColumns, id, attempt))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return refusedStart(ctx, tx, id, attempt)
+		}
+		if err != nil {
+			return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE backtest_run_attempts
+			SET finished_at = now(), outcome = 'interrupted', error_code = $2, error_message = $3
+			WHERE run_id = $1 AND outcome IS NULL`, id, ErrorCodeWorkerLost, workerLostMessage); err != nil {
+			return fmt.Errorf("close the attempts before attempt %d of run %s: %w", attempt, id, err)
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO backtest_run_attempts (run_id, attempt, started_at) VALUES ($1, $2, now())`,
+			id, attempt); err != nil {
+			return fmt.Errorf("open attempt %d of run %s: %w", attempt, id, err)
+		}
+		run = r
+		return nil
+	})
+	if err != nil {
+		return Run{}, err
+	}
+	return run, nil
+}
+
+// refusedStart says why StartAttempt changed nothing.
+func refusedStart(ctx context.Context, tx pgx.Tx, id uuid.UUID, attempt int) error {
+	var (
+		current int
+		status  string
+	)
+	err := tx.QueryRow(ctx, `SELECT attempt, status FROM backtest_runs WHERE id = $1`, id).Scan(&current, &status)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
+	case current >= attempt:
+		return fmt.Errorf("start attempt %d of run %s, %s at attempt %d: %w", attempt, id, status, current, ErrStaleAttempt)
+	default:
+		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrRunCancelled)
+	}
+}
+
+// SetProgress records a checkpoint of attempt, if the run is still running
+// at that attempt (ErrStaleAttempt otherwise).
+func (q *Queries) SetProgress(ctx context.Context, id uuid.UUID, attempt, pct int) error {
+	tag, err := q.db.Exec(ctx, `
+		UPDATE backtest_runs SET progress_pct = $3, updated_at = now()
+		WHERE id = $1 AND attempt = $2 AND status = 'running'`, id, attempt, pct)
+	if err != nil {
+		return fmt.Errorf("set progress of run %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return q.refused(ctx, "set progress", id, attempt)
+	}
+	return nil
+}
+
+// CompleteAttempt stores attempt's result and marks the run succeeded, if
+// it is still running at that attempt.
+func (q *Queries) CompleteAttempt(ctx context.Context, id uuid.UUID, attempt int, result json.RawMessage) error {
+	_, err := q.endAttempt(ctx, "complete", id, attempt, OutcomeSucceeded, AttemptFailure{},
+		`status = 'succeeded', progress_pct = 100, result = $6, finished_at = now()`, result)
+	return err
+}
+
+// RetryAttempt records attempt's failure, with another attempt to come at
+// next: the run is retrying, with the failure's error. A run whose job has
+// been asked to cancel (River cancels such a job rather than retry it) is
+// cancelled instead; the status returned says which.
+func (q *Queries) RetryAttempt(ctx context.Context, id uuid.UUID, attempt int, next time.Time, f AttemptFailure) (string, error) {
+	return q.endAttempt(ctx, "retry", id, attempt, OutcomeFailed, f, `
+		status = CASE WHEN cancelling.job THEN 'cancelled' ELSE 'retrying' END,
+		progress_pct = 0,
+		error_code = CASE WHEN cancelling.job THEN 'cancelled' ELSE $4 END,
+		error_message = CASE WHEN cancelling.job THEN 'cancelled; its last attempt failed: ' || $5 ELSE $5 END,
+		error_type = $7,
+		next_attempt_at = CASE WHEN cancelling.job THEN NULL ELSE $6::timestamptz END,
+		finished_at = CASE WHEN cancelling.job THEN now() END`, next, f.ErrorType)
+}
+
+// FailAttempt records attempt's failure, with no attempt to come: the run
+// is failed with the failure's error.
+func (q *Queries) FailAttempt(ctx context.Context, id uuid.UUID, attempt int, f AttemptFailure) error {
+	_, err := q.endAttempt(ctx, "fail", id, attempt, OutcomeFailed, f,
+		`status = 'failed', error_code = $4, error_message = $5, error_type = $6, finished_at = now()`, f.ErrorType)
+	return err
+}
+
+// CancelAttempt records that attempt ended by a cancel (River's JobCancel,
+// from the API or River UI): the run is cancelled.
+func (q *Queries) CancelAttempt(ctx context.Context, id uuid.UUID, attempt int, message string) error {
+	_, err := q.endAttempt(ctx, "cancel", id, attempt, OutcomeCancelled,
+		AttemptFailure{Code: ErrorCodeCancelled, Message: message},
+		`status = 'cancelled', error_code = $4, error_message = $5, error_type = NULL, finished_at = now()`)
+	return err
+}
+
+// InterruptAttempt records that a shutdown interrupted attempt: River puts
+// the job back in the queue without counting the attempt, so the run is
+// queued at the attempt before, and the next one has the same number.
+func (q *Queries) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int) error {
+	_, err := q.endAttempt(ctx, "interrupt", id, attempt, OutcomeInterrupted, AttemptFailure{},
+		`status = 'queued', attempt = $2 - 1, progress_pct = 0`)
+	return err
+}
+
+// endAttempt closes attempt's row with outcome and f, and applies set to the
+// run, both only if the run is still running at that attempt; it returns
+// the run's new status. set may use $1 (the run), $2 (the attempt), $4 and
+// $5 (f's code and message), $6 on (extra) and cancelling.job (whether the
+// run's job has been asked to cancel).
+func (q *Queries) endAttempt(ctx context.Context, what string, id uuid.UUID, attempt int, outcome string,
+	f AttemptFailure, set string, extra ...any,
+) (string, error) {
+	args := append([]any{id, attempt, outcome, f.Code, capText(f.Message, MaxErrorBytes)}, extra...)
+	var status string
+	err := q.db.QueryRow(ctx, `
+		WITH cancelling AS (
+		    SELECT EXISTS (
+		        SELECT 1 FROM backtest_runs r JOIN river_job j ON j.id = r.river_job_id
+		        WHERE r.id = $1 AND j.metadata ? 'cancel_attempted_at') AS job
+		), run AS (
+		    UPDATE backtest_runs r SET `+set+`, updated_at = now()
+		    FROM cancelling
+		    WHERE r.id = $1 AND r.attempt = $2 AND r.status = 'running'
+		    RETURNING r.status
+		), closed AS (
+		    UPDATE backtest_run_attempts a
+		    SET finished_at = now(), outcome = $3::text, error_code = NULLIF($4::text, ''), error_message = NULLIF($5::text, '')
+		    WHERE a.run_id = $1 AND a.attempt = $2 AND a.outcome IS NULL AND EXISTS (SELECT 1 FROM run)
+		)
+		SELECT status FROM run`, args...).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", q.refused(ctx, what, id, attempt)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s attempt %d of run %s: %w", what, attempt, id, err)
+	}
+	return status, nil
+}
+
+// refused says why a write of attempt to run id changed nothing: the run
+// is gone (ErrNotFound), the attempt never started it
+// (ErrAttemptNotStarted), or it has moved on (ErrStaleAttempt).
+func (q *Queries) refused(ctx context.Context, what string, id uuid.UUID, attempt int) error {
+	var (
+		current int
+		status  string
+	)
+	err := q.db.QueryRow(ctx, `SELECT attempt, status FROM backtest_runs WHERE id = $1`, id).Scan(&current, &status)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("%s attempt %d of run %s: %w", what, attempt, id, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("%s attempt %d of run %s: %w", what, attempt, id, err)
+	case current < attempt:
+		return fmt.Errorf("%s attempt %d of run %s, %s at attempt %d: %w", what, attempt, id, status, current,
+			ErrAttemptNotStarted)
+	default:
+		return fmt.Errorf("%s attempt %d of run %s, %s at attempt %d: %w", what, attempt, id, status, current,
+			ErrStaleAttempt)
+	}
 }

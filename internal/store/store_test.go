@@ -142,100 +142,6 @@ func TestRunsByCorrelationIDUseItsIndex(t *testing.T) {
 	}
 }
 
-func TestRunLifecycle(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	r, err := b.newRun(t, b.alice, "cid")
-	require.NoError(t, err)
-	ctx := t.Context()
-
-	require.ErrorIs(t, b.q.SetProgress(ctx, r.ID, 10), store.ErrNotFound, "a queued run has no progress")
-	require.NoError(t, b.q.StartRun(ctx, r.ID, 1))
-	require.NoError(t, b.q.SetProgress(ctx, r.ID, 30))
-	require.NoError(t, b.q.FailRun(ctx, r.ID, 1, "boom", "*errors.errorString"))
-	got, err := b.q.Run(ctx, b.alice.ID, r.ID)
-	require.NoError(t, err)
-	require.Equal(t, store.StatusFailed, got.Status)
-	require.Equal(t, "boom", got.ErrorMessage)
-	require.NotNil(t, got.FinishedAt)
-	require.ErrorIs(t, b.q.StartRun(ctx, r.ID, 2), store.ErrNotFound, "a finished run is not reopened")
-	require.ErrorIs(t, b.q.FailRun(ctx, r.ID, 2, "later", "x"), store.ErrNotFound)
-	got, err = b.q.Run(ctx, b.alice.ID, r.ID)
-	require.NoError(t, err)
-	require.Equal(t, "boom", got.ErrorMessage, "the first error is kept")
-
-	r2, err := b.newRun(t, b.alice, "cid")
-	require.NoError(t, err)
-	require.NoError(t, b.q.StartRun(ctx, r2.ID, 1))
-	require.NoError(t, b.q.CompleteRun(ctx, r2.ID, json.RawMessage(`{"trades":3}`)))
-	require.ErrorIs(t, b.q.FailRun(ctx, r2.ID, 2, "late", "x"), store.ErrNotFound, "a succeeded run stays succeeded")
-	got, err = b.q.RunForWork(ctx, r2.ID)
-	require.NoError(t, err)
-	require.Equal(t, store.StatusSucceeded, got.Status)
-	require.Equal(t, 100, got.ProgressPct)
-	require.JSONEq(t, `{"trades":3}`, string(got.Result))
-}
-
-func TestReconcileFailsRunsWhoseJobEnded(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	ctx := t.Context()
-	// River's job table, as River leaves it: one job discarded after its
-	// last attempt, one still running, one cancelled; one run lost its job.
-	var discarded, running, cancelled int64
-	for _, j := range []struct {
-		state string
-		id    *int64
-	}{{"discarded", &discarded}, {"running", &running}, {"cancelled", &cancelled}} {
-		require.NoError(t, b.db.Pool.QueryRow(ctx, `
-			INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, errors, finalized_at)
-			VALUES ('{}', 'backtest', 1, 'backtests', $1::river_job_state, 1,
-			        ARRAY['{"error":"Stuck job rescued by JobRescuer"}'::jsonb],
-			        CASE WHEN $1 = 'running' THEN NULL ELSE now() END)
-			RETURNING id`, j.state).Scan(j.id))
-	}
-	runFor := func(jobID int64, cid string) store.Run {
-		r, err := b.q.InsertRun(ctx, store.NewRun{
-			ID: uuid.Must(uuid.NewV7()), UserID: b.alice.ID, StrategyID: b.strategy.ID, CorrelationID: cid, JobID: jobID,
-			Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-			InitialCash: 1000,
-		})
-		require.NoError(t, err)
-		return r
-	}
-	lostJob := runFor(999_999, "cid-lost")
-	crashed := runFor(discarded, "cid-crashed")
-	require.NoError(t, b.q.StartRun(ctx, crashed.ID, 1))
-	stillRunning := runFor(running, "cid-running")
-	cancelledRun := runFor(cancelled, "cid-cancelled")
-
-	got, err := b.q.Reconcile(ctx)
-	require.NoError(t, err)
-	byCID := map[string]store.Reconciled{}
-	for _, r := range got {
-		byCID[r.CorrelationID] = r
-	}
-	require.Len(t, byCID, 3)
-	require.Equal(t, "Stuck job rescued by JobRescuer", byCID["cid-crashed"].Error)
-	require.Equal(t, "job_discarded", byCID["cid-crashed"].ErrorType)
-	require.Equal(t, crashed.ID, byCID["cid-crashed"].RunID)
-	require.Equal(t, "job_lost", byCID["cid-lost"].ErrorType)
-	require.Equal(t, "job_cancelled", byCID["cid-cancelled"].ErrorType)
-
-	for _, r := range []store.Run{lostJob, crashed, cancelledRun} {
-		run, err := b.q.Run(ctx, b.alice.ID, r.ID)
-		require.NoError(t, err)
-		require.Equal(t, store.StatusFailed, run.Status)
-	}
-	run, err := b.q.Run(ctx, b.alice.ID, stillRunning.ID)
-	require.NoError(t, err)
-	require.Equal(t, store.StatusQueued, run.Status, "a live job's run is left alone")
-
-	again, err := b.q.Reconcile(ctx)
-	require.NoError(t, err)
-	require.Empty(t, again, "each run is reconciled once")
-}
-
 func TestAPIKeysAreNamedAndRevoked(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -350,7 +256,7 @@ func TestWritesForAGoneUser(t *testing.T) {
 	require.NoError(t, store.New(tx).LockUser(ctx, b.alice.ID))
 }
 
-// The count of unfinished runs sees queued and running runs only, stops at
+// The count of unfinished runs sees queued, running and retrying runs only, stops at
 // its bound, and is served by the partial index.
 func TestCountUnfinishedRuns(t *testing.T) {
 	t.Parallel()
@@ -362,11 +268,17 @@ func TestCountUnfinishedRuns(t *testing.T) {
 		require.NoError(t, err)
 		runs = append(runs, r)
 	}
-	require.NoError(t, b.q.StartRun(ctx, runs[0].ID, 1))
-	require.NoError(t, b.q.StartRun(ctx, runs[1].ID, 1))
-	require.NoError(t, b.q.CompleteRun(ctx, runs[1].ID, json.RawMessage(`{}`)))
-	require.NoError(t, b.q.FailRun(ctx, runs[2].ID, 1, "boom", "x"))
-	// Left: one running, two queued.
+	for _, r := range runs[:4] {
+		_, err := b.q.StartAttempt(ctx, r.ID, 1)
+		require.NoError(t, err)
+	}
+	require.NoError(t, b.q.CompleteAttempt(ctx, runs[1].ID, 1, json.RawMessage(`{}`)))
+	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "boom"}
+	require.NoError(t, b.q.FailAttempt(ctx, runs[2].ID, 1, boom))
+	status, err := b.q.RetryAttempt(ctx, runs[3].ID, 1, time.Now().Add(time.Minute), boom)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusRetrying, status)
+	// Left: one running, one retrying, one queued.
 
 	tests := []struct {
 		name string
@@ -384,7 +296,7 @@ func TestCountUnfinishedRuns(t *testing.T) {
 		require.Equal(t, tt.want, n, tt.name)
 	}
 
-	_, err := b.db.Pool.Exec(ctx, `
+	_, err = b.db.Pool.Exec(ctx, `
 		INSERT INTO backtest_runs (id, user_id, strategy_id, correlation_id, river_job_id, symbol,
 		                           start_date, end_date, initial_cash, status)
 		SELECT gen_random_uuid(), $1, $2, 'cid-' || i, i, 'ACME', '2020-01-01', '2021-01-01', 1000, 'succeeded'
