@@ -305,11 +305,14 @@ func TestCountUnfinishedRuns(t *testing.T) {
 	_, err = b.db.Pool.Exec(ctx, `ANALYZE backtest_runs`)
 	require.NoError(t, err)
 	rows, err := b.db.Pool.Query(ctx, `EXPLAIN SELECT count(*) FROM (SELECT 1 FROM backtest_runs
-		WHERE user_id = $1 AND status IN ('queued', 'running') LIMIT 50000) u`, b.alice.ID)
+		WHERE user_id = $1 AND status IN ('queued', 'running', 'retrying') LIMIT 50000) u`, b.alice.ID)
 	require.NoError(t, err)
 	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	require.Contains(t, strings.Join(plan, "\n"), "backtest_runs_unfinished_user_id_idx")
+	// Either partial index of unfinished runs serves: both leave the 5,000
+	// finished runs unread (the planner takes the strategy's when, as here,
+	// all runs share one).
+	require.Regexp(t, `Index Scan using backtest_runs_unfinished_(user|strategy)_id_idx`, strings.Join(plan, "\n"))
 }
 
 // The statement timeout is PostgreSQL's: the database ends a statement that
