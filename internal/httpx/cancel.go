@@ -27,10 +27,7 @@ type Canceller interface {
 // body: one sent anyway is not read.
 func handleCancelBacktest(logger *slog.Logger, q *store.Queries, c Canceller) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := queryParams(w, r); !ok {
-			return
-		}
-		id, ok := pathID(w, r)
+		id, ok := resourceID(w, r)
 		if !ok {
 			return
 		}

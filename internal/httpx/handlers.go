@@ -125,13 +125,8 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Dur
 			return
 		}
 		logger.InfoContext(r.Context(), obs.EventStrategyCreated, slog.String(obs.KeyStrategyID, s.ID.String()))
-		if idem != nil {
-			idem.write(w)
-			return
-		}
 		status, location, body := strategyCreated(s)
-		w.Header().Set("Location", location)
-		writeJSON(w, "application/json", status, body)
+		writeCreated(w, idem, status, location, body)
 	})
 }
 
@@ -162,10 +157,7 @@ func strategyInvalid(logger *slog.Logger, w http.ResponseWriter, r *http.Request
 
 func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := queryParams(w, r); !ok {
-			return
-		}
-		id, ok := pathID(w, r)
+		id, ok := resourceID(w, r)
 		if !ok {
 			return
 		}
@@ -181,10 +173,14 @@ func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	})
 }
 
-// pathID reads the {id} of the route; an ID that is not a UUID in the form
-// the API writes (parseID) cannot name anything, so it is a 404 like any
-// unknown ID.
-func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
+// resourceID reads the request on one resource: no query parameters, and
+// the resource's {id} in the path. An ID that is not a UUID in the form the
+// API writes (parseID) cannot name anything, so it is a 404 like any unknown
+// ID.
+func resourceID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
+	if _, ok := queryParams(w, r); !ok {
+		return uuid.UUID{}, false
+	}
 	id, ok := parseID(mux.Vars(r)["id"])
 	if !ok {
 		writeProblem(w, r, http.StatusNotFound, "No such resource.")
@@ -369,13 +365,8 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, k
 			slog.String(obs.KeyRunID, run.ID.String()),
 			slog.Int64(obs.KeyJobID, run.JobID),
 			slog.String(obs.KeyStrategyID, run.StrategyID.String()))
-		if idem != nil {
-			idem.write(w)
-			return
-		}
 		status, location, body := backtestAccepted(run)
-		w.Header().Set("Location", location)
-		writeJSON(w, "application/json", status, body)
+		writeCreated(w, idem, status, location, body)
 	})
 }
 
@@ -387,10 +378,7 @@ func backtestAccepted(run store.Run) (status int, location string, body any) {
 
 func handleGetBacktest(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := queryParams(w, r); !ok {
-			return
-		}
-		id, ok := pathID(w, r)
+		id, ok := resourceID(w, r)
 		if !ok {
 			return
 		}

@@ -185,6 +185,18 @@ func (i *idempotency) write(w http.ResponseWriter) {
 	_, _ = w.Write(i.response.Body)
 }
 
+// writeCreated answers a request that created something: with the response
+// saved under its Idempotency-Key when it had one, byte for byte what a
+// replay gets, else with the rendered one.
+func writeCreated(w http.ResponseWriter, idem *idempotency, status int, location string, body any) {
+	if idem != nil {
+		idem.write(w)
+		return
+	}
+	w.Header().Set("Location", location)
+	writeJSON(w, "application/json", status, body)
+}
+
 // enqueueHook runs an idempotent POST /backtests inside the enqueue's
 // transaction: the key is claimed before anything is locked or written, and
 // the response saved after the run is inserted.

@@ -79,10 +79,7 @@ func handleListStrategies(logger *slog.Logger, q *store.Queries) http.Handler {
 // finished runs stay, and stay readable (store.DeleteStrategy).
 func handleDeleteStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := queryParams(w, r); !ok {
-			return
-		}
-		id, ok := pathID(w, r)
+		id, ok := resourceID(w, r)
 		if !ok {
 			return
 		}
