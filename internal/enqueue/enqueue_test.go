@@ -2,16 +2,13 @@ package enqueue_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertest"
@@ -22,6 +19,7 @@ import (
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/logtest"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -47,21 +45,6 @@ func setup(t *testing.T) *testBundle {
 	return &testBundle{db: db, q: q, user: user, handler: h}
 }
 
-func (b *testBundle) strategy(t *testing.T, q *store.Queries, kind, params string) store.Strategy {
-	t.Helper()
-	s, err := q.CreateStrategy(t.Context(), store.NewStrategy{UserID: b.user.ID, Name: kind, Kind: kind, Params: json.RawMessage(params)})
-	require.NoError(t, err)
-	return s
-}
-
-func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) enqueue.NewBacktest {
-	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	return enqueue.NewBacktest{
-		UserID: userID, StrategyID: strategyID, CorrelationID: cid, Symbol: symbol,
-		Start: start, End: start.AddDate(0, 0, days), InitialCash: 10_000,
-	}
-}
-
 func count(t *testing.T, db store.DBTX, table string) int {
 	t.Helper()
 	var n int
@@ -73,14 +56,14 @@ func TestEnqueueWritesRunAndJobTogether(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
 	client, err := enqueue.NewInsertClient(b.db.Pool, b.handler)
 	require.NoError(t, err)
 
 	tx, err := b.db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
-	run, err := enqueue.NewEnqueuer(tx, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-1", "ACME", 30))
+	run, err := enqueue.NewEnqueuer(tx, client, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-1", "ACME", 30))
 	require.NoError(t, err)
 	job := rivertest.RequireInsertedTx[*riverpgxv5.Driver](ctx, t, tx, &jobargs.Backtest{},
 		&rivertest.RequireInsertedOpts{Queue: jobargs.Queue, MaxAttempts: config.DefaultJobMaxAttempts})
@@ -96,7 +79,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
 
 	failing, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
 		Logger: slog.New(slog.DiscardHandler),
@@ -106,7 +89,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 			})},
 	})
 	require.NoError(t, err)
-	_, err = enqueue.NewEnqueuer(b.db.Pool, failing, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
+	_, err = enqueue.NewEnqueuer(b.db.Pool, failing, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorContains(t, err, "insert refused")
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"), "a failed job insert leaves no run")
 	require.Zero(t, count(t, b.db.Pool, "river_job"))
@@ -124,7 +107,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 			})},
 	})
 	require.NoError(t, err)
-	_, err = enqueue.NewEnqueuer(b.db.Pool, afterInsert, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid", "ACME", 30))
+	_, err = enqueue.NewEnqueuer(b.db.Pool, afterInsert, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorContains(t, err, "connection reset")
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
 	require.Zero(t, count(t, b.db.Pool, "river_job"), "the inserted job is rolled back with the rest")
@@ -133,7 +116,7 @@ func TestEnqueueLeavesNothingHalfWritten(t *testing.T) {
 	require.NoError(t, err)
 	other, err := b.q.EnsureUser(ctx, "mallory")
 	require.NoError(t, err)
-	_, err = enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(other.ID, strategy.ID, "cid", "ACME", 30))
+	_, err = enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, fixture.Backtest(other.ID, strategy.ID, "cid", "ACME", 30))
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.Zero(t, count(t, b.db.Pool, "backtest_runs"))
 	require.Zero(t, count(t, b.db.Pool, "river_job"), "a refused run insert leaves no job")
@@ -146,7 +129,7 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
 	client, err := enqueue.NewInsertClient(b.db.Pool, b.handler)
 	require.NoError(t, err)
 	const bound, racers = 3, 16
@@ -158,7 +141,7 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 	for i := range racers {
 		wg.Go(func() {
 			<-start
-			_, err := enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "race-"+strconv.Itoa(i), "ACME", 30))
+			_, err := enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "race-"+strconv.Itoa(i), "ACME", 30))
 			errs <- err
 		})
 	}
@@ -188,9 +171,9 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 	_, err = b.q.StartAttempt(ctx, runs[0].ID, 1)
 	require.NoError(t, err)
 	require.NoError(t, b.q.FailAttempt(ctx, runs[0].ID, 1, store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "done"}))
-	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "after", "ACME", 30))
+	_, err = enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "after", "ACME", 30))
 	require.NoError(t, err, "a finished run makes room")
-	_, err = enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "over", "ACME", 30))
+	_, err = enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "over", "ACME", 30))
 	var tooMany *enqueue.TooManyUnfinishedError
 	require.ErrorAs(t, err, &tooMany)
 
@@ -198,7 +181,7 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 	require.NoError(t, err)
 	_, err = b.db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, gone.ID)
 	require.NoError(t, err)
-	_, err = enq.Enqueue(ctx, newBacktest(gone.ID, strategy.ID, "gone", "ACME", 30))
+	_, err = enq.Enqueue(ctx, fixture.Backtest(gone.ID, strategy.ID, "gone", "ACME", 30))
 	require.ErrorIs(t, err, store.ErrUserGone)
 	require.Equal(t, bound+1, count(t, b.db.Pool, "river_job"))
 }

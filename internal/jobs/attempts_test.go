@@ -17,6 +17,7 @@ import (
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logcatalog"
 	"github.com/backtestd/backtestd/internal/obs"
@@ -125,8 +126,8 @@ func TestRetryingRunTellsWhenTheNextAttemptComes(t *testing.T) {
 	}
 	client, events := b.startClient(t, jobs.ClientConfig{Engine: engine, RetryPolicy: jitteryRetry{}},
 		river.EventKindJobFailed, river.EventKindJobCompleted)
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-retry", "ACME", 30))
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
+	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-retry", "ACME", 30))
 	require.NoError(t, err)
 
 	waitEvent(t, events, run.JobID, rivertype.JobStateRetryable)
@@ -215,9 +216,9 @@ func TestFinalFailuresSayWhy(t *testing.T) {
 			ctx := t.Context()
 			client, events := b.startClient(t, jobs.ClientConfig{Engine: tt.engine, RetryPolicy: fastRetry{}},
 				river.EventKindJobCancelled, river.EventKindJobFailed)
-			sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+			sma := fixture.Strategy(t, b.q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 			run, err := enqueue.NewEnqueuer(b.db.Pool, client, tt.maxAttempts).
-				Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-final", tt.symbol, 20))
+				Enqueue(ctx, fixture.Backtest(b.user.ID, sma.ID, "cid-final", tt.symbol, 20))
 			require.NoError(t, err)
 
 			waitEvent(t, events, run.JobID, rivertype.JobStateCancelled, rivertype.JobStateDiscarded)
@@ -264,8 +265,8 @@ func TestRemoteCancelOfARunningRun(t *testing.T) {
 		return backtest.Run(ctx, in)
 	}
 	client, events := b.startClient(t, jobs.ClientConfig{Engine: engine}, river.EventKindJobCancelled)
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-cancel", "ACME", 365))
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
+	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-cancel", "ACME", 365))
 	require.NoError(t, err)
 	select {
 	case <-started:
@@ -366,10 +367,10 @@ func TestRiverSideActionsKeepTheRunInStep(t *testing.T) {
 			client, events := b.startClient(t, jobs.ClientConfig{Concurrency: 1, Engine: engine, ReconcileEvery: 50 * time.Millisecond},
 				river.EventKindJobCompleted, river.EventKindJobCancelled)
 			t.Cleanup(func() { close(unblock) }) // before the client stops: cleanups run last first
-			strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
+			strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
 			enq := enqueue.NewEnqueuer(b.db.Pool, client, 0)
 			takeTheSlot := func() {
-				_, err := enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-block", "BLOCK", 30))
+				_, err := enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-block", "BLOCK", 30))
 				require.NoError(t, err)
 				select {
 				case <-blocking:
@@ -380,7 +381,7 @@ func TestRiverSideActionsKeepTheRunInStep(t *testing.T) {
 			if tt.before == store.StatusQueued {
 				takeTheSlot()
 			}
-			run, err := enq.Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-river", "ACME", 30))
+			run, err := enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-river", "ACME", 30))
 			require.NoError(t, err)
 			if tt.before != store.StatusQueued {
 				waitEvent(t, events, run.JobID, rivertype.JobStateCompleted, rivertype.JobStateCancelled)
@@ -479,8 +480,8 @@ func TestStaleAttemptChangesNothing(t *testing.T) {
 				require.NoError(t, frozen.StopAndCancel(stopCtx))
 			}
 			t.Cleanup(stopFrozen)
-			strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-			run, err := enqueue.NewEnqueuer(b.db.Pool, frozen, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stale", "ACME", 30))
+			strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
+			run, err := enqueue.NewEnqueuer(b.db.Pool, frozen, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-stale", "ACME", 30))
 			require.NoError(t, err)
 			require.Equal(t, int32(1), <-started)
 
@@ -588,7 +589,7 @@ func TestStaleProgressStopsTheAttempt(t *testing.T) {
 		stoppedBy = context.Cause(ctx)
 		return backtest.Result{}, ctx.Err()
 	}
-	nb := newBacktest(b.user.ID, uuid.Nil, "cid-stale-progress", "ACME", 30)
+	nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-stale-progress", "ACME", 30)
 	q, run, _, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
 		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
 			q, runID = attemptQ, r.ID

@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/logtest"
@@ -69,21 +69,6 @@ func (b *testBundle) startClient(t *testing.T, cfg jobs.ClientConfig, kinds ...r
 	return client, events
 }
 
-func (b *testBundle) strategy(t *testing.T, q *store.Queries, kind, params string) store.Strategy {
-	t.Helper()
-	s, err := q.CreateStrategy(t.Context(), store.NewStrategy{UserID: b.user.ID, Name: kind, Kind: kind, Params: json.RawMessage(params)})
-	require.NoError(t, err)
-	return s
-}
-
-func newBacktest(userID, strategyID uuid.UUID, cid, symbol string, days int) enqueue.NewBacktest {
-	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	return enqueue.NewBacktest{
-		UserID: userID, StrategyID: strategyID, CorrelationID: cid, Symbol: symbol,
-		Start: start, End: start.AddDate(0, 0, days), InitialCash: 10_000,
-	}
-}
-
 // workOnce runs one attempt of a backtest job through rivertest, in a
 // transaction rolled back when t ends; q reads what the attempt wrote.
 func (b *testBundle) workOnce(t *testing.T, kind, params string, nb enqueue.NewBacktest, engine jobs.Engine, maxAttempts int,
@@ -105,7 +90,7 @@ func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb enqueue.
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
 	q := store.New(tx)
-	strategy := b.strategy(t, q, kind, params)
+	strategy := fixture.Strategy(t, q, b.user.ID, kind, params)
 	run, err := q.InsertRun(ctx, store.NewRun{
 		ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
 		CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
@@ -179,7 +164,7 @@ func TestWorkerWithRivertest(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			nb := newBacktest(b.user.ID, uuid.Nil, "cid-"+strings.ReplaceAll(tt.name, " ", "-"), "ACME", tt.days)
+			nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-"+strings.ReplaceAll(tt.name, " ", "-"), "ACME", tt.days)
 			q, run, res, err := b.workOnce(t, tt.kind, tt.params, nb, tt.engine, tt.maxAttempts)
 			if tt.wantPanic {
 				var pe *rivertest.PanicError
@@ -286,7 +271,7 @@ func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 		}
 		return backtest.Result{Bars: 1}, nil
 	}
-	nb := newBacktest(b.user.ID, uuid.Nil, "cid-progress", "ACME", 30)
+	nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-progress", "ACME", 30)
 	q, run, res, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
 		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
 			q, runID = attemptQ, r.ID
@@ -311,7 +296,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 	client, events := b.startClient(t, jobs.ClientConfig{Concurrency: 2, Engine: engine.run, RetryPolicy: fastRetry{}},
 		river.EventKindJobCompleted, river.EventKindJobCancelled, river.EventKindJobFailed)
 
-	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+	sma := fixture.Strategy(t, b.q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 	enq := enqueue.NewEnqueuer(b.db.Pool, client, 0)
 	cases := []struct {
 		symbol      string
@@ -327,7 +312,7 @@ func TestWorkerWithRealClient(t *testing.T) {
 	runs := make([]store.Run, len(cases))
 	for i, c := range cases {
 		var err error
-		runs[i], err = enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-"+c.symbol+"-"+strconv.Itoa(i), c.symbol, c.days))
+		runs[i], err = enq.Enqueue(ctx, fixture.Backtest(b.user.ID, sma.ID, "cid-"+c.symbol+"-"+strconv.Itoa(i), c.symbol, c.days))
 		require.NoError(t, err)
 	}
 
@@ -421,8 +406,8 @@ func TestShutdownPutsTheJobBackInTheQueue(t *testing.T) {
 	client, err := jobs.NewWorkerClient(b.db.Pool, b.handler, b.logger, jobs.ClientConfig{Engine: blocking})
 	require.NoError(t, err)
 	require.NoError(t, client.Start(ctx))
-	strategy := b.strategy(t, b.q, backtest.KindBuyAndHold, `{}`)
-	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, newBacktest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
+	run, err := enqueue.NewEnqueuer(b.db.Pool, client, 0).Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "cid-stop", "ACME", 30))
 	require.NoError(t, err)
 	select {
 	case <-started:
@@ -474,7 +459,7 @@ func TestHugeFailuresStayOneLine(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			nb := newBacktest(b.user.ID, uuid.Nil, "cid-huge", "ACME", 30)
+			nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-huge", "ACME", 30)
 			q, run, _, _ := b.workOnce(t, backtest.KindBuyAndHold, `{}`, nb, tt.engine, 1)
 
 			var failed string
@@ -556,7 +541,7 @@ func TestRiverLinesAboutAJobAreCorrelated(t *testing.T) {
 		Concurrency: 2, Engine: engine, RetryPolicy: fastRetry{}, RiverLogLevel: slog.LevelDebug,
 	}, river.EventKindJobCompleted, river.EventKindJobFailed)
 
-	sma := b.strategy(t, b.q, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+	sma := fixture.Strategy(t, b.q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 	enq := enqueue.NewEnqueuer(b.db.Pool, client, 2)
 	tests := []struct {
 		symbol    string
@@ -568,7 +553,7 @@ func TestRiverLinesAboutAJobAreCorrelated(t *testing.T) {
 	}
 	runs := map[string]store.Run{}
 	for _, tt := range tests {
-		run, err := enq.Enqueue(ctx, newBacktest(b.user.ID, sma.ID, "cid-river-"+tt.symbol, tt.symbol, 365))
+		run, err := enq.Enqueue(ctx, fixture.Backtest(b.user.ID, sma.ID, "cid-river-"+tt.symbol, tt.symbol, 365))
 		require.NoError(t, err)
 		runs[tt.symbol] = run
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -85,8 +86,8 @@ func TestMetricsCountAttemptsByOutcome(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
 			q := store.New(tx)
-			strategy := b.strategy(t, q, backtest.KindBuyAndHold, `{}`)
-			nb := newBacktest(b.user.ID, strategy.ID, "cid-metrics", "ACME", 60)
+			strategy := fixture.Strategy(t, q, b.user.ID, backtest.KindBuyAndHold, `{}`)
+			nb := fixture.Backtest(b.user.ID, strategy.ID, "cid-metrics", "ACME", 60)
 			run, err := q.InsertRun(ctx, store.NewRun{
 				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: strategy.ID,
 				CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,

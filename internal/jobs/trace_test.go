@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
@@ -34,7 +35,7 @@ func TestJobLinesCarryTheRequestsTrace(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			nb := newBacktest(b.user.ID, uuid.Nil, "cid-trace", "ACME", 60)
+			nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-trace", "ACME", 60)
 			nb.Traceparent = tt.traceparent
 			_, run, _, err := b.workOnce(t, backtest.KindBuyAndHold, `{}`, nb, tt.engine, 0)
 			if tt.engine != nil {
