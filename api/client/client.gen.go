@@ -250,8 +250,8 @@ type Enqueued struct {
 // bars than the strategy needs), `invalid_strategy`,
 // `strategy_not_found` (deleted), `panic` and `internal` (a fault of
 // the service), `timeout` (an attempt ran past its time),
-// `worker_lost` (the worker running an attempt stopped answering and
-// River gave the job to another), `cancelled`, `job_deleted` and `job_discarded` (the job was removed
+// `worker_lost` (the attempt's worker stopped answering),
+// `cancelled`, `job_deleted` and `job_discarded` (the job was removed
 // or discarded in River). The list may grow: treat an unknown code as
 // `internal`.
 type ErrorCode string
@@ -374,8 +374,8 @@ type RunError struct {
 	// bars than the strategy needs), `invalid_strategy`,
 	// `strategy_not_found` (deleted), `panic` and `internal` (a fault of
 	// the service), `timeout` (an attempt ran past its time),
-	// `worker_lost` (the worker running an attempt stopped answering and
-	// River gave the job to another), `cancelled`, `job_deleted` and `job_discarded` (the job was removed
+	// `worker_lost` (the attempt's worker stopped answering),
+	// `cancelled`, `job_deleted` and `job_discarded` (the job was removed
 	// or discarded in River). The list may grow: treat an unknown code as
 	// `internal`.
 	Code    ErrorCode `json:"code"`
@@ -470,9 +470,6 @@ type Conflict = Problem
 type Healthy struct {
 	Status interface{} `json:"status"`
 }
-
-// IdempotencyConflict An RFC 9457 problem.
-type IdempotencyConflict = Problem
 
 // Internal An RFC 9457 problem.
 type Internal = Problem
@@ -2653,11 +2650,6 @@ type CreateBacktestResponse401Headers struct {
 	XCorrelationID  CorrelationID
 }
 
-// CreateBacktestResponse409Headers the declared response headers of an HTTP 409 response for CreateBacktest
-type CreateBacktestResponse409Headers struct {
-	XCorrelationID CorrelationID
-}
-
 // CreateBacktestResponse413Headers the declared response headers of an HTTP 413 response for CreateBacktest
 type CreateBacktestResponse413Headers struct {
 	XCorrelationID CorrelationID
@@ -2699,8 +2691,6 @@ type CreateBacktestResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
-	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
-	ApplicationproblemJSON409 *IdempotencyConflict
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *PayloadTooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
@@ -2719,8 +2709,6 @@ type CreateBacktestResponse struct {
 	Headers400 *CreateBacktestResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateBacktestResponse401Headers
-	// Headers409 the parsed response headers for an HTTP 409 response
-	Headers409 *CreateBacktestResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateBacktestResponse413Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
@@ -2748,11 +2736,6 @@ func (r CreateBacktestResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r CreateBacktestResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
-}
-
-// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
-func (r CreateBacktestResponse) GetApplicationproblemJSON409() *IdempotencyConflict {
-	return r.ApplicationproblemJSON409
 }
 
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
@@ -3686,11 +3669,6 @@ type CreateStrategyResponse401Headers struct {
 	XCorrelationID  CorrelationID
 }
 
-// CreateStrategyResponse409Headers the declared response headers of an HTTP 409 response for CreateStrategy
-type CreateStrategyResponse409Headers struct {
-	XCorrelationID CorrelationID
-}
-
 // CreateStrategyResponse413Headers the declared response headers of an HTTP 413 response for CreateStrategy
 type CreateStrategyResponse413Headers struct {
 	XCorrelationID CorrelationID
@@ -3732,8 +3710,6 @@ type CreateStrategyResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
-	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
-	ApplicationproblemJSON409 *IdempotencyConflict
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *PayloadTooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
@@ -3752,8 +3728,6 @@ type CreateStrategyResponse struct {
 	Headers400 *CreateStrategyResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateStrategyResponse401Headers
-	// Headers409 the parsed response headers for an HTTP 409 response
-	Headers409 *CreateStrategyResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateStrategyResponse413Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
@@ -3781,11 +3755,6 @@ func (r CreateStrategyResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r CreateStrategyResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
-}
-
-// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
-func (r CreateStrategyResponse) GetApplicationproblemJSON409() *IdempotencyConflict {
-	return r.ApplicationproblemJSON409
 }
 
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
@@ -4577,13 +4546,6 @@ func ParseCreateBacktestResponse(rsp *http.Response) (*CreateBacktestResponse, e
 		}
 		response.ApplicationproblemJSON401 = &dest
 
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest IdempotencyConflict
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON409 = &dest
-
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
 		var dest PayloadTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -4687,16 +4649,6 @@ func ParseCreateBacktestResponse(rsp *http.Response) (*CreateBacktestResponse, e
 			headers.XCorrelationID = value
 		}
 		response.Headers401 = &headers
-	case rsp.StatusCode == 409:
-		var headers CreateBacktestResponse409Headers
-		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
-			var value CorrelationID
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XCorrelationID = value
-		}
-		response.Headers409 = &headers
 	case rsp.StatusCode == 413:
 		var headers CreateBacktestResponse413Headers
 		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
@@ -5730,13 +5682,6 @@ func ParseCreateStrategyResponse(rsp *http.Response) (*CreateStrategyResponse, e
 		}
 		response.ApplicationproblemJSON401 = &dest
 
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest IdempotencyConflict
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON409 = &dest
-
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
 		var dest PayloadTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5840,16 +5785,6 @@ func ParseCreateStrategyResponse(rsp *http.Response) (*CreateStrategyResponse, e
 			headers.XCorrelationID = value
 		}
 		response.Headers401 = &headers
-	case rsp.StatusCode == 409:
-		var headers CreateStrategyResponse409Headers
-		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
-			var value CorrelationID
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XCorrelationID = value
-		}
-		response.Headers409 = &headers
 	case rsp.StatusCode == 413:
 		var headers CreateStrategyResponse413Headers
 		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {

@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -28,7 +29,7 @@ func TestOpenAPIServed(t *testing.T) {
 }
 
 // Every kind of problem resolves to what it means, is in the document and
-// has its section in docs/api-errors.md.
+// has its row in the table of kinds of docs/api.md.
 func TestProblemKinds(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -40,7 +41,7 @@ func TestProblemKinds(t *testing.T) {
 		} `json:"components"`
 	}
 	require.NoError(t, json.Unmarshal(api.JSON(), &doc))
-	errorsDoc, err := os.ReadFile("../../docs/api-errors.md")
+	apiDoc, err := os.ReadFile("../../docs/api.md")
 	require.NoError(t, err)
 
 	var kinds []string
@@ -53,7 +54,7 @@ func TestProblemKinds(t *testing.T) {
 		require.InDelta(t, k.Status, r.body["status"], 0)
 		require.NotEmpty(t, r.body["description"])
 		require.Contains(t, problemTypes[k.Status], k.Type, "the tests' table knows %s", k.Kind)
-		require.Contains(t, string(errorsDoc), "### `"+string(k.Kind)+"`", "docs/api-errors.md documents %s", k.Kind)
+		require.Contains(t, string(apiDoc), fmt.Sprintf("\n| `%s` | %d |", k.Kind, k.Status), "docs/api.md documents %s", k.Kind)
 	}
 	require.ElementsMatch(t, doc.Components.Schemas["ProblemKind"].Enum, kinds, "the document lists the same kinds")
 	requireProblem(t, b.call(t, http.MethodGet, "/problems/no_such_kind", "", "", ""), http.StatusNotFound)

@@ -36,7 +36,7 @@ type ProblemKind string
 // each type with what the kind means.
 const ProblemTypePrefix = "/problems/"
 
-// The kinds of problem, each documented in docs/api-errors.md and
+// The kinds of problem, each documented in docs/api.md and
 // api/openapi.yaml.
 const (
 	ProblemValidation           ProblemKind = "validation"
@@ -97,7 +97,7 @@ func ProblemKinds() []ProblemKindInfo {
 		{
 			Kind: ProblemConflict, Status: http.StatusConflict, Title: "Conflict",
 			Description: "The resource's state does not allow the request: a finished run cannot be cancelled, " +
-				"a strategy with unfinished runs cannot be deleted, a request with the same Idempotency-Key is still being handled.",
+				"a strategy with unfinished runs cannot be deleted.",
 		},
 		{
 			Kind: ProblemPayloadTooLarge, Status: http.StatusRequestEntityTooLarge, Title: "Payload too large",
