@@ -26,9 +26,17 @@ run: build ## Migrate the local database, print a dev API key, run server and wo
 migrate: build ## Create the database if missing and apply migrations
 	@$(BIN)/server migrate up
 
+# The race runtime sleeps atexit_sleep_ms (1 s by default) before every exit
+# of a race-built process, to let late reports finish: a second for each test
+# package and each binary an end-to-end test stops. 50 ms is room enough; a
+# GORACE of your own comes after, so it wins.
+# TEST_PARALLEL: tests of one package at once. The end-to-end tests mostly
+# wait (for a retry, a timeout, a browser), so more than the 2 cores.
+TEST_PARALLEL ?= 8
+
 .PHONY: test
-test: ## Run every test (needs PostgreSQL, jq, Chromium and lnav; TEST_DATABASE_URL to override)
-	go test -race -count=1 -parallel 4 ./... ./bench/...
+test: ## Run every test (needs PostgreSQL, jq, Chromium and lnav; TEST_DATABASE_URL to override, TEST_PARALLEL=8)
+	GORACE="atexit_sleep_ms=50 $$GORACE" go test -race -count=1 -parallel $(TEST_PARALLEL) ./... ./bench/...
 
 STRESS_RUNS ?= 5
 

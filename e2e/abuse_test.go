@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -335,8 +334,7 @@ func TestShortRiverUIPasswordIsRefusedAtStart(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "server")) //nolint:gosec // our own binary
-	cmd.Env = []string{"HTTP_ADDR=127.0.0.1:0", "RIVERUI_USER=ops", "RIVERUI_PASSWORD=hunter2"}
+	cmd := binary(ctx, t, "server", []string{"HTTP_ADDR=127.0.0.1:0", "RIVERUI_USER=ops", "RIVERUI_PASSWORD=hunter2"})
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -31,7 +31,13 @@ import (
 	"github.com/backtestd/backtestd/internal/store"
 )
 
-var binDir string
+// binDir holds the built binaries once built is closed, unless buildErr
+// says why not.
+var (
+	binDir   string
+	built    = make(chan struct{})
+	buildErr error
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "backtestd-e2e-")
@@ -40,6 +46,21 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// The build runs while the tests start: they make their schemas
+	// meanwhile, and wait for it only to start a binary (binary).
+	go func() {
+		defer close(built)
+		buildErr = buildBinaries(dir)
+	}()
+	code := dbtest.Main(m)
+	<-built // the build may outlast a run that starts no binary
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildBinaries builds the server and the worker into dir, in one go build
+// (which links them in parallel).
+func buildBinaries(dir string) error {
 	// The binaries run with the race detector, unless E2E_NO_RACE is set:
 	// for figures (memory, say) of the binaries as they ship.
 	// The worker is built with fault injection (-tags faultinject): the
@@ -49,14 +70,37 @@ func TestMain(m *testing.M) {
 		args = slices.Delete(args, 1, 2)
 	}
 	build := exec.CommandContext(context.Background(), "go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	var out bytes.Buffer
+	build.Stdout, build.Stderr = &out, &out
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
-		os.Exit(1)
+		return fmt.Errorf("build binaries: %w\n%s", err, out.String())
 	}
-	code := dbtest.Main(m)
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	return nil
+}
+
+// exitSleep is the GORACE option the binaries run with. ThreadSanitizer,
+// under the race detector, sleeps atexit_sleep_ms (1 s by default) before
+// every exit, to let other threads finish a report: a second on every stop
+// and every command of every test. 50 ms still lets a report in progress
+// finish, and a race still makes the exit status 66, which fails the test.
+const exitSleep = "atexit_sleep_ms=50"
+
+// binary returns the command that runs one of the built binaries with env
+// (and GORACE: exitSleep, then the test process's own GORACE, which wins),
+// once they are built; ctx ends it.
+func binary(ctx context.Context, t *testing.T, name string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	select {
+	case <-built:
+	case <-ctx.Done():
+		t.Fatalf("waiting for the build of the binaries: %v", ctx.Err())
+	}
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
+	cmd.Env = append(slices.Clip(env), "GORACE="+strings.TrimSpace(exitSleep+" "+os.Getenv("GORACE")))
+	return cmd
 }
 
 // process is a running binary whose stdout goes to a file.
@@ -73,8 +117,7 @@ func start(t *testing.T, name string, env []string, args ...string) *process {
 	f, err := os.Create(out)
 	require.NoError(t, err)
 	// Killed when the test ends, if a failed test did not stop it.
-	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
-	cmd.Env = env
+	cmd := binary(t.Context(), t, name, env, args...)
 	cmd.Stdout = f
 	p := &process{cmd: cmd, stdout: out, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
@@ -162,8 +205,7 @@ func (p *process) waitFor(t *testing.T, event string) map[string]any {
 
 func runCommand(t *testing.T, env []string, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
-	cmd.Env = env
+	cmd := binary(t.Context(), t, name, env, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -31,8 +30,7 @@ type piped struct {
 
 func startPiped(t *testing.T, name string, env []string) *piped {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, name)) //nolint:gosec // our own binary
-	cmd.Env = env
+	cmd := binary(t.Context(), t, name, env)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

@@ -33,7 +33,11 @@ var FS embed.FS
 // NewProvider returns a goose provider for FS on db. A Postgres session lock
 // makes concurrent callers apply each migration once.
 func NewProvider(db *sql.DB, logger *slog.Logger) (*goose.Provider, error) {
-	locker, err := lock.NewPostgresSessionLocker()
+	// A waiting caller tries the lock every second (goose's least) rather than
+	// every 5 s: a migration takes well under a second, and a 5 s poll made
+	// the second of two concurrent runs wait 5 s. Five minutes in all, as
+	// goose's default.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return nil, fmt.Errorf("goose session locker: %w", err)
 	}

@@ -30,12 +30,15 @@ import (
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
 
 // BenchmarkEnqueuePath compares POST /backtests end to end (HTTP, auth,
-// validation, run row and River job in one transaction, the log lines)
-// with a bare loop doing the same two inserts in one transaction on the
-// same pool, at the same concurrency. One op is one backtest enqueued.
+// validation, the bound on unfinished runs, run row and River job in one
+// transaction, the log lines) with a bare loop doing the same two inserts
+// in one transaction on the same pool, at the same concurrency. One op is
+// one backtest enqueued. In "api" the clients are one user, whose
+// enqueues take turns on the lock of the user's row that the bound needs;
+// in "api_users" each client is a user of its own.
 func BenchmarkEnqueuePath(b *testing.B) {
 	const concurrency = 8
-	for _, variant := range []string{"bare", "api"} {
+	for _, variant := range []string{"bare", "api", "api_users"} {
 		b.Run(variant, func(b *testing.B) {
 			db := dbtest.New(b)
 			ctx := b.Context()
@@ -45,32 +48,51 @@ func BenchmarkEnqueuePath(b *testing.B) {
 				b.Fatal(err)
 			}
 			q := store.New(db.Pool)
-			user, err := q.EnsureUser(ctx, "bench")
-			if err != nil {
-				b.Fatal(err)
+			users := 1
+			if variant == "api_users" {
+				users = concurrency
 			}
-			key, hash := httpx.NewAPIKey()
-			if err := q.AddAPIKey(ctx, user.ID, hash); err != nil {
-				b.Fatal(err)
+			type client struct {
+				user     store.User
+				key      string
+				strategy store.Strategy
 			}
-			strategy, err := q.CreateStrategy(ctx, store.NewStrategy{UserID: user.ID, Name: "s", Kind: "buy_and_hold", Params: []byte(`{}`)})
-			if err != nil {
-				b.Fatal(err)
+			clients := make([]client, users)
+			for u := range clients {
+				c := &clients[u]
+				if c.user, err = q.EnsureUser(ctx, fmt.Sprintf("bench-%d", u)); err != nil {
+					b.Fatal(err)
+				}
+				var hash []byte
+				c.key, hash = httpx.NewAPIKey()
+				if err := q.AddAPIKey(ctx, c.user.ID, hash); err != nil {
+					b.Fatal(err)
+				}
+				if c.strategy, err = q.CreateStrategy(ctx, store.NewStrategy{
+					UserID: c.user.ID, Name: "s", Kind: "buy_and_hold", Params: []byte(`{}`),
+				}); err != nil {
+					b.Fatal(err)
+				}
 			}
+			user, strategy := clients[0].user, clients[0].strategy
 			srv := httptest.NewServer(httpx.NewServer(slog.New(h), httpx.Deps{
 				Queries: q, Enqueuer: enqueue.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
 			}))
 			defer srv.Close()
-			body, _ := json.Marshal(map[string]any{
-				"strategy_id": strategy.ID, "symbol": "ACME", "start": "2020-01-01", "end": "2021-01-01", "initial_cash": 1000,
-			})
 			// Each client has its own keep-alive connection, driven by
 			// loadgen rather than net/http's client, whose own CPU cost
 			// would be charged to the API on these two shared cores.
-			req := loadgen.Request(http.MethodPost, "/backtests",
-				[]string{"Authorization: Bearer " + key, "Content-Type: application/json"}, body)
+			reqs := make([][]byte, concurrency)
+			for g := range reqs {
+				c := clients[g%users]
+				body, _ := json.Marshal(map[string]any{
+					"strategy_id": c.strategy.ID, "symbol": "ACME", "start": "2020-01-01", "end": "2021-01-01", "initial_cash": 1000,
+				})
+				reqs[g] = loadgen.Request(http.MethodPost, "/backtests",
+					[]string{"Authorization: Bearer " + c.key, "Content-Type: application/json"}, body)
+			}
 			conns := make([]*loadgen.Conn, concurrency)
-			if variant == "api" {
+			if variant != "bare" {
 				for g := range conns {
 					if conns[g], err = loadgen.Dial(ctx, srv.Listener.Addr().String()); err != nil {
 						b.Fatal(err)
@@ -80,8 +102,8 @@ func BenchmarkEnqueuePath(b *testing.B) {
 			}
 
 			once := func(g int) error {
-				if variant == "api" {
-					status, err := conns[g].Do(req)
+				if variant != "bare" {
+					status, err := conns[g].Do(reqs[g])
 					if err == nil && status != http.StatusAccepted {
 						err = fmt.Errorf("status %d", status)
 					}
