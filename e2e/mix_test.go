@@ -98,10 +98,10 @@ type mixBundle struct {
 // strategies of the mix.
 func mixSetup(t *testing.T) *mixBundle {
 	t.Helper()
-	// Three attempts: River's default policy retries the first after about
-	// a second and the second after about 16 s, time enough to find a run
-	// retrying and act on it; the reconciliation runs every second.
-	st := newStack(t, "FAULT_INJECTION=1", "JOB_MAX_ATTEMPTS=3", "RECONCILE_INTERVAL=1s",
+	// Two attempts: River's default policy retries the first after about a
+	// second; the runs acted on while retrying (DEFER) wait an hour for
+	// their second. The reconciliation runs every second.
+	st := newStack(t, "FAULT_INJECTION=1", "JOB_MAX_ATTEMPTS=2", "RECONCILE_INTERVAL=1s",
 		"WORKER_CONCURRENCY="+strconv.Itoa(mixConcurrency))
 	second := start(t, "worker", st.env)
 	second.waitFor(t, obs.EventWorkerStarted)
@@ -187,8 +187,8 @@ func (b *mixBundle) states(t *testing.T, runs []*mixRun) map[string]mixState {
 }
 
 // await polls until every run of the actions has been ready for its action,
-// doing it to each run as soon as it is: a run retrying is so for River's
-// 16 s between attempts 2 and 3, and must be acted on then.
+// doing it to each run as soon as it is: a state such as a finished run's
+// may last only until the reconciliation or a worker moves it on.
 func (b *mixBundle) await(t *testing.T, what string, actions ...mixAction) {
 	t.Helper()
 	type pending struct {
@@ -439,24 +439,24 @@ func TestMix(t *testing.T) {
 		}
 		crash = &mixKind{
 			name: "crash", symbol: "CRASH", n: 10,
-			status: failed, code: "panic", job: "discarded", attempts: []string{"1:" + panicked, "2:" + panicked, "3:" + panicked},
+			status: failed, code: "panic", job: "discarded", attempts: []string{"1:" + panicked, "2:" + panicked},
 		}
 		gap = &mixKind{
 			name: "gap", symbol: "GAP", gappy: true, n: 15,
 			status: failed, code: "insufficient_data", job: "cancelled", attempts: []string{"1:" + tooFew},
 		}
 		retryingAPI = &mixKind{
-			name: "retrying-api-cancel", symbol: "CRASH", n: 8,
-			status: cancelled, code: "cancelled", job: "cancelled", attempts: []string{"1:" + panicked, "2:" + panicked},
+			name: "retrying-api-cancel", symbol: "DEFER", n: 8,
+			status: cancelled, code: "cancelled", job: "cancelled", attempts: []string{"1:failed:internal"},
 		}
 		retryingRiver = &mixKind{
-			name: "retrying-river-cancel", symbol: "CRASH", n: 4,
-			status: cancelled, code: "cancelled", job: "cancelled", attempts: []string{"1:" + panicked, "2:" + panicked},
+			name: "retrying-river-cancel", symbol: "DEFER", n: 4,
+			status: cancelled, code: "cancelled", job: "cancelled", attempts: []string{"1:failed:internal"},
 			reconciled: store.ReasonJobCancelled,
 		}
 		retryingDeleted = &mixKind{
-			name: "retrying-river-delete", symbol: "CRASH", n: 4,
-			status: cancelled, code: "job_deleted", attempts: []string{"1:" + panicked, "2:" + panicked},
+			name: "retrying-river-delete", symbol: "DEFER", n: 4,
+			status: cancelled, code: "job_deleted", attempts: []string{"1:failed:internal"},
 			reconciled: store.ReasonJobDeleted,
 		}
 		doneRetried = &mixKind{
@@ -475,7 +475,7 @@ func TestMix(t *testing.T) {
 		crashRetried = &mixKind{
 			name: "discarded-river-retry", symbol: "CRASH", n: 3,
 			status: failed, code: "panic", job: "discarded", mayRetry: true,
-			attempts: []string{"1:" + panicked, "2:" + panicked, "3:" + panicked, "4:" + panicked},
+			attempts: []string{"1:" + panicked, "2:" + panicked, "3:" + panicked},
 		}
 	)
 
@@ -517,18 +517,14 @@ func TestMix(t *testing.T) {
 		mixAction{runs: byKind(hanging, runningRiver), ready: anyState, act: b.riverCancel(t, rivertype.JobStateRunning)},
 	)
 
-	// The runs to act on while retrying go first, on their own, and are
-	// acted on before the rest is queued: a crash's third attempt comes ~16 s
-	// after its second (River's backoff), a window that queueing the rest on
-	// a busy machine could use up.
+	// The runs to act on while retrying go first: a DEFER run fails its
+	// first attempt and River waits an hour for its second.
 	var windowed []*mixRun
 	for _, k := range []*mixKind{retryingAPI, retryingRiver, retryingDeleted} {
 		windowed = append(windowed, b.submit(t, k)...)
 	}
-	// A crash's second attempt failed, its third is ~16 s away: the run
-	// is retrying, its job retryable.
 	retrying := func(s mixState) bool {
-		return s.status == store.StatusRetrying && s.attempt == 2 && s.job == "retryable"
+		return s.status == store.StatusRetrying && s.attempt == 1 && s.job == "retryable"
 	}
 	b.await(t, "runs acted on while retrying",
 		mixAction{runs: byKind(windowed, retryingAPI), ready: retrying, act: b.cancelledAtOnce(t)},

@@ -30,13 +30,32 @@ const (
 	// the others: a worker frozen during the first leaves the second to
 	// another worker, still running when the frozen one comes back.
 	FaultStall = "STALL"
+	// FaultDefer fails its first attempt, and River waits DeferredRetry
+	// before the next: the run stays retrying for as long as a test needs
+	// to act on it.
+	FaultDefer = "DEFER"
 )
+
+// DeferredRetry is how long River waits to retry a FaultDefer backtest.
+const DeferredRetry = time.Hour
 
 // SlowCheckpoint is how long a FaultSlow backtest sleeps at each checkpoint.
 const SlowCheckpoint = 300 * time.Millisecond
 
 // ErrInjected is the transient error of a FaultFlaky backtest.
 var ErrInjected = errors.New("injected fault: market data unavailable")
+
+// ErrDeferred is the transient error of a FaultDefer backtest.
+var ErrDeferred = errors.New("injected fault: market data delayed")
+
+// faultRetryDelay is DeferredRetry for the error of a FaultDefer backtest,
+// else 0: River's retry policy decides.
+func faultRetryDelay(err error) time.Duration {
+	if errors.Is(err, ErrDeferred) {
+		return DeferredRetry
+	}
+	return 0
+}
 
 // withFaults wraps next with the faults named by the input's symbol, for
 // the given attempt of the job.
@@ -46,6 +65,8 @@ func withFaults(attempt int, next Engine) Engine {
 		switch {
 		case strings.HasPrefix(symbol, FaultFlaky) && first:
 			return backtest.Result{}, ErrInjected
+		case strings.HasPrefix(symbol, FaultDefer) && first:
+			return backtest.Result{}, ErrDeferred
 		case strings.HasPrefix(symbol, FaultPanic) && first, strings.HasPrefix(symbol, FaultCrash):
 			panic("injected fault: " + symbol)
 		case strings.HasPrefix(symbol, FaultGap):

@@ -77,6 +77,9 @@ type failedAttempt struct {
 	traceback obs.Traceback
 	panicked  bool
 	willRetry bool
+	// retryAfter, if positive, is how long River waits before the next
+	// attempt instead of what its retry policy says: only faults ask.
+	retryAfter time.Duration
 }
 
 // Work binds, logs and runs one attempt of job.
@@ -170,6 +173,7 @@ func returnedFailure(job *rivertype.JobRow, began time.Time, err error) failedAt
 	if cancel != nil && cancel.Unwrap() != nil {
 		f.message = cancel.Unwrap().Error() // without River's "JobCancelError: " prefix
 	}
+	f.retryAfter = faultRetryDelay(err)
 	tb, ok := obs.StackOf(err)
 	if !ok {
 		tb = obs.CaptureStack(1) // from the middleware's Work
@@ -189,7 +193,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 	status := store.StatusFailed
 	var stale error
 	if f.willRetry {
-		next := l.nextRetry(job)
+		next := l.nextRetry(job, f.retryAfter)
 		stale = l.write(ctx, runID, store.StatusRetrying, func(ctx context.Context) error {
 			var err error
 			status, err = l.runs.RetryAttempt(ctx, runID, job.Attempt, next, failure)
@@ -229,10 +233,14 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 	return nil
 }
 
-// nextRetry is when River will retry job's failed attempt.
-func (l *Lifecycle) nextRetry(job *rivertype.JobRow) time.Time {
+// nextRetry is when River will retry job's failed attempt: after the
+// given delay if positive, else when the retry policy says.
+func (l *Lifecycle) nextRetry(job *rivertype.JobRow, after time.Duration) time.Time {
 	if l.retries != nil {
-		return l.retries.plan(job)
+		return l.retries.plan(job, after)
+	}
+	if after > 0 {
+		return time.Now().Add(after)
 	}
 	return (&river.DefaultClientRetryPolicy{}).NextRetry(job)
 }

@@ -38,9 +38,15 @@ func newRetrySchedule(policy river.ClientRetryPolicy) *retrySchedule {
 }
 
 // plan returns when job, whose attempt failed, will be retried, and keeps
-// it for River's call of NextRetry. job is the row River will pass.
-func (s *retrySchedule) plan(job *rivertype.JobRow) time.Time {
-	at := s.policy.NextRetry(job)
+// it for River's call of NextRetry. job is the row River will pass; after,
+// if positive, replaces the policy's delay.
+func (s *retrySchedule) plan(job *rivertype.JobRow, after time.Duration) time.Time {
+	var at time.Time
+	if after > 0 {
+		at = time.Now().Add(after)
+	} else {
+		at = s.policy.NextRetry(job)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// A remote cancel that comes after the lifecycle looked leaves an

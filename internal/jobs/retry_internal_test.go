@@ -16,7 +16,7 @@ func TestRetryScheduleGivesRiverThePlannedInstant(t *testing.T) {
 	s := newRetrySchedule(nil) // River's default policy
 	job := &rivertype.JobRow{ID: 7, Attempt: 3, Errors: make([]rivertype.AttemptError, 2)}
 
-	planned := s.plan(job)
+	planned := s.plan(job, 0)
 	require.Equal(t, planned, s.NextRetry(job), "River gets the planned instant")
 	// Attempt 3 with two errors: 3^4 = 81 s, up to 10% either way.
 	delay := time.Until(planned)
@@ -26,7 +26,14 @@ func TestRetryScheduleGivesRiverThePlannedInstant(t *testing.T) {
 	require.NotEqual(t, planned, s.NextRetry(job), "once asked, the plan is gone: the policy draws again")
 
 	other := &rivertype.JobRow{ID: 8, Attempt: 1}
-	s.plan(job)
+	s.plan(job, 0)
 	require.NotEqual(t, planned, s.NextRetry(other), "plans are per job and attempt")
 	require.Len(t, s.planned, 1)
+
+	// A delay of the attempt's own (a fault's) replaces the policy's, and
+	// River gets that instant too.
+	s.planned = map[retryKey]time.Time{}
+	deferred := s.plan(job, time.Hour)
+	require.Greater(t, time.Until(deferred), 59*time.Minute)
+	require.Equal(t, deferred, s.NextRetry(job))
 }
