@@ -61,6 +61,12 @@ func exchange(t *testing.T, h http.Handler, req *http.Request, remoteAddr string
 	return rec
 }
 
+// stillClock is a clock that always tells the same time.
+func stillClock() func() time.Time {
+	now := time.Now()
+	return func() time.Time { return now }
+}
+
 func requireTooMany(t *testing.T, rec *httptest.ResponseRecorder, wantRetryAfter string) {
 	t.Helper()
 	require.Equal(t, http.StatusTooManyRequests, rec.Code, rec.Body.String())
@@ -92,7 +98,9 @@ func TestUnknownKeysAreLimitedWithoutQueries(t *testing.T) {
 	counted := &countingDB{DBTX: db.Pool}
 	h := checked(t, httpx.NewServer(obs.NewLogger(logs, obs.Options{Service: "server"}), httpx.Deps{
 		Queries: store.New(counted), Enqueuer: enqueue.NewEnqueuer(db.Pool, inserter, 0), DB: db.Pool,
-		AuthLimit: httpx.AuthLimit{Burst: 5, Every: time.Hour, Addresses: 100},
+		// A clock that stands still: no budget refills while the test runs,
+		// however slowly, so Retry-After is the whole hour.
+		AuthLimit: httpx.AuthLimit{Burst: 5, Every: time.Hour, Addresses: 100, Now: stillClock()},
 	}))
 	const attacker, neighbour = "198.51.100.7:40000", "203.0.113.5:40000"
 	get := func(key, from string) *httptest.ResponseRecorder {
@@ -272,7 +280,7 @@ func TestGuardAdmin(t *testing.T) {
 
 	t.Run("password guesses", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, httpx.AuthLimit{Burst: 3, Every: time.Minute, Addresses: 100})
+		b := setup(t, httpx.AuthLimit{Burst: 3, Every: time.Minute, Addresses: 100, Now: stillClock()})
 		get := func(auth, forwardedFor string) *httptest.ResponseRecorder {
 			req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/riverui/", nil)
 			if auth != "" {

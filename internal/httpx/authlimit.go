@@ -20,6 +20,9 @@ type AuthLimit struct {
 	// Addresses is how many addresses are tracked at once; past it, the
 	// addresses that find no room share one bucket.
 	Addresses int
+	// Now tells the time the budgets refill by. Defaults to time.Now;
+	// tests set their own clock.
+	Now func() time.Time
 }
 
 // failureLimiter keeps an AuthLimit for every client address it has seen
@@ -51,6 +54,14 @@ func newFailureLimiter(limit AuthLimit) *failureLimiter {
 		buckets:  make(map[netip.Addr]*bucket),
 		overflow: bucket{tokens: float64(limit.Burst)},
 	}
+}
+
+// now is the limit's time.
+func (l *failureLimiter) now() time.Time {
+	if l == nil || l.limit.Now == nil {
+		return time.Now()
+	}
+	return l.limit.Now()
 }
 
 // take spends one failure of addr's budget before the attempt is checked,

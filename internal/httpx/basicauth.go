@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"time"
 )
 
 // GuardAdmin puts an operator's handler (River UI) behind three checks, in
@@ -41,7 +40,7 @@ func basicAuth(realm, user, password string, failures *failureLimiter, next http
 			challenge(w, r) // no guess made, none counted: a browser asks first
 			return
 		}
-		refund, retryAfter, allowed := failures.take(clientAddrOf(r), time.Now())
+		refund, retryAfter, allowed := failures.take(clientAddrOf(r), failures.now())
 		if !allowed {
 			tooManyFailures(w, r, retryAfter)
 			return
