@@ -167,8 +167,10 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 // waits until the worker holds its job.
 func (b *cancelBundle) held(t *testing.T, markRunning bool) (h *holder, runID string, jobID int64) {
 	t.Helper()
-	h = &holder{b: b, markRunning: markRunning, started: make(chan int64, 1), released: make(chan error, 1),
-		hold: make(chan struct{})}
+	h = &holder{
+		b: b, markRunning: markRunning, started: make(chan int64, 1), released: make(chan error, 1),
+		hold: make(chan struct{}),
+	}
 	h.letGo = sync.OnceFunc(func() { close(h.hold) })
 	b.startWorker(t, h)
 	t.Cleanup(h.letGo) // registered after the worker's stop, so it runs before it
