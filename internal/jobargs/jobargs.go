@@ -28,6 +28,9 @@ type Backtest struct {
 	// job, when it came with one: the job's lines carry its trace_id. Jobs
 	// enqueued without it (or before it existed) are outside any trace.
 	Traceparent string `json:"traceparent,omitempty"`
+	// SweepID is the sweep the run belongs to, if any: the job's lines
+	// carry it.
+	SweepID uuid.UUID `json:"sweep_id,omitzero"`
 }
 
 // Kind is the River job kind of backtests.

@@ -139,13 +139,16 @@ func jobAttrs(job *rivertype.JobRow, args jobargs.Backtest) []slog.Attr {
 		// so its lines can be followed like any other.
 		cid = obs.NewCorrelationID()
 	}
-	attrs := make([]slog.Attr, 0, 7) // room for all: no growing
+	attrs := make([]slog.Attr, 0, 8) // room for all: no growing
 	attrs = append(attrs, slog.String(obs.KeyCorrelationID, cid))
 	if args.RunID != uuid.Nil { // a backtest: the fields that say whose and what
 		attrs = append(attrs,
 			slog.String(obs.KeyUserID, args.UserID.String()),
 			slog.String(obs.KeyStrategyID, args.StrategyID.String()),
 			slog.String(obs.KeyRunID, args.RunID.String()))
+	}
+	if args.SweepID != uuid.Nil { // a run of a sweep: its lines are found by the sweep too
+		attrs = append(attrs, slog.String(obs.KeySweepID, args.SweepID.String()))
 	}
 	return append(attrs,
 		slog.Int64(obs.KeyJobID, job.ID),

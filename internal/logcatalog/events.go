@@ -22,8 +22,9 @@ const (
 	ScopeRequest
 	// ScopeJob lines, written while working a job, carry correlation_id,
 	// job_id, job_kind and attempt; a backtest's (job_kind RunJobKind) also
-	// user_id, strategy_id and run_id, and trace_id and span_id when the
-	// request that created it had a valid traceparent.
+	// user_id, strategy_id and run_id, sweep_id for a run of a sweep, and
+	// trace_id and span_id when the request that created it had a valid
+	// traceparent.
 	ScopeJob
 )
 
@@ -50,7 +51,8 @@ func (s Scope) Keys() (required, optional []string) {
 	case ScopeRequest:
 		return []string{obs.KeyCorrelationID}, append([]string{obs.KeyUserID}, TraceKeys()...)
 	case ScopeJob:
-		return []string{obs.KeyCorrelationID, obs.KeyJobID, obs.KeyJobKind, obs.KeyAttempt}, append(RunKeys(), TraceKeys()...)
+		return []string{obs.KeyCorrelationID, obs.KeyJobID, obs.KeyJobKind, obs.KeyAttempt},
+			append(append(RunKeys(), TraceKeys()...), obs.KeySweepID)
 	default:
 		return nil, nil
 	}

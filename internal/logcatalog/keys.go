@@ -108,6 +108,7 @@ var Keys = []KeySpec{
 	{obs.KeyUserID, anID, "the user whose API key the request carried, or whose run the job works on"},
 	{obs.KeyStrategyID, anID, "the strategy"},
 	{obs.KeyRunID, anID, "the backtest run"},
+	{obs.KeySweepID, anID, "the sweep the run belongs to (POST /sweeps)"},
 	{obs.KeyJobID, Value{Type: "integer", Minimum: new(1)}, "the River job"},
 	{obs.KeyJobKind, aNonEmpty, "the River job's kind: backtest, reconcile_runs for the periodic reconciliation, " +
 		"or sweep_idempotency_keys for the periodic deletion of expired idempotency keys"},

@@ -11,6 +11,7 @@ const (
 	KeyUserID            = "user_id"
 	KeyStrategyID        = "strategy_id"
 	KeyRunID             = "run_id"
+	KeySweepID           = "sweep_id"
 	KeyJobID             = "job_id"
 	KeyJobKind           = "job_kind"
 	KeyAttempt           = "attempt"
