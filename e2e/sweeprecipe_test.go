@@ -16,9 +16,9 @@ import (
 // sweep_enqueued before them and another request's run among them.
 func sweepLines(cid string) (server, worker [][]byte) {
 	const (
-		user  = "01a21769-0000-7000-8000-0000000000aa"
-		strat = "01a21769-0000-7000-8000-0000000000bb"
-		sweep = "01a21769-0000-7000-8000-0000000000cc"
+		user     = "01a21769-0000-7000-8000-0000000000aa"
+		strategy = "01a21769-0000-7000-8000-0000000000bb"
+		sweep    = "01a21769-0000-7000-8000-0000000000cc"
 	)
 	ms := 0
 	at := func() string {
@@ -28,11 +28,11 @@ func sweepLines(cid string) (server, worker [][]byte) {
 	tb := `"traceback":[{"function":"jobs.(*Worker).Work","file":"internal/jobs/worker.go","line":120}]`
 	job := func(cid string, run, attempt int) string {
 		return fmt.Sprintf(`"correlation_id":%q,"user_id":%q,"strategy_id":%q,"run_id":"01a21769-0000-7000-8000-%012d",`+
-			`"sweep_id":%q,"job_id":%d,"job_kind":"backtest","attempt":%d`, cid, user, strat, run, sweep, 100+run, attempt)
+			`"sweep_id":%q,"job_id":%d,"job_kind":"backtest","attempt":%d`, cid, user, strategy, run, sweep, 100+run, attempt)
 	}
 	reconciled := func(run int) string { // the reconciliation's lines carry the run's fields, not the sweep's
 		return fmt.Sprintf(`"correlation_id":%q,"user_id":%q,"strategy_id":%q,"run_id":"01a21769-0000-7000-8000-%012d",`+
-			`"job_id":%d,"attempt":1`, cid, user, strat, run, 100+run)
+			`"job_id":%d,"attempt":1`, cid, user, strategy, run, 100+run)
 	}
 	w := func(level, event, fields string) {
 		worker = append(worker, fmt.Appendf(nil, `{"timestamp":%q,"level":%q,"event":%q,"service":"worker",%s}`, at(), level, event, fields))

@@ -131,10 +131,14 @@ func TestSweepFinishedOnceWhenItsLastRunEnds(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 	runs := []sweepRun{
-		{symbol: "ACME", days: 365}, {symbol: "ACME", days: 365}, {symbol: "BETA", days: 365},
-		{symbol: "BETA", days: 365}, {symbol: "GAMMA", days: 365}, {symbol: "GAMMA", days: 365},
-		{symbol: "ACME", days: 20},     // fewer bars than slow_window: failed
-		{symbol: "FLAKY", days: 365},   // fails once, then succeeds
+		{symbol: "ACME", days: 365},
+		{symbol: "ACME", days: 365},
+		{symbol: "BETA", days: 365},
+		{symbol: "BETA", days: 365},
+		{symbol: "GAMMA", days: 365},
+		{symbol: "GAMMA", days: 365},
+		{symbol: "ACME", days: 20},   // fewer bars than slow_window: failed
+		{symbol: "FLAKY", days: 365}, // fails once, then succeeds
 		{symbol: "ACME", cancelled: true, days: 365},
 	}
 	const held = 8 // the runs whose first attempt reaches the engine

@@ -72,7 +72,8 @@ func TestFinishSweep(t *testing.T) {
 			require.Equal(t, id, f.ID)
 			require.Equal(t, b.alice.ID, f.UserID)
 			require.Equal(t, "cid-sweep", f.CorrelationID)
-			require.Equal(t, c.counts, [3]int{f.Succeeded, f.Failed, f.Cancelled})
+			got := [3]int{f.Succeeded, f.Failed, f.Cancelled}
+			require.Equal(t, c.counts, got)
 			require.GreaterOrEqual(t, f.FinishedAt.Sub(f.CreatedAt).Seconds(), 90.0)
 
 			_, again, err := b.q.FinishSweep(ctx, id)

@@ -22,7 +22,9 @@ import (
 func sweepLog(n int) string {
 	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	var b strings.Builder
-	at := func(ms int) string { return t0.Add(time.Duration(ms) * time.Millisecond).Format("2006-01-02T15:04:05.000000Z") }
+	at := func(ms int) string {
+		return t0.Add(time.Duration(ms) * time.Millisecond).Format("2006-01-02T15:04:05.000000Z")
+	}
 	const sweep = "0195a1b2-0000-7000-8000-00000000feed"
 	line := func(ms int, service, level, event, rest string) {
 		fmt.Fprintf(&b, `{"timestamp":%q,"level":%q,"event":%q,"service":%q,"correlation_id":"sweep-42"%s}`+"\n",
