@@ -8,6 +8,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/backtest"
@@ -206,5 +209,79 @@ func drain(chans ...<-chan *river.Event) {
 			}
 			break
 		}
+	}
+}
+
+// TestEndOfASweepsLastRunFinishesIt works the one run of a sweep once,
+// through rivertest (no reconciliation runs): every way an attempt can end
+// its run finishes the sweep, with the counts, and an attempt that leaves
+// the run to retry does not.
+func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
+	t.Parallel()
+	panicking := func(context.Context, backtest.Input) (backtest.Result, error) { panic("engine exploded") }
+	tests := []struct {
+		name        string
+		days        int
+		engine      jobs.Engine
+		maxAttempts int
+		want        []int // succeeded, failed, cancelled; nil: not finished
+	}{
+		{name: "succeeded", days: 365, want: []int{1, 0, 0}},
+		{name: "failed for good", days: 20, want: []int{0, 1, 0}},
+		{name: "panic on the last attempt", days: 365, engine: panicking, maxAttempts: 1, want: []int{0, 1, 0}},
+		{name: "panic with attempts left", days: 365, engine: panicking, maxAttempts: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := t.Context()
+			tx, err := b.db.Pool.Begin(ctx)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+			q := store.New(tx)
+			sma := fixture.Strategy(t, q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+			sweepID := uuid.Must(uuid.NewV7())
+			_, err = tx.Exec(ctx, `
+				INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
+				                    initial_cash, run_count)
+				VALUES ($1, $2, 'cid-one', 'sma_crossover', '{}', '{ACME}', '2024-01-01', '2025-01-01', 10000, 1)`,
+				sweepID, b.user.ID)
+			require.NoError(t, err)
+			nb := fixture.Backtest(b.user.ID, sma.ID, "cid-one", "ACME", tt.days)
+			run, err := q.InsertRun(ctx, store.NewRun{
+				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: sma.ID, CorrelationID: nb.CorrelationID,
+				Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+			})
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, run.ID, sweepID)
+			require.NoError(t, err)
+
+			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
+			_, _ = w.Work(ctx, t, tx, jobargs.Backtest{
+				RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: sma.ID, SweepID: sweepID,
+			}, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
+
+			var finished []map[string]any
+			for _, l := range b.logs.Lines(t) {
+				if l[obs.KeyEvent] == obs.EventSweepFinished {
+					finished = append(finished, l)
+				}
+			}
+			if tt.want == nil {
+				require.Empty(t, finished, "the run is retrying: the sweep goes on")
+				return
+			}
+			require.Len(t, finished, 1)
+			got := []int{
+				int(finished[0][obs.KeySucceededCount].(float64)), int(finished[0][obs.KeyFailedCount].(float64)),
+				int(finished[0][obs.KeyCancelledCount].(float64)),
+			}
+			require.Equal(t, tt.want, got)
+			require.Equal(t, sweepID.String(), finished[0][obs.KeySweepID])
+			require.Equal(t, "cid-one", finished[0][obs.KeyCorrelationID])
+		})
 	}
 }
