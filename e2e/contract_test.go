@@ -223,6 +223,17 @@ func requireRecipes(t *testing.T, server, worker [][]byte, correlationID, runID 
 			t.Helper()
 			require.Len(t, out, count(func(l map[string]any) bool { return l[obs.KeyTraceID] == traceID }))
 		},
+		"sweep": func(t *testing.T, out []map[string]any) {
+			t.Helper()
+			// A single run's correlation ID: no run_count, its one run by outcome.
+			require.Equal(t, []map[string]any{{
+				"run_count": nil,
+				"succeeded": float64(count(func(l map[string]any) bool {
+					return l[obs.KeyCorrelationID] == correlationID && l[obs.KeyEvent] == obs.EventJobCompleted
+				})),
+				"failed": float64(0), "cancelled": float64(0),
+			}}, out)
+		},
 		"rejected": func(t *testing.T, out []map[string]any) {
 			t.Helper()
 			require.Len(t, out, count(func(l map[string]any) bool { return l[obs.KeyEvent] == obs.EventCorrelationIDRejected }))
@@ -235,7 +246,7 @@ func requireRecipes(t *testing.T, server, worker [][]byte, correlationID, runID 
 	for _, r := range recipes {
 		names = append(names, r.name)
 	}
-	require.ElementsMatch(t, []string{"follow", "errors", "run", "slow", "rejected", "trace"}, names)
+	require.ElementsMatch(t, []string{"follow", "errors", "run", "slow", "rejected", "trace", "sweep"}, names)
 
 	dir := t.TempDir()
 	for _, prefixed := range []bool{false, true} {

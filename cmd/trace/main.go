@@ -13,7 +13,11 @@
 // It reads the files named (standard input without any), raw or with docker
 // compose's "service-1  | " prefixes, skips what is not JSON, and prints the
 // selected lines sorted by timestamp: a readable timeline, or with --json the
-// lines themselves. It exits 1 when no line matches, and 2 when it cannot
+// lines themselves. A fan-out, lines of more than 20 runs (a sweep's
+// correlation ID), is summarised instead of printed line by line: lines per
+// event and level, runs per outcome, the slowest attempts, the lines of no
+// run and every warn and error line in full, and how to see one run
+// (trace --run RUN_ID); --full prints the whole timeline all the same. It exits 1 when no line matches, and 2 when it cannot
 // read its input or write its output (a closed pipe, as in trace ID | head,
 // is not a failure).
 package main
@@ -65,6 +69,7 @@ type options struct {
 	sel    timeline.Selector
 	files  []string
 	asJSON bool
+	full   bool
 	color  string
 }
 
@@ -99,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if len(entries) == 0 {
 		return exitError{code: 1, msg: fmt.Sprintf("no lines with %s %s", opts.sel.Field, opts.sel.Value)}
 	}
-	return writeOutput(stdout, entries, opts.asJSON, useColor)
+	return writeOutput(stdout, entries, opts.asJSON, !opts.full && timeline.Runs(entries) > timeline.FanOutRuns, useColor)
 }
 
 // parseArgs reads the command line. Its errors are exitErrors, or
@@ -112,9 +117,10 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	jobID := fs.String("job", "", "select a job's lines by job_id")
 	traceID := fs.String("trace-id", "", "select the lines of a W3C trace by trace_id: every request that came with its traceparent, and their jobs")
 	asJSON := fs.Bool("json", false, "print the selected JSON lines, sorted, instead of a timeline")
+	full := fs.Bool("full", false, fmt.Sprintf("print every line of a fan-out (more than %d runs) instead of its summary", timeline.FanOutRuns))
 	color := fs.String("color", "auto", "colour levels: auto (on a terminal, unless NO_COLOR is set), always or never")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: trace [--json] [--color auto|always|never] "+
+		fmt.Fprintln(stderr, "usage: trace [--json | --full] [--color auto|always|never] "+
 			"(CORRELATION_ID | --id CORRELATION_ID | --run RUN_ID | --job JOB_ID | --trace-id TRACE_ID) [FILE...]")
 		fmt.Fprintln(stderr, "       trace [flags] -- CORRELATION_ID [FILE...]    (an ID that starts with -)")
 		fs.PrintDefaults()
@@ -125,7 +131,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		}
 		return options{}, exitError{code: 2}
 	}
-	opts := options{files: fs.Args(), asJSON: *asJSON, color: *color}
+	opts := options{files: fs.Args(), asJSON: *asJSON, full: *full, color: *color}
 	given := 0
 	for _, v := range []string{*corrID, *runID, *jobID, *traceID} {
 		if v != "" {
@@ -177,19 +183,23 @@ func selectLines(ctx context.Context, input io.Reader, sel timeline.Selector) ([
 	}
 }
 
-// writeOutput prints entries as a timeline or, asJSON, as the lines
-// themselves. A reader that left (trace | head) is no failure; any other
-// write error is, or a full disk would pass for a complete timeline.
-func writeOutput(w io.Writer, entries []timeline.Entry, asJSON, color bool) error {
+// writeOutput prints entries as a timeline, as a summary if summarise, or,
+// asJSON, as the lines themselves. A reader that left (trace | head) is no
+// failure; any other write error is, or a full disk would pass for a
+// complete timeline.
+func writeOutput(w io.Writer, entries []timeline.Entry, asJSON, summarise, color bool) error {
 	var err error
-	if asJSON {
+	switch {
+	case asJSON:
 		bw := bufio.NewWriter(w)
 		for _, e := range entries {
 			_, _ = bw.Write(e.Raw) // a bufio error resurfaces at Flush
 			_ = bw.WriteByte('\n')
 		}
 		err = bw.Flush()
-	} else {
+	case summarise:
+		err = timeline.RenderSummary(w, entries, "trace --run", timeline.Options{Color: color})
+	default:
 		err = timeline.Render(w, entries, timeline.Options{Color: color})
 	}
 	if err != nil && !errors.Is(err, syscall.EPIPE) {

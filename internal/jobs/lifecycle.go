@@ -50,6 +50,9 @@ type Lifecycle struct {
 
 	logger *slog.Logger
 	runs   attemptWrites
+	// sweeps finishes the sweep of a run whose attempt ended, if it was
+	// the sweep's last run to become final.
+	sweeps sweepFinisher
 	// jobs, if set, learns each job's fields and whether its failure was
 	// logged, for the handler of River's own lines.
 	jobs *jobTracker
@@ -64,7 +67,8 @@ var _ rivertype.WorkerMiddleware = (*Lifecycle)(nil)
 // NewLifecycle returns the middleware, logging to logger and updating runs
 // through db.
 func NewLifecycle(logger *slog.Logger, db store.DBTX) *Lifecycle {
-	return &Lifecycle{logger: logger, runs: store.New(db)}
+	q := store.New(db)
+	return &Lifecycle{logger: logger, runs: q, sweeps: q}
 }
 
 // failedAttempt is how an attempt failed: what job_failed says, and the
@@ -98,12 +102,17 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 				errorType: fmt.Sprintf("%T", r), traceback: obs.PanicStack(), panicked: true,
 				willRetry: job.Attempt < job.MaxAttempts,
 			})
+			endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
 			l.jobs.finished(job.ID, true)
 			panic(r) // River records the panic and schedules the retry
 		}
 	}()
 	err = doInner(ctx)
 	defer l.jobs.finished(job.ID, err != nil) // after the lines below: River's come later still
+	// Deferred after the line above, so it runs first: once the attempt's
+	// end is written and logged (job_completed by the worker, the others
+	// below), whatever it was.
+	defer endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
 	var stale *staleAttemptError
 	switch {
 	case err == nil: // the worker logged job_completed, with its result

@@ -98,6 +98,12 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 		}
 		w.logger.LogAttrs(rctx, level, obs.EventRunReconciled, attrs...)
 	}
+	// After the runs' changes committed: a sweep whose last run the
+	// reconciliation ended is finished here, as is one whose finisher
+	// crashed before marking it.
+	if err := finishSettledSweeps(ctx, w.logger, w.q); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	w.logger.LogAttrs(ctx, lifecycleLevel(job.Kind), obs.EventJobCompleted,
 		slog.Int64(obs.KeyDurationMS, time.Since(began).Milliseconds()))
 	return nil

@@ -311,6 +311,26 @@ func catalog() []EventSpec {
 			When: "the reconciliation brought a run in step with what River did to its job without a worker to report it",
 		},
 		{
+			Name: obs.EventSweepFinished, Services: []string{"worker", "server"}, Levels: info,
+			Required: []string{
+				obs.KeyCorrelationID, obs.KeyUserID, obs.KeySweepID,
+				obs.KeySucceededCount, obs.KeyFailedCount, obs.KeyCancelledCount, obs.KeyDurationMS,
+			},
+			Notes: map[string]string{
+				obs.KeyCorrelationID: "the sweep's, which all its runs share",
+				obs.KeyDurationMS:    "from the sweep's creation to its last run's end",
+			},
+			When: "the last run of a sweep reached a final status, once per sweep: logged by the worker that ended it, " +
+				"the reconciliation, or the server for a `POST /sweeps/{id}/cancel` that ended it; the counts add up to " +
+				"its `run_count`",
+		},
+		{
+			Name: obs.EventSweepFinishFailed, Services: worker, Levels: warn, Scope: ScopeJob,
+			Required: errorKeys,
+			When: "the end of a sweep's run could not check whether the sweep is finished (the run's own status is " +
+				"written); the reconciliation finishes the sweep and logs `sweep_finished` if it was the last",
+		},
+		{
 			Name: obs.EventMigrationsApplied, Services: []string{"migrate"}, Levels: info,
 			Optional: []string{obs.KeyApplied, obs.KeyVersion, obs.KeyStatus},
 			Notes:    map[string]string{obs.KeyStatus: "`database_created`"},

@@ -109,6 +109,9 @@ var Keys = []KeySpec{
 	{obs.KeyStrategyID, anID, "the strategy"},
 	{obs.KeyRunID, anID, "the backtest run"},
 	{obs.KeySweepID, anID, "the sweep the run belongs to (POST /sweeps)"},
+	{obs.KeySucceededCount, aCount, "how many of the sweep's runs succeeded"},
+	{obs.KeyFailedCount, aCount, "how many of the sweep's runs failed"},
+	{obs.KeyCancelledCount, aCount, "how many of the sweep's runs were cancelled"},
 	{obs.KeyJobID, Value{Type: "integer", Minimum: new(1)}, "the River job"},
 	{obs.KeyJobKind, aNonEmpty, "the River job's kind: backtest, reconcile_runs for the periodic reconciliation, " +
 		"or sweep_idempotency_keys for the periodic deletion of expired idempotency keys"},

@@ -60,6 +60,9 @@ const (
 	KeySpanID            = "span_id"
 	KeyOriginalCorrID    = "original_correlation_id"
 	KeyDeleted           = "deleted"
+	KeySucceededCount    = "succeeded_count"
+	KeyFailedCount       = "failed_count"
+	KeyCancelledCount    = "cancelled_count"
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
 	EventServerStopping         = "server_stopping"
@@ -99,4 +102,6 @@ const (
 	EventTraceparentRejected    = "traceparent_rejected"
 	EventMetricsListening       = "metrics_listening"
 	EventIdempotentReplay       = "idempotent_replay"
+	EventSweepFinished          = "sweep_finished"
+	EventSweepFinishFailed      = "sweep_finish_failed"
 )

@@ -16,6 +16,9 @@ import (
 type Options struct {
 	// Color marks levels with ANSI colours: for a terminal only.
 	Color bool
+	// Origin, if set, is the instant offsets count from, instead of the
+	// first entry's: a summary shows extracts of one timeline.
+	Origin time.Time
 }
 
 // header keys are shown in the fixed columns, not among the fields.
@@ -37,8 +40,11 @@ const colorReset = "\x1b[0m"
 // level, event and the other fields, with tracebacks as indented frames.
 func Render(w io.Writer, entries []Entry, opts Options) error {
 	bw := bufio.NewWriter(w)
-	var t0 time.Time
+	t0 := opts.Origin
 	for _, e := range entries {
+		if !t0.IsZero() {
+			break
+		}
 		if t, err := time.Parse(time.RFC3339Nano, e.Timestamp); err == nil {
 			t0 = t
 			break

@@ -1,0 +1,287 @@
+package jobs_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
+	"github.com/backtestd/backtestd/internal/jobargs"
+	"github.com/backtestd/backtestd/internal/jobs"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
+)
+
+// sweepRun is a run of a test sweep: what it backtests, and whether its
+// job is cancelled in River before any worker sees it.
+type sweepRun struct {
+	symbol    string
+	days      int
+	cancelled bool
+}
+
+// insertSweep inserts a sweep of the user's with its runs and their jobs,
+// as POST /sweeps does: one correlation ID, the sweep's id in each job's
+// arguments and on each run. It returns the sweep's id.
+func (b *testBundle) insertSweep(t *testing.T, cid string, runs []sweepRun) uuid.UUID {
+	t.Helper()
+	ctx := t.Context()
+	inserter, err := enqueue.NewInsertClient(b.db.Pool, b.handler)
+	require.NoError(t, err)
+	sma := fixture.Strategy(t, b.q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+	sweepID := uuid.Must(uuid.NewV7())
+	err = pgx.BeginFunc(ctx, b.db.Pool, func(tx pgx.Tx) error {
+		// Created a while ago, so that its duration_ms says it came from
+		// created_at.
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
+			                    initial_cash, run_count, created_at)
+			VALUES ($1, $2, $3, 'sma_crossover', '{"fast_window":[5],"slow_window":[50]}', '{ACME}',
+			        '2024-01-01', '2025-01-01', 10000, $4, now() - interval '90 seconds')`,
+			sweepID, b.user.ID, cid, len(runs)); err != nil {
+			return err
+		}
+		q := store.New(tx)
+		for _, r := range runs {
+			nb := fixture.Backtest(b.user.ID, sma.ID, cid, r.symbol, r.days)
+			runID := uuid.Must(uuid.NewV7())
+			res, err := inserter.InsertTx(ctx, tx, jobargs.Backtest{
+				RunID: runID, CorrelationID: cid, UserID: b.user.ID, StrategyID: sma.ID, SweepID: sweepID,
+			}, &river.InsertOpts{Priority: 2})
+			if err != nil {
+				return err
+			}
+			if _, err := q.InsertRun(ctx, store.NewRun{
+				ID: runID, UserID: b.user.ID, StrategyID: sma.ID, CorrelationID: cid, JobID: res.Job.ID,
+				Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+			}); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, runID, sweepID); err != nil {
+				return err
+			}
+			if r.cancelled {
+				if _, err := inserter.JobCancelTx(ctx, tx, res.Job.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	return sweepID
+}
+
+// gate holds the engine's first n calls until all n have arrived, then lets
+// them all go at once; later calls pass.
+type gate struct {
+	slots   chan struct{} // taken by the first n calls
+	arrived chan struct{} // one per held call
+	release chan struct{}
+}
+
+func newGate(n int) *gate {
+	return &gate{slots: make(chan struct{}, n), arrived: make(chan struct{}, n), release: make(chan struct{})}
+}
+
+func (g *gate) wrap(next jobs.Engine) jobs.Engine {
+	return func(ctx context.Context, in backtest.Input) (backtest.Result, error) {
+		select {
+		case g.slots <- struct{}{}:
+			g.arrived <- struct{}{}
+			select {
+			case <-g.release:
+			case <-ctx.Done():
+				return backtest.Result{}, ctx.Err()
+			}
+		default: // the gate is full: a later attempt
+		}
+		return next(ctx, in)
+	}
+}
+
+// open waits for the n calls, then lets them go together.
+func (g *gate) open(t *testing.T) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for range cap(g.arrived) {
+		select {
+		case <-g.arrived:
+		case <-deadline:
+			t.Fatal("the attempts did not all reach the engine")
+		}
+	}
+	close(g.release)
+}
+
+// TestSweepFinishedOnceWhenItsLastRunEnds works a sweep with two River
+// clients, every first attempt held until all eight are running and then
+// ended at once (succeeded, failed, failed and retried), and one run whose
+// job was cancelled in River, which the reconciliation ends: the sweep is
+// finished and sweep_finished logged exactly once, with the counts.
+func TestSweepFinishedOnceWhenItsLastRunEnds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	runs := []sweepRun{
+		{symbol: "ACME", days: 365},
+		{symbol: "ACME", days: 365},
+		{symbol: "BETA", days: 365},
+		{symbol: "BETA", days: 365},
+		{symbol: "GAMMA", days: 365},
+		{symbol: "GAMMA", days: 365},
+		{symbol: "ACME", days: 20},   // fewer bars than slow_window: failed
+		{symbol: "FLAKY", days: 365}, // fails once, then succeeds
+		{symbol: "ACME", cancelled: true, days: 365},
+	}
+	const held = 8 // the runs whose first attempt reaches the engine
+	sweepID := b.insertSweep(t, "cid-sweep", runs)
+
+	g := newGate(held)
+	flaky := &flakyEngine{calls: map[string]int{}}
+	kinds := []river.EventKind{river.EventKindJobCompleted, river.EventKindJobCancelled, river.EventKindJobFailed}
+	cfg := jobs.ClientConfig{Concurrency: held / 2, Engine: g.wrap(flaky.run), RetryPolicy: fastRetry{}}
+	cfg.ID = "worker-1"
+	_, events1 := b.startClient(t, cfg, kinds...)
+	cfg.ID = "worker-2"
+	_, events2 := b.startClient(t, cfg, kinds...)
+	g.open(t) // neither client alone can hold all eight: both work the sweep
+
+	var finished []map[string]any
+	require.Eventually(t, func() bool {
+		drain(events1, events2)
+		finished = nil
+		for _, l := range b.logs.Lines(t) {
+			if l[obs.KeyEvent] == obs.EventSweepFinished {
+				finished = append(finished, l)
+			}
+		}
+		return len(finished) > 0
+	}, 30*time.Second, 20*time.Millisecond, "sweep_finished is logged")
+
+	var unfinished int
+	require.NoError(t, b.db.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM backtest_runs WHERE sweep_id = $1 AND status IN ('queued', 'running', 'retrying')`,
+		sweepID).Scan(&unfinished))
+	require.Zero(t, unfinished, "the sweep finished with its last run")
+	var marked bool
+	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT finished_at IS NOT NULL FROM sweeps WHERE id = $1`, sweepID).Scan(&marked))
+	require.True(t, marked)
+
+	// Every run's last attempt logged, the line is still the only one.
+	waitLastAttemptsLogged(t, b.logs, held)
+	finished = finished[:0]
+	for _, l := range b.logs.Lines(t) {
+		if l[obs.KeyEvent] == obs.EventSweepFinished {
+			finished = append(finished, l)
+		}
+	}
+	require.Len(t, finished, 1)
+	line := finished[0]
+	require.GreaterOrEqual(t, line[obs.KeyDurationMS], float64(90_000), "from the sweep's created_at")
+	delete(line, obs.KeyTimestamp)
+	delete(line, obs.KeyDurationMS)
+	require.Equal(t, map[string]any{
+		"level": "info", "event": "sweep_finished", "service": "worker",
+		"correlation_id": "cid-sweep", "user_id": b.user.ID.String(), "sweep_id": sweepID.String(),
+		"succeeded_count": float64(7), "failed_count": float64(1), "cancelled_count": float64(1),
+	}, line)
+}
+
+// drain empties the clients' event channels, which nobody else reads.
+func drain(chans ...<-chan *river.Event) {
+	for _, ch := range chans {
+		for {
+			select {
+			case <-ch:
+				continue
+			default:
+			}
+			break
+		}
+	}
+}
+
+// TestEndOfASweepsLastRunFinishesIt works the one run of a sweep once,
+// through rivertest (no reconciliation runs): every way an attempt can end
+// its run finishes the sweep, with the counts, and an attempt that leaves
+// the run to retry does not.
+func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
+	t.Parallel()
+	panicking := func(context.Context, backtest.Input) (backtest.Result, error) { panic("engine exploded") }
+	tests := []struct {
+		name        string
+		days        int
+		engine      jobs.Engine
+		maxAttempts int
+		want        []int // succeeded, failed, cancelled; nil: not finished
+	}{
+		{name: "succeeded", days: 365, want: []int{1, 0, 0}},
+		{name: "failed for good", days: 20, want: []int{0, 1, 0}},
+		{name: "panic on the last attempt", days: 365, engine: panicking, maxAttempts: 1, want: []int{0, 1, 0}},
+		{name: "panic with attempts left", days: 365, engine: panicking, maxAttempts: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := t.Context()
+			tx, err := b.db.Pool.Begin(ctx)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+			q := store.New(tx)
+			sma := fixture.Strategy(t, q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+			sweepID := uuid.Must(uuid.NewV7())
+			_, err = tx.Exec(ctx, `
+				INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
+				                    initial_cash, run_count)
+				VALUES ($1, $2, 'cid-one', 'sma_crossover', '{}', '{ACME}', '2024-01-01', '2025-01-01', 10000, 1)`,
+				sweepID, b.user.ID)
+			require.NoError(t, err)
+			nb := fixture.Backtest(b.user.ID, sma.ID, "cid-one", "ACME", tt.days)
+			run, err := q.InsertRun(ctx, store.NewRun{
+				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: sma.ID, CorrelationID: nb.CorrelationID,
+				Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+			})
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, run.ID, sweepID)
+			require.NoError(t, err)
+
+			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
+			_, _ = w.Work(ctx, t, tx, jobargs.Backtest{
+				RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: sma.ID, SweepID: sweepID,
+			}, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
+
+			var finished []map[string]any
+			for _, l := range b.logs.Lines(t) {
+				if l[obs.KeyEvent] == obs.EventSweepFinished {
+					finished = append(finished, l)
+				}
+			}
+			if tt.want == nil {
+				require.Empty(t, finished, "the run is retrying: the sweep goes on")
+				return
+			}
+			require.Len(t, finished, 1)
+			got := []int{
+				int(finished[0][obs.KeySucceededCount].(float64)), int(finished[0][obs.KeyFailedCount].(float64)),
+				int(finished[0][obs.KeyCancelledCount].(float64)),
+			}
+			require.Equal(t, tt.want, got)
+			require.Equal(t, sweepID.String(), finished[0][obs.KeySweepID])
+			require.Equal(t, "cid-one", finished[0][obs.KeyCorrelationID])
+		})
+	}
+}
