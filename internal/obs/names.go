@@ -60,6 +60,8 @@ const (
 	KeySpanID            = "span_id"
 	KeyOriginalCorrID    = "original_correlation_id"
 	KeyDeleted           = "deleted"
+	KeyRunCount          = "run_count"
+	KeySkippedCount      = "skipped_count"
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
 	EventServerStopping         = "server_stopping"
@@ -70,6 +72,7 @@ const (
 	EventCorrelationIDRejected  = "correlation_id_rejected"
 	EventBacktestEnqueued       = "backtest_enqueued"
 	EventBacktestCancelled      = "backtest_cancelled"
+	EventSweepEnqueued          = "sweep_enqueued"
 	EventStrategyCreated        = "strategy_created"
 	EventRequestFailed          = "request_failed"
 	EventWorkerStarted          = "worker_started"
