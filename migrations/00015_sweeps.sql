@@ -20,6 +20,9 @@ CREATE TABLE sweeps (
     cancel_requested_at timestamptz
 );
 CREATE INDEX sweeps_user_id_created_at_idx ON sweeps (user_id, created_at DESC, id DESC);
+-- The reconciliation looks for sweeps not yet marked finished every
+-- interval: only those are in this index, however many sweeps have ended.
+CREATE INDEX sweeps_unfinished_idx ON sweeps (id) WHERE finished_at IS NULL;
 
 ALTER TABLE backtest_runs ADD COLUMN sweep_id uuid REFERENCES sweeps (id) ON DELETE CASCADE;
 -- A sweep's runs by status (its counts, whether it is finished) and in the
@@ -32,4 +35,4 @@ CREATE INDEX backtest_runs_sweep_id_created_at_idx ON backtest_runs (sweep_id, c
 DROP INDEX backtest_runs_sweep_id_created_at_idx;
 DROP INDEX backtest_runs_sweep_id_status_idx;
 ALTER TABLE backtest_runs DROP COLUMN sweep_id;
-DROP TABLE sweeps;
+DROP TABLE sweeps; -- and its indexes

@@ -141,6 +141,33 @@ func (e ProblemKind) Valid() bool {
 	}
 }
 
+// Defines values for RankMetric.
+const (
+	Cagr        RankMetric = "cagr"
+	FinalEquity RankMetric = "final_equity"
+	MaxDrawdown RankMetric = "max_drawdown"
+	Sharpe      RankMetric = "sharpe"
+	TotalReturn RankMetric = "total_return"
+)
+
+// Valid indicates whether the value is a known member of the RankMetric enum.
+func (e RankMetric) Valid() bool {
+	switch e {
+	case Cagr:
+		return true
+	case FinalEquity:
+		return true
+	case MaxDrawdown:
+		return true
+	case Sharpe:
+		return true
+	case TotalReturn:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for RunStatus.
 const (
 	RunStatusCancelled RunStatus = "cancelled"
@@ -186,6 +213,45 @@ func (e StrategyKind) Valid() bool {
 	case RsiReversion:
 		return true
 	case SmaCrossover:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SweepEnqueuedStatus.
+const (
+	SweepEnqueuedStatusQueued SweepEnqueuedStatus = "queued"
+)
+
+// Valid indicates whether the value is a known member of the SweepEnqueuedStatus enum.
+func (e SweepEnqueuedStatus) Valid() bool {
+	switch e {
+	case SweepEnqueuedStatusQueued:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SweepStatus.
+const (
+	SweepStatusCancelled SweepStatus = "cancelled"
+	SweepStatusFinished  SweepStatus = "finished"
+	SweepStatusQueued    SweepStatus = "queued"
+	SweepStatusRunning   SweepStatus = "running"
+)
+
+// Valid indicates whether the value is a known member of the SweepStatus enum.
+func (e SweepStatus) Valid() bool {
+	switch e {
+	case SweepStatusCancelled:
+		return true
+	case SweepStatusFinished:
+		return true
+	case SweepStatusQueued:
+		return true
+	case SweepStatusRunning:
 		return true
 	default:
 		return false
@@ -289,6 +355,25 @@ type NewStrategy struct {
 	Params *StrategyParams `json:"params,omitempty"`
 }
 
+// NewSweep defines model for NewSweep.
+type NewSweep struct {
+	// End After start, at most 100 years after it.
+	End         Date    `json:"end"`
+	InitialCash float64 `json:"initial_cash"`
+
+	// Kind `sma_crossover`: long while the `fast_window`-bar moving average is
+	// above the `slow_window`-bar one (both required, 1 <= fast < slow <=
+	// 10000). `buy_and_hold`: no parameters. `rsi_reversion`: buys when
+	// Wilder's RSI over `period` bars (2 to 1000, default 14) falls below
+	// `oversold` (default 30), sells above `overbought` (default 70).
+	Kind StrategyKind `json:"kind"`
+
+	// ParamsGrid For each parameter of the kind, the values to try (a list of one is fine); `{}` for none.
+	ParamsGrid map[string][]interface{} `json:"params_grid"`
+	Start      Date                     `json:"start"`
+	Symbols    []Symbol                 `json:"symbols"`
+}
+
 // Problem An RFC 9457 problem.
 type Problem struct {
 	CorrelationId CorrelationID `json:"correlation_id"`
@@ -326,6 +411,24 @@ type ProblemType struct {
 	Status int    `json:"status"`
 	Title  string `json:"title"`
 	Type   string `json:"type"`
+}
+
+// RankMetric defines model for RankMetric.
+type RankMetric string
+
+// RankedRun defines model for RankedRun.
+type RankedRun struct {
+	// Params The parameters of the strategy's kind, and no others.
+	Params StrategyParams `json:"params"`
+
+	// RunId A UUID, lowercase, 36 characters.
+	RunId ID `json:"run_id"`
+
+	// Symbol 1 to 16 letters, digits, '.' or '-', starting with a letter or digit.
+	Symbol Symbol `json:"symbol"`
+
+	// Value The run's result field named by `rank_by`.
+	Value float32 `json:"value"`
 }
 
 // Run defines model for Run.
@@ -436,6 +539,77 @@ type StrategyParams struct {
 	SlowWindow *int     `json:"slow_window,omitempty"`
 }
 
+// Sweep defines model for Sweep.
+type Sweep struct {
+	// Best The best succeeded runs by `rank_by`, best first (ties to the earlier run); at most `top`.
+	Best []RankedRun `json:"best"`
+
+	// CancelRequestedAt When a cancel was first asked of the sweep.
+	CancelRequestedAt *time.Time    `json:"cancel_requested_at"`
+	CorrelationId     CorrelationID `json:"correlation_id"`
+
+	// Counts The sweep's runs by status.
+	Counts struct {
+		Cancelled int `json:"cancelled"`
+		Failed    int `json:"failed"`
+		Queued    int `json:"queued"`
+		Retrying  int `json:"retrying"`
+		Running   int `json:"running"`
+		Succeeded int `json:"succeeded"`
+	} `json:"counts"`
+	CreatedAt Timestamp `json:"created_at"`
+	End       Date      `json:"end"`
+
+	// FinishedAt When its last run finished, as the worker records it.
+	FinishedAt *time.Time `json:"finished_at"`
+
+	// Id A UUID, lowercase, 36 characters.
+	Id          ID      `json:"id"`
+	InitialCash float64 `json:"initial_cash"`
+
+	// Kind `sma_crossover`: long while the `fast_window`-bar moving average is
+	// above the `slow_window`-bar one (both required, 1 <= fast < slow <=
+	// 10000). `buy_and_hold`: no parameters. `rsi_reversion`: buys when
+	// Wilder's RSI over `period` bars (2 to 1000, default 14) falls below
+	// `oversold` (default 30), sells above `overbought` (default 70).
+	Kind       StrategyKind             `json:"kind"`
+	ParamsGrid map[string][]interface{} `json:"params_grid"`
+
+	// ProgressPct The share of its runs that have finished (succeeded, failed or cancelled), rounded down.
+	ProgressPct  int        `json:"progress_pct"`
+	RankBy       RankMetric `json:"rank_by"`
+	RunCount     int        `json:"run_count"`
+	SkippedCount int        `json:"skipped_count"`
+	Start        Date       `json:"start"`
+
+	// Status `queued` (no run has started), `running` (some run has not
+	// finished), `finished` (every run has), `cancelled` (every run has,
+	// and a cancel was asked of the sweep).
+	Status  SweepStatus `json:"status"`
+	Symbols []Symbol    `json:"symbols"`
+}
+
+// SweepEnqueued defines model for SweepEnqueued.
+type SweepEnqueued struct {
+	CorrelationId CorrelationID `json:"correlation_id"`
+	RunCount      int           `json:"run_count"`
+
+	// SkippedCount The combinations the strategy refused, left out.
+	SkippedCount int                 `json:"skipped_count"`
+	Status       SweepEnqueuedStatus `json:"status"`
+
+	// SweepId A UUID, lowercase, 36 characters.
+	SweepId ID `json:"sweep_id"`
+}
+
+// SweepEnqueuedStatus defines model for SweepEnqueued.Status.
+type SweepEnqueuedStatus string
+
+// SweepStatus `queued` (no run has started), `running` (some run has not
+// finished), `finished` (every run has), `cancelled` (every run has,
+// and a cancel was asked of the sweep).
+type SweepStatus string
+
 // Symbol 1 to 16 letters, digits, '.' or '-', starting with a letter or digit.
 type Symbol = string
 
@@ -515,6 +689,9 @@ type ListBacktestsParams struct {
 
 	// CorrelationId The runs started by requests with this correlation ID (in a query, write `+` as `%2B`).
 	CorrelationId *CorrelationID `form:"correlation_id,omitempty" json:"correlation_id,omitempty"`
+
+	// SweepId The runs of this sweep.
+	SweepId *ID `form:"sweep_id,omitempty" json:"sweep_id,omitempty"`
 
 	// CreatedAfter Only runs created after this instant (RFC 3339).
 	CreatedAfter *time.Time `form:"created_after,omitempty" json:"created_after,omitempty"`
@@ -730,11 +907,62 @@ type GetStrategyParams struct {
 	Traceparent *TraceparentParam `json:"traceparent,omitempty"`
 }
 
+// CreateSweepParams defines parameters for CreateSweep.
+type CreateSweepParams struct {
+	// IdempotencyKey 1 to 255 printable ASCII characters, chosen by the client (a UUID,
+	// say). A repeat of the request with the same key and the same body
+	// within 24 hours answers the first response again and creates
+	// nothing; the same key with another body is a 422 problem.
+	IdempotencyKey *IdempotencyKeyParam `json:"Idempotency-Key,omitempty"`
+
+	// XCorrelationID The ID to handle the request under. A value that is not 1 to 128
+	// characters of `A-Z a-z 0-9 . _ : + = / @ -`, or that is sent twice,
+	// is replaced by a new UUID (the request goes on).
+	XCorrelationID *CorrelationIDParam `json:"X-Correlation-ID,omitempty"`
+
+	// Traceparent W3C trace context. A valid one makes the request, and the job it
+	// starts, part of the client's trace; an invalid one is ignored.
+	Traceparent *TraceparentParam `json:"traceparent,omitempty"`
+}
+
+// GetSweepParams defines parameters for GetSweep.
+type GetSweepParams struct {
+	// RankBy The result field the best runs are ranked by; `max_drawdown` smallest first, the others largest first.
+	RankBy *RankMetric `form:"rank_by,omitempty" json:"rank_by,omitempty"`
+
+	// Top How many of the best runs to show.
+	Top *int `form:"top,omitempty" json:"top,omitempty"`
+
+	// XCorrelationID The ID to handle the request under. A value that is not 1 to 128
+	// characters of `A-Z a-z 0-9 . _ : + = / @ -`, or that is sent twice,
+	// is replaced by a new UUID (the request goes on).
+	XCorrelationID *CorrelationIDParam `json:"X-Correlation-ID,omitempty"`
+
+	// Traceparent W3C trace context. A valid one makes the request, and the job it
+	// starts, part of the client's trace; an invalid one is ignored.
+	Traceparent *TraceparentParam `json:"traceparent,omitempty"`
+}
+
+// CancelSweepParams defines parameters for CancelSweep.
+type CancelSweepParams struct {
+	// XCorrelationID The ID to handle the request under. A value that is not 1 to 128
+	// characters of `A-Z a-z 0-9 . _ : + = / @ -`, or that is sent twice,
+	// is replaced by a new UUID (the request goes on).
+	XCorrelationID *CorrelationIDParam `json:"X-Correlation-ID,omitempty"`
+
+	// Traceparent W3C trace context. A valid one makes the request, and the job it
+	// starts, part of the client's trace; an invalid one is ignored.
+	Traceparent *TraceparentParam `json:"traceparent,omitempty"`
+}
+
 // CreateBacktestJSONRequestBody defines body for CreateBacktest for application/json ContentType.
 type CreateBacktestJSONRequestBody = NewBacktest
 
 // CreateStrategyJSONRequestBody defines body for CreateStrategy for application/json ContentType.
 type CreateStrategyJSONRequestBody = NewStrategy
+
+// CreateSweepJSONRequestBody defines body for CreateSweep for application/json ContentType.
+type CreateSweepJSONRequestBody = NewSweep
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -930,6 +1158,59 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /strategies/{id} (the `GetStrategy` operationId).
 	GetStrategy(ctx context.Context, id IDParam, params *GetStrategyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateSweepWithBody Start a sweep of a strategy's parameters over several symbols.
+	//
+	// Queues a run of every combination of `params_grid` (its cross
+	// product; parameters left out take the kind's defaults) over every
+	// symbol. Combinations the strategy refuses (`fast_window` not below
+	// `slow_window`, or needing more bars than the range has) are left out
+	// and counted in `skipped_count`; all of them refused is a 422. At
+	// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+	// `params_grid`. The sweep, a strategy per combination, every run and
+	// every job are written in one transaction, or nothing is. The runs
+	// count against your bound of unfinished runs (429). Sweep runs wait
+	// behind single backtests in the queue.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+	CreateSweepWithBody(ctx context.Context, params *CreateSweepParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateSweep Start a sweep of a strategy's parameters over several symbols.
+	//
+	// Queues a run of every combination of `params_grid` (its cross
+	// product; parameters left out take the kind's defaults) over every
+	// symbol. Combinations the strategy refuses (`fast_window` not below
+	// `slow_window`, or needing more bars than the range has) are left out
+	// and counted in `skipped_count`; all of them refused is a 422. At
+	// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+	// `params_grid`. The sweep, a strategy per combination, every run and
+	// every job are written in one transaction, or nothing is. The runs
+	// count against your bound of unfinished runs (429). Sweep runs wait
+	// behind single backtests in the queue.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+	CreateSweep(ctx context.Context, params *CreateSweepParams, body CreateSweepJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetSweep One of your sweeps, its runs counted and its best runs ranked.
+	//
+	// Corresponds with GET /sweeps/{id} (the `GetSweep` operationId).
+	GetSweep(ctx context.Context, id IDParam, params *GetSweepParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CancelSweep Cancel what has not finished of one of your sweeps.
+	//
+	// Its `queued` and `retrying` runs are cancelled at once with their
+	// jobs; `running` ones are asked to stop, as a single run's cancel
+	// does, and end `cancelled` with their attempt. Finished runs keep
+	// their results. Cancelling again is not an error; a sweep whose runs
+	// had all finished before any cancel is a 409 problem. The request has
+	// no body.
+	//
+	// Corresponds with POST /sweeps/{id}/cancel (the `CancelSweep` operationId).
+	CancelSweep(ctx context.Context, id IDParam, params *CancelSweepParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // ListBacktests List your runs, newest first.
@@ -1233,6 +1514,99 @@ func (c *Client) GetStrategy(ctx context.Context, id IDParam, params *GetStrateg
 	return c.Client.Do(req)
 }
 
+// CreateSweepWithBody Start a sweep of a strategy's parameters over several symbols.
+//
+// Queues a run of every combination of `params_grid` (its cross
+// product; parameters left out take the kind's defaults) over every
+// symbol. Combinations the strategy refuses (`fast_window` not below
+// `slow_window`, or needing more bars than the range has) are left out
+// and counted in `skipped_count`; all of them refused is a 422. At
+// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+// `params_grid`. The sweep, a strategy per combination, every run and
+// every job are written in one transaction, or nothing is. The runs
+// count against your bound of unfinished runs (429). Sweep runs wait
+// behind single backtests in the queue.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+func (c *Client) CreateSweepWithBody(ctx context.Context, params *CreateSweepParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateSweepRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateSweep Start a sweep of a strategy's parameters over several symbols.
+//
+// Queues a run of every combination of `params_grid` (its cross
+// product; parameters left out take the kind's defaults) over every
+// symbol. Combinations the strategy refuses (`fast_window` not below
+// `slow_window`, or needing more bars than the range has) are left out
+// and counted in `skipped_count`; all of them refused is a 422. At
+// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+// `params_grid`. The sweep, a strategy per combination, every run and
+// every job are written in one transaction, or nothing is. The runs
+// count against your bound of unfinished runs (429). Sweep runs wait
+// behind single backtests in the queue.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+func (c *Client) CreateSweep(ctx context.Context, params *CreateSweepParams, body CreateSweepJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateSweepRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetSweep One of your sweeps, its runs counted and its best runs ranked.
+//
+// Corresponds with GET /sweeps/{id} (the `GetSweep` operationId).
+func (c *Client) GetSweep(ctx context.Context, id IDParam, params *GetSweepParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSweepRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CancelSweep Cancel what has not finished of one of your sweeps.
+//
+// Its `queued` and `retrying` runs are cancelled at once with their
+// jobs; `running` ones are asked to stop, as a single run's cancel
+// does, and end `cancelled` with their attempt. Finished runs keep
+// their results. Cancelling again is not an error; a sweep whose runs
+// had all finished before any cancel is a 409 problem. The request has
+// no body.
+//
+// Corresponds with POST /sweeps/{id}/cancel (the `CancelSweep` operationId).
+func (c *Client) CancelSweep(ctx context.Context, id IDParam, params *CancelSweepParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCancelSweepRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // NewListBacktestsRequest constructs an http.Request for the ListBacktests method
 func NewListBacktestsRequest(server string, params *ListBacktestsParams) (*http.Request, error) {
 	var err error
@@ -1324,6 +1698,18 @@ func NewListBacktestsRequest(server string, params *ListBacktestsParams) (*http.
 		if params.CorrelationId != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "correlation_id", *params.CorrelationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.SweepId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "sweep_id", *params.SweepId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -2314,6 +2700,242 @@ func NewGetStrategyRequest(server string, id IDParam, params *GetStrategyParams)
 	return req, nil
 }
 
+// NewCreateSweepRequest calls the generic CreateSweep builder with application/json body
+func NewCreateSweepRequest(server string, params *CreateSweepParams, body CreateSweepJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateSweepRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateSweepRequestWithBody constructs an http.Request for the CreateSweep method, with any body, and a specified content type
+func NewCreateSweepRequestWithBody(server string, params *CreateSweepParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sweeps")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.XCorrelationID != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "X-Correlation-ID", *params.XCorrelationID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Correlation-ID", headerParam1)
+		}
+
+		if params.Traceparent != nil {
+			var headerParam2 string
+
+			headerParam2, err = runtime.StyleParamWithOptions("simple", false, "traceparent", *params.Traceparent, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("traceparent", headerParam2)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetSweepRequest constructs an http.Request for the GetSweep method
+func NewGetSweepRequest(server string, id IDParam, params *GetSweepParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sweeps/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.RankBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "rank_by", *params.RankBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Top != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "top", *params.Top, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XCorrelationID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Correlation-ID", *params.XCorrelationID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Correlation-ID", headerParam0)
+		}
+
+		if params.Traceparent != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "traceparent", *params.Traceparent, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("traceparent", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCancelSweepRequest constructs an http.Request for the CancelSweep method
+func NewCancelSweepRequest(server string, id IDParam, params *CancelSweepParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sweeps/%s/cancel", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XCorrelationID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Correlation-ID", *params.XCorrelationID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Correlation-ID", headerParam0)
+		}
+
+		if params.Traceparent != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "traceparent", *params.Traceparent, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("traceparent", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -2506,6 +3128,63 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /strategies/{id} (the `GetStrategy` operationId).
 	GetStrategyWithResponse(ctx context.Context, id IDParam, params *GetStrategyParams, reqEditors ...RequestEditorFn) (*GetStrategyResponse, error)
+
+	// CreateSweepWithBodyWithResponse Start a sweep of a strategy's parameters over several symbols.
+	//
+	// Queues a run of every combination of `params_grid` (its cross
+	// product; parameters left out take the kind's defaults) over every
+	// symbol. Combinations the strategy refuses (`fast_window` not below
+	// `slow_window`, or needing more bars than the range has) are left out
+	// and counted in `skipped_count`; all of them refused is a 422. At
+	// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+	// `params_grid`. The sweep, a strategy per combination, every run and
+	// every job are written in one transaction, or nothing is. The runs
+	// count against your bound of unfinished runs (429). Sweep runs wait
+	// behind single backtests in the queue.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+	CreateSweepWithBodyWithResponse(ctx context.Context, params *CreateSweepParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateSweepResponse, error)
+
+	// CreateSweepWithResponse Start a sweep of a strategy's parameters over several symbols.
+	//
+	// Queues a run of every combination of `params_grid` (its cross
+	// product; parameters left out take the kind's defaults) over every
+	// symbol. Combinations the strategy refuses (`fast_window` not below
+	// `slow_window`, or needing more bars than the range has) are left out
+	// and counted in `skipped_count`; all of them refused is a 422. At
+	// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+	// `params_grid`. The sweep, a strategy per combination, every run and
+	// every job are written in one transaction, or nothing is. The runs
+	// count against your bound of unfinished runs (429). Sweep runs wait
+	// behind single backtests in the queue.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+	CreateSweepWithResponse(ctx context.Context, params *CreateSweepParams, body CreateSweepJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateSweepResponse, error)
+
+	// GetSweepWithResponse One of your sweeps, its runs counted and its best runs ranked.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /sweeps/{id} (the `GetSweep` operationId).
+	GetSweepWithResponse(ctx context.Context, id IDParam, params *GetSweepParams, reqEditors ...RequestEditorFn) (*GetSweepResponse, error)
+
+	// CancelSweepWithResponse Cancel what has not finished of one of your sweeps.
+	//
+	// Its `queued` and `retrying` runs are cancelled at once with their
+	// jobs; `running` ones are asked to stop, as a single run's cancel
+	// does, and end `cancelled` with their attempt. Finished runs keep
+	// their results. Cancelling again is not an error; a sweep whose runs
+	// had all finished before any cancel is a 409 problem. The request has
+	// no body.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sweeps/{id}/cancel (the `CancelSweep` operationId).
+	CancelSweepWithResponse(ctx context.Context, id IDParam, params *CancelSweepParams, reqEditors ...RequestEditorFn) (*CancelSweepResponse, error)
 }
 
 // ListBacktestsResponse200Headers the declared response headers of an HTTP 200 response for ListBacktests
@@ -4095,6 +4774,458 @@ func (r GetStrategyResponse) ContentType() string {
 	return ""
 }
 
+// CreateSweepResponse202Headers the declared response headers of an HTTP 202 response for CreateSweep
+type CreateSweepResponse202Headers struct {
+	IdempotentReplayed *string
+	Location           string
+	XCorrelationID     CorrelationID
+	Traceparent        *string
+}
+
+// CreateSweepResponse400Headers the declared response headers of an HTTP 400 response for CreateSweep
+type CreateSweepResponse400Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CreateSweepResponse401Headers the declared response headers of an HTTP 401 response for CreateSweep
+type CreateSweepResponse401Headers struct {
+	WWWAuthenticate string
+	XCorrelationID  CorrelationID
+}
+
+// CreateSweepResponse413Headers the declared response headers of an HTTP 413 response for CreateSweep
+type CreateSweepResponse413Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CreateSweepResponse415Headers the declared response headers of an HTTP 415 response for CreateSweep
+type CreateSweepResponse415Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CreateSweepResponse422Headers the declared response headers of an HTTP 422 response for CreateSweep
+type CreateSweepResponse422Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CreateSweepResponse429Headers the declared response headers of an HTTP 429 response for CreateSweep
+type CreateSweepResponse429Headers struct {
+	RetryAfter     string
+	XCorrelationID CorrelationID
+}
+
+// CreateSweepResponse500Headers the declared response headers of an HTTP 500 response for CreateSweep
+type CreateSweepResponse500Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CreateSweepResponse503Headers the declared response headers of an HTTP 503 response for CreateSweep
+type CreateSweepResponse503Headers struct {
+	RetryAfter     string
+	XCorrelationID CorrelationID
+}
+
+type CreateSweepResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *SweepEnqueued
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Unprocessable
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *Internal
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *CreateSweepResponse202Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CreateSweepResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateSweepResponse401Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CreateSweepResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CreateSweepResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *CreateSweepResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateSweepResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *CreateSweepResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateSweepResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r CreateSweepResponse) GetJSON202() *SweepEnqueued {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON422() *Unprocessable {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON500() *Internal {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateSweepResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateSweepResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateSweepResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateSweepResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateSweepResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetSweepResponse200Headers the declared response headers of an HTTP 200 response for GetSweep
+type GetSweepResponse200Headers struct {
+	XCorrelationID CorrelationID
+	Traceparent    *string
+}
+
+// GetSweepResponse400Headers the declared response headers of an HTTP 400 response for GetSweep
+type GetSweepResponse400Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// GetSweepResponse401Headers the declared response headers of an HTTP 401 response for GetSweep
+type GetSweepResponse401Headers struct {
+	WWWAuthenticate string
+	XCorrelationID  CorrelationID
+}
+
+// GetSweepResponse404Headers the declared response headers of an HTTP 404 response for GetSweep
+type GetSweepResponse404Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// GetSweepResponse429Headers the declared response headers of an HTTP 429 response for GetSweep
+type GetSweepResponse429Headers struct {
+	RetryAfter     string
+	XCorrelationID CorrelationID
+}
+
+// GetSweepResponse500Headers the declared response headers of an HTTP 500 response for GetSweep
+type GetSweepResponse500Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// GetSweepResponse503Headers the declared response headers of an HTTP 503 response for GetSweep
+type GetSweepResponse503Headers struct {
+	RetryAfter     string
+	XCorrelationID CorrelationID
+}
+
+type GetSweepResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Sweep
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *Internal
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetSweepResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetSweepResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetSweepResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetSweepResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetSweepResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *GetSweepResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetSweepResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetSweepResponse) GetJSON200() *Sweep {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetSweepResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetSweepResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetSweepResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetSweepResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetSweepResponse) GetApplicationproblemJSON500() *Internal {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetSweepResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetSweepResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetSweepResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetSweepResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetSweepResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CancelSweepResponse200Headers the declared response headers of an HTTP 200 response for CancelSweep
+type CancelSweepResponse200Headers struct {
+	XCorrelationID CorrelationID
+	Traceparent    *string
+}
+
+// CancelSweepResponse400Headers the declared response headers of an HTTP 400 response for CancelSweep
+type CancelSweepResponse400Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CancelSweepResponse401Headers the declared response headers of an HTTP 401 response for CancelSweep
+type CancelSweepResponse401Headers struct {
+	WWWAuthenticate string
+	XCorrelationID  CorrelationID
+}
+
+// CancelSweepResponse404Headers the declared response headers of an HTTP 404 response for CancelSweep
+type CancelSweepResponse404Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CancelSweepResponse409Headers the declared response headers of an HTTP 409 response for CancelSweep
+type CancelSweepResponse409Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CancelSweepResponse429Headers the declared response headers of an HTTP 429 response for CancelSweep
+type CancelSweepResponse429Headers struct {
+	RetryAfter     string
+	XCorrelationID CorrelationID
+}
+
+// CancelSweepResponse500Headers the declared response headers of an HTTP 500 response for CancelSweep
+type CancelSweepResponse500Headers struct {
+	XCorrelationID CorrelationID
+}
+
+// CancelSweepResponse503Headers the declared response headers of an HTTP 503 response for CancelSweep
+type CancelSweepResponse503Headers struct {
+	RetryAfter     string
+	XCorrelationID CorrelationID
+}
+
+type CancelSweepResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Sweep
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *Internal
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CancelSweepResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CancelSweepResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CancelSweepResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CancelSweepResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *CancelSweepResponse409Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CancelSweepResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *CancelSweepResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CancelSweepResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CancelSweepResponse) GetJSON200() *Sweep {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON500() *Internal {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CancelSweepResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CancelSweepResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CancelSweepResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CancelSweepResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CancelSweepResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListBacktestsWithResponse List your runs, newest first.
 //
 // Each filter narrows the list; they combine with AND.
@@ -4350,6 +5481,87 @@ func (c *ClientWithResponses) GetStrategyWithResponse(ctx context.Context, id ID
 		return nil, err
 	}
 	return ParseGetStrategyResponse(rsp)
+}
+
+// CreateSweepWithBodyWithResponse Start a sweep of a strategy's parameters over several symbols.
+//
+// Queues a run of every combination of `params_grid` (its cross
+// product; parameters left out take the kind's defaults) over every
+// symbol. Combinations the strategy refuses (`fast_window` not below
+// `slow_window`, or needing more bars than the range has) are left out
+// and counted in `skipped_count`; all of them refused is a 422. At
+// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+// `params_grid`. The sweep, a strategy per combination, every run and
+// every job are written in one transaction, or nothing is. The runs
+// count against your bound of unfinished runs (429). Sweep runs wait
+// behind single backtests in the queue.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+func (c *ClientWithResponses) CreateSweepWithBodyWithResponse(ctx context.Context, params *CreateSweepParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateSweepResponse, error) {
+	rsp, err := c.CreateSweepWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateSweepResponse(rsp)
+}
+
+// CreateSweepWithResponse Start a sweep of a strategy's parameters over several symbols.
+//
+// Queues a run of every combination of `params_grid` (its cross
+// product; parameters left out take the kind's defaults) over every
+// symbol. Combinations the strategy refuses (`fast_window` not below
+// `slow_window`, or needing more bars than the range has) are left out
+// and counted in `skipped_count`; all of them refused is a 422. At
+// most `MAX_SWEEP_RUNS` runs (10000 by default), else a 422 naming
+// `params_grid`. The sweep, a strategy per combination, every run and
+// every job are written in one transaction, or nothing is. The runs
+// count against your bound of unfinished runs (429). Sweep runs wait
+// behind single backtests in the queue.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sweeps (the `CreateSweep` operationId).
+func (c *ClientWithResponses) CreateSweepWithResponse(ctx context.Context, params *CreateSweepParams, body CreateSweepJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateSweepResponse, error) {
+	rsp, err := c.CreateSweep(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateSweepResponse(rsp)
+}
+
+// GetSweepWithResponse One of your sweeps, its runs counted and its best runs ranked.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /sweeps/{id} (the `GetSweep` operationId).
+func (c *ClientWithResponses) GetSweepWithResponse(ctx context.Context, id IDParam, params *GetSweepParams, reqEditors ...RequestEditorFn) (*GetSweepResponse, error) {
+	rsp, err := c.GetSweep(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetSweepResponse(rsp)
+}
+
+// CancelSweepWithResponse Cancel what has not finished of one of your sweeps.
+//
+// Its `queued` and `retrying` runs are cancelled at once with their
+// jobs; `running` ones are asked to stop, as a single run's cancel
+// does, and end `cancelled` with their attempt. Finished runs keep
+// their results. Cancelling again is not an error; a sweep whose runs
+// had all finished before any cancel is a 409 problem. The request has
+// no body.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sweeps/{id}/cancel (the `CancelSweep` operationId).
+func (c *ClientWithResponses) CancelSweepWithResponse(ctx context.Context, id IDParam, params *CancelSweepParams, reqEditors ...RequestEditorFn) (*CancelSweepResponse, error) {
+	rsp, err := c.CancelSweep(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCancelSweepResponse(rsp)
 }
 
 // ParseListBacktestsResponse parses an HTTP response from a ListBacktestsWithResponse call
@@ -6195,6 +7407,578 @@ func ParseGetStrategyResponse(rsp *http.Response) (*GetStrategyResponse, error) 
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetStrategyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateSweepResponse parses an HTTP response from a CreateSweepWithResponse call
+func ParseCreateSweepResponse(rsp *http.Response) (*CreateSweepResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateSweepResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest SweepEnqueued
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Unprocessable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers CreateSweepResponse202Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: "uri-reference"}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		if values := rsp.Header.Values("traceparent"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "traceparent", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Traceparent = &value
+		}
+		response.Headers202 = &headers
+	case rsp.StatusCode == 400:
+		var headers CreateSweepResponse400Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CreateSweepResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 413:
+		var headers CreateSweepResponse413Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers CreateSweepResponse415Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers CreateSweepResponse422Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateSweepResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers CreateSweepResponse500Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateSweepResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetSweepResponse parses an HTTP response from a GetSweepWithResponse call
+func ParseGetSweepResponse(rsp *http.Response) (*GetSweepResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetSweepResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Sweep
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetSweepResponse200Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		if values := rsp.Header.Values("traceparent"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "traceparent", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Traceparent = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetSweepResponse400Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetSweepResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetSweepResponse404Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetSweepResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers GetSweepResponse500Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetSweepResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCancelSweepResponse parses an HTTP response from a CancelSweepWithResponse call
+func ParseCancelSweepResponse(rsp *http.Response) (*CancelSweepResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CancelSweepResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Sweep
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CancelSweepResponse200Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		if values := rsp.Header.Values("traceparent"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "traceparent", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Traceparent = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers CancelSweepResponse400Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CancelSweepResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers CancelSweepResponse404Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers CancelSweepResponse409Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 429:
+		var headers CancelSweepResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers CancelSweepResponse500Headers
+		if values := rsp.Header.Values("X-Correlation-ID"); len(values) > 0 {
+			var value CorrelationID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-ID", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers CancelSweepResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {

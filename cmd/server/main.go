@@ -180,6 +180,7 @@ func newHandler(ctx context.Context, cfg config.Server, h slog.Handler, pool *pg
 		Queries: store.New(pool), Enqueuer: enqueuer, DB: pool, Admin: admin, Keys: keys,
 		TrustedProxies: cfg.TrustedProxies, AuthLimit: authLimit, RequestTimeout: cfg.Limits.RequestTimeout,
 		Metrics: httpx.NewMetrics(), IdempotencyKeyTTL: cfg.IdempotencyKeyTTL,
+		MaxSweepRuns: cfg.MaxSweepRuns,
 	}), admin != nil, nil
 }
 

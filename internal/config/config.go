@@ -44,6 +44,7 @@ const (
 	EnvDBStatementTimeout    = "DB_STATEMENT_TIMEOUT"
 	EnvMetricsAddr           = "METRICS_ADDR"
 	EnvIdempotencyKeyTTL     = "IDEMPOTENCY_KEY_TTL"
+	EnvMaxSweepRuns          = "MAX_SWEEP_RUNS"
 )
 
 // Names lists every environment variable the processes read.
@@ -56,6 +57,7 @@ func Names() []string {
 		EnvHTTPReadHeaderTimeout, EnvHTTPReadTimeout, EnvHTTPWriteTimeout, EnvHTTPIdleTimeout,
 		EnvHTTPMaxHeaderBytes, EnvHTTPMaxConnections, EnvRequestTimeout, EnvDBStatementTimeout,
 		EnvMetricsAddr, EnvIdempotencyKeyTTL,
+		EnvMaxSweepRuns,
 	}
 }
 
@@ -92,6 +94,10 @@ const (
 	// response stored with it are remembered: a day, as Stripe does, long
 	// enough for any client's retries.
 	DefaultIdempotencyKeyTTL = 24 * time.Hour
+	// DefaultMaxSweepRuns is the most runs one sweep may make (POST
+	// /sweeps): within DefaultMaxUnfinishedRuns, which a sweep counts
+	// against, with room for several.
+	DefaultMaxSweepRuns = 10_000
 	// DefaultIdempotencySweepInterval is how often the leading worker
 	// deletes expired idempotency keys. An expired key is never replayed,
 	// swept or not: the sweep only frees the space.
@@ -151,6 +157,9 @@ type Server struct {
 	// Idempotency-Key is remembered with its response. Defaults to
 	// DefaultIdempotencyKeyTTL (24h).
 	IdempotencyKeyTTL time.Duration
+	// MaxSweepRuns is MAX_SWEEP_RUNS: the most runs one sweep may make.
+	// Defaults to DefaultMaxSweepRuns (10000).
+	MaxSweepRuns int
 }
 
 // HTTPLimits are the API server's timeouts and limits: no client, however
@@ -241,6 +250,7 @@ func LoadServer(getenv func(string) string) (Server, error) {
 	s.AuthFailureInterval = r.duration(EnvAuthFailureEvery, 6*time.Second)
 	s.AuthFailureAddresses = r.integer(EnvAuthFailureAddrs, 10_000, 100, 10_000_000)
 	s.IdempotencyKeyTTL = r.duration(EnvIdempotencyKeyTTL, DefaultIdempotencyKeyTTL)
+	s.MaxSweepRuns = r.integer(EnvMaxSweepRuns, DefaultMaxSweepRuns, 1, 1_000_000)
 	if (s.RiverUIUser == "") != (s.RiverUIPassword == "") {
 		r.fail(EnvRiverUIUser, s.RiverUIUser, "and "+EnvRiverUIPassword+" must be set together (or neither, to leave River UI off)")
 	}

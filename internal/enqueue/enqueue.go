@@ -57,6 +57,9 @@ func (e *Enqueuer) WithMaxUnfinished(n int) *Enqueuer {
 // when the user already has Limit runs queued or running.
 type TooManyUnfinishedError struct {
 	Limit int
+	// Unfinished and Requested are set for a sweep: the runs the user has
+	// unfinished, and the sweep's runs, which together pass Limit.
+	Unfinished, Requested int
 }
 
 func (e *TooManyUnfinishedError) Error() string {

@@ -179,7 +179,7 @@ func (b *cancelBundle) held(t *testing.T, markRunning bool) (h *holder, runID st
 	return h, runID, jobID
 }
 
-func (b *cancelBundle) aliceID(t *testing.T) string {
+func (b *testBundle) aliceID(t *testing.T) string {
 	t.Helper()
 	var id string
 	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT id::text FROM users WHERE name = 'alice'`).Scan(&id))

@@ -159,6 +159,13 @@ func (qr *queryReader) runFilter() store.RunFilter {
 			qr.fail("correlation_id", correlationIDReason)
 		}
 	}
+	if v, ok := qr.one("sweep_id"); ok {
+		if id, valid := parseID(v); valid {
+			f.SweepID = id
+		} else {
+			qr.fail("sweep_id", "must be a sweep's id: a UUID as the API writes it, 36 characters, lowercase")
+		}
+	}
 	f.CreatedAfter = qr.time("created_after")
 	f.CreatedBefore = qr.time("created_before")
 	return f
@@ -222,7 +229,7 @@ type runList struct {
 func handleListBacktests(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		query, ok := queryParams(w, r, "limit", "cursor", "status", "strategy_id", "symbol", "correlation_id",
-			"created_after", "created_before")
+			"sweep_id", "created_after", "created_before")
 		if !ok {
 			return
 		}

@@ -73,6 +73,13 @@ type Deps struct {
 	// Canceller cancels runs (POST /backtests/{id}/cancel). Defaults to the
 	// Enqueuer when it is one, as an *enqueue.Enqueuer is.
 	Canceller Canceller
+
+	// Sweeps creates and cancels sweeps (POST /sweeps). Defaults to the
+	// Enqueuer when it is one, as an *enqueue.Enqueuer is.
+	Sweeps SweepEnqueuer
+	// MaxSweepRuns is the most runs one sweep may make. Defaults to
+	// config.DefaultMaxSweepRuns.
+	MaxSweepRuns int
 }
 
 // AdminPrefix is where River UI is served when it is enabled.
@@ -127,6 +134,15 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 	}
 	if canceller != nil {
 		api.Handle("/backtests/{id}/cancel", handleCancelBacktest(logger, deps.Queries, canceller)).Methods(http.MethodPost)
+	}
+	sweeps := deps.Sweeps
+	if s, ok := deps.Enqueuer.(SweepEnqueuer); ok && sweeps == nil {
+		sweeps = s
+	}
+	if sweeps != nil {
+		api.Handle("/sweeps", handleCreateSweep(logger, sweeps, keyTTL, maxSweepRuns(deps))).Methods(http.MethodPost)
+		api.Handle("/sweeps/{id}", handleGetSweep(logger, deps.Queries)).Methods(http.MethodGet)
+		api.Handle("/sweeps/{id}/cancel", handleCancelSweep(logger, deps.Queries, sweeps)).Methods(http.MethodPost)
 	}
 
 	// Last, so that River UI answers its own OPTIONS; a matcher rather

@@ -188,6 +188,11 @@ func catalog() []EventSpec {
 			When:     "`POST /backtests`, after the run and its job committed",
 		},
 		{
+			Name: obs.EventSweepEnqueued, Services: server, Levels: info, Scope: ScopeRequest,
+			Required: []string{obs.KeyUserID, obs.KeySweepID, obs.KeyRunCount, obs.KeySkippedCount},
+			When:     "`POST /sweeps`, after the sweep, its runs and their jobs committed",
+		},
+		{
 			Name: obs.EventIdempotentReplay, Services: server, Levels: info, Scope: ScopeRequest,
 			Required: []string{obs.KeyUserID, obs.KeyOriginalCorrID, obs.KeyStatusCode},
 			Notes: map[string]string{

@@ -187,4 +187,6 @@ var Keys = []KeySpec{
 		"the correlation ID of the request whose response an idempotent replay returned",
 	},
 	{obs.KeyDeleted, aCount, "how many rows a maintenance job deleted"},
+	{obs.KeyRunCount, aCount, "how many runs a sweep made"},
+	{obs.KeySkippedCount, aCount, "how many of a sweep's combinations the strategy refused, left out"},
 }

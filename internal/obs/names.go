@@ -63,6 +63,8 @@ const (
 	KeySucceededCount    = "succeeded_count"
 	KeyFailedCount       = "failed_count"
 	KeyCancelledCount    = "cancelled_count"
+	KeyRunCount          = "run_count"
+	KeySkippedCount      = "skipped_count"
 	// Events: the value of KeyEvent.
 	EventServerStarted          = "server_started"
 	EventServerStopping         = "server_stopping"
@@ -73,6 +75,7 @@ const (
 	EventCorrelationIDRejected  = "correlation_id_rejected"
 	EventBacktestEnqueued       = "backtest_enqueued"
 	EventBacktestCancelled      = "backtest_cancelled"
+	EventSweepEnqueued          = "sweep_enqueued"
 	EventStrategyCreated        = "strategy_created"
 	EventRequestFailed          = "request_failed"
 	EventWorkerStarted          = "worker_started"

@@ -35,6 +35,8 @@ type RunFilter struct {
 	StrategyID    uuid.UUID
 	Symbol        string
 	CorrelationID string
+	// SweepID keeps a sweep's runs (migration 00015's index).
+	SweepID uuid.UUID
 	// CreatedAfter and CreatedBefore are exclusive bounds on created_at.
 	CreatedAfter  time.Time
 	CreatedBefore time.Time
@@ -94,6 +96,9 @@ func listRunsQuery(userID uuid.UUID, f RunFilter, p Page) (string, []any) {
 	}
 	if f.CorrelationID != "" {
 		w.add("correlation_id = $%d", f.CorrelationID)
+	}
+	if f.SweepID != uuid.Nil {
+		w.add("sweep_id = $%d", f.SweepID)
 	}
 	if !f.CreatedAfter.IsZero() {
 		w.add("created_at > $%d", f.CreatedAfter)
