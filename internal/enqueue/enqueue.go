@@ -79,18 +79,19 @@ type NewBacktest struct {
 	Traceparent string
 	// Hook, if set, runs inside the enqueue's transaction, so that what it
 	// writes commits with the run and its job, or not at all.
-	Hook TxHook
+	Hook TxHook[store.Run]
 }
 
 // TxHook is work done inside an enqueue's transaction: an idempotency
-// key's claim and its stored response, say. An error of either method
-// rolls the transaction back and is returned by Enqueue, wrapped.
-type TxHook interface {
+// key's claim and its stored response, say. T is what the enqueue creates
+// (a store.Run, a store.Sweep). An error of either method rolls the
+// transaction back and is returned by the enqueue, wrapped.
+type TxHook[T any] interface {
 	// Before runs first, before the user's row is locked or anything is
 	// written.
 	Before(ctx context.Context, tx pgx.Tx) error
-	// After runs once the run and its job are inserted.
-	After(ctx context.Context, tx pgx.Tx, run store.Run) error
+	// After runs once what the enqueue creates is inserted, with it.
+	After(ctx context.Context, tx pgx.Tx, created T) error
 }
 
 // Enqueue inserts the run and its River job in one transaction: both or

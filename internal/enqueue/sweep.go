@@ -137,18 +137,7 @@ type NewSweep struct {
 	// Traceparent, if set, is the W3C traceparent of the request's span.
 	Traceparent string
 	// Hook, if set, runs inside the sweep's transaction.
-	Hook SweepTxHook
-}
-
-// SweepTxHook is work done inside a sweep's transaction: an idempotency
-// key's claim and its stored response. An error of either method rolls
-// the transaction back and is returned by EnqueueSweep, wrapped.
-type SweepTxHook interface {
-	// Before runs first, before the user's row is locked or anything is
-	// written.
-	Before(ctx context.Context, tx pgx.Tx) error
-	// After runs once the sweep, its runs and their jobs are inserted.
-	After(ctx context.Context, tx pgx.Tx, sweep store.Sweep) error
+	Hook TxHook[store.Sweep]
 }
 
 // EnqueueSweep inserts the sweep, a strategy per combination, a run per

@@ -336,7 +336,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, k
 			nb.Traceparent = span.String()
 		}
 		if idem != nil {
-			nb.Hook = enqueueHook{idem: idem, render: backtestAccepted}
+			nb.Hook = idempotentHook[store.Run]{idem: idem, render: backtestAccepted}
 		}
 		run, err := enq.Enqueue(ctx, nb)
 		if idem.answered(w, r, err) {

@@ -197,17 +197,17 @@ func writeCreated(w http.ResponseWriter, idem *idempotency, status int, location
 	writeJSON(w, "application/json", status, body)
 }
 
-// enqueueHook runs an idempotent POST /backtests inside the enqueue's
-// transaction: the key is claimed before anything is locked or written, and
-// the response saved after the run is inserted.
-type enqueueHook struct {
+// idempotentHook runs an idempotent POST inside the transaction of what it
+// creates (a run, a sweep): the key is claimed before anything is locked or
+// written, and the response, rendered from what was created, saved with it.
+type idempotentHook[T any] struct {
 	idem   *idempotency
-	render func(store.Run) (status int, location string, body any)
+	render func(T) (status int, location string, body any)
 }
 
-func (h enqueueHook) Before(ctx context.Context, tx pgx.Tx) error { return h.idem.claim(ctx, tx) }
+func (h idempotentHook[T]) Before(ctx context.Context, tx pgx.Tx) error { return h.idem.claim(ctx, tx) }
 
-func (h enqueueHook) After(ctx context.Context, tx pgx.Tx, run store.Run) error {
-	status, location, body := h.render(run)
+func (h idempotentHook[T]) After(ctx context.Context, tx pgx.Tx, created T) error {
+	status, location, body := h.render(created)
 	return h.idem.save(ctx, tx, status, location, body)
 }

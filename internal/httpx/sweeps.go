@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/config"
@@ -184,16 +183,6 @@ func sweepAccepted(s store.Sweep) (status int, location string, body any) {
 	}
 }
 
-// sweepHook runs an idempotent POST /sweeps inside the sweep's transaction.
-type sweepHook struct{ idem *idempotency }
-
-func (h sweepHook) Before(ctx context.Context, tx pgx.Tx) error { return h.idem.claim(ctx, tx) }
-
-func (h sweepHook) After(ctx context.Context, tx pgx.Tx, s store.Sweep) error {
-	status, location, body := sweepAccepted(s)
-	return h.idem.save(ctx, tx, status, location, body)
-}
-
 func handleCreateSweep(logger *slog.Logger, enq SweepEnqueuer, keyTTL time.Duration, maxRuns int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := queryParams(w, r); !ok {
@@ -223,7 +212,7 @@ func handleCreateSweep(logger *slog.Logger, enq SweepEnqueuer, keyTTL time.Durat
 			ns.Traceparent = span.String()
 		}
 		if idem != nil {
-			ns.Hook = sweepHook{idem: idem}
+			ns.Hook = idempotentHook[store.Sweep]{idem: idem, render: sweepAccepted}
 		}
 		sweep, err := enq.EnqueueSweep(ctx, ns)
 		if idem.answered(w, r, err) {
