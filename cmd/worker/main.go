@@ -70,13 +70,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	metrics := jobs.NewMetrics(pool)
 	client, err := jobs.NewWorkerClient(pool, h, logger, jobs.ClientConfig{
-		Concurrency:    cfg.Concurrency,
-		JobTimeout:     cfg.JobTimeout,
-		RescueAfter:    cfg.RescueAfter,
-		RiverLogLevel:  cfg.RiverLogLevel,
-		FaultInjection: cfg.FaultInjection,
-		ReconcileEvery: cfg.ReconcileInterval,
-		Metrics:        metrics,
+		Concurrency:       cfg.Concurrency,
+		FetchCooldown:     cfg.FetchCooldown,
+		FetchPollInterval: cfg.FetchPollInterval,
+		JobTimeout:        cfg.JobTimeout,
+		RescueAfter:       cfg.RescueAfter,
+		RiverLogLevel:     cfg.RiverLogLevel,
+		FaultInjection:    cfg.FaultInjection,
+		ReconcileEvery:    cfg.ReconcileInterval,
+		Metrics:           metrics,
 	})
 	if err != nil {
 		return err

@@ -165,6 +165,27 @@ func TestWorkerSettings(t *testing.T) {
 			name: "rescue not after timeout", env: map[string]string{"JOB_TIMEOUT": "10m", "JOB_RESCUE_AFTER": "5m"},
 			wantErr: "JOB_RESCUE_AFTER",
 		},
+		{name: "fetch defaults", env: map[string]string{}, check: func(t *testing.T, w config.Worker) {
+			t.Helper()
+			require.Equal(t, config.DefaultFetchCooldown, w.FetchCooldown)
+			require.Equal(t, config.DefaultFetchPollInterval, w.FetchPollInterval)
+		}},
+		{
+			name: "fetch settings", env: map[string]string{"WORKER_FETCH_COOLDOWN": "50ms", "WORKER_FETCH_POLL_INTERVAL": "2s"},
+			check: func(t *testing.T, w config.Worker) {
+				t.Helper()
+				require.Equal(t, 50*time.Millisecond, w.FetchCooldown)
+				require.Equal(t, 2*time.Second, w.FetchPollInterval)
+			},
+		},
+		{name: "fetch cooldown under River's least", env: map[string]string{"WORKER_FETCH_COOLDOWN": "500us"}, wantErr: "WORKER_FETCH_COOLDOWN"},
+		{name: "fetch cooldown not a duration", env: map[string]string{"WORKER_FETCH_COOLDOWN": "fast"}, wantErr: "WORKER_FETCH_COOLDOWN"},
+		{name: "fetch cooldown too long", env: map[string]string{"WORKER_FETCH_COOLDOWN": "2m", "WORKER_FETCH_POLL_INTERVAL": "5m"}, wantErr: "from 1ms to 1m"},
+		{
+			name: "poll shorter than cooldown", env: map[string]string{"WORKER_FETCH_COOLDOWN": "200ms", "WORKER_FETCH_POLL_INTERVAL": "100ms"},
+			wantErr: "WORKER_FETCH_POLL_INTERVAL",
+		},
+		{name: "poll too long", env: map[string]string{"WORKER_FETCH_POLL_INTERVAL": "2h"}, wantErr: "at most 1h"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -149,18 +150,42 @@ func BenchmarkLifecycleOverhead(b *testing.B) {
 // BenchmarkRealBacktests runs small real backtests (sma_crossover over a
 // year of daily bars) through the real worker, lifecycle and store, at the
 // worker's default concurrency, from a backlog enqueued beforehand. One op
-// is one backtest. "shipped" is the worker's own client, whose River fetch
-// settings (at most one fetch per 100 ms) cap it; "fast_fetch" is the same
-// worker with River fetching every millisecond, to show the work itself.
+// is one backtest. "noop" is River's own limit at the same concurrency: a
+// bare no-op worker, River fetching every millisecond, the base of the
+// ratios. "shipped" is the worker's own client with the settings'
+// defaults; "fetch_Xms" is the same client with another
+// WORKER_FETCH_COOLDOWN ("fetch_10ms" was the default before it was a
+// setting).
 func BenchmarkRealBacktests(b *testing.B) {
-	for _, variant := range []string{"shipped", "fast_fetch"} {
-		b.Run(variant, func(b *testing.B) {
+	variants := []struct {
+		name     string
+		cooldown time.Duration
+	}{
+		{"noop", time.Millisecond},
+		{"shipped", 0},
+		{"fetch_1ms", time.Millisecond},
+		{"fetch_2ms", 2 * time.Millisecond},
+		{"fetch_5ms", 5 * time.Millisecond},
+		{"fetch_10ms", 10 * time.Millisecond},
+	}
+	for _, variant := range variants {
+		b.Run(variant.name, func(b *testing.B) {
 			db := dbtest.New(b)
 			ctx := b.Context()
 			h := obs.NewHandler(io.Discard, obs.Options{Service: "worker"})
 			logger := slog.New(h)
-			client := realClient(b, variant, db, h, logger)
-			enqueueBacklog(b, db, h, b.N)
+			var client *river.Client[pgx.Tx]
+			if variant.name == "noop" {
+				client = noopClient(b, db)
+				insertNoops(b, client, b.N)
+			} else {
+				var err error
+				client, err = jobs.NewWorkerClient(db.Pool, h, logger, jobs.ClientConfig{FetchCooldown: variant.cooldown})
+				if err != nil {
+					b.Fatal(err)
+				}
+				enqueueBacklog(b, db, h, b.N)
+			}
 			events, cancel := client.SubscribeConfig(&river.SubscribeConfig{
 				ChanSize: b.N + 100, Kinds: []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed},
 			})
@@ -190,24 +215,16 @@ func BenchmarkRealBacktests(b *testing.B) {
 	}
 }
 
-// realClient is the worker's own River client ("shipped"), or the same
-// worker and middleware with River fetching every millisecond.
-func realClient(b *testing.B, variant string, db *dbtest.DB, h slog.Handler, logger *slog.Logger) *river.Client[pgx.Tx] {
+// noopClient is a bare River client working backtest jobs with a worker
+// that does nothing, at the worker's default concurrency.
+func noopClient(b *testing.B, db *dbtest.DB) *river.Client[pgx.Tx] {
 	b.Helper()
-	if variant == "shipped" {
-		client, err := jobs.NewWorkerClient(db.Pool, h, logger, jobs.ClientConfig{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return client
-	}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, jobs.NewWorker(db.Pool, logger, jobs.WorkerConfig{}))
+	river.AddWorker(workers, noopWorker{})
 	client, err := river.NewClient(riverpgxv5.New(db.Pool), &river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
 		Queues:            map[string]river.QueueConfig{jobargs.Queue: {MaxWorkers: config.DefaultWorkerConcurrency}},
 		Workers:           workers,
-		Middleware:        []rivertype.Middleware{jobs.NewLifecycle(logger, db.Pool)},
 		FetchCooldown:     time.Millisecond,
 		FetchPollInterval: 5 * time.Millisecond,
 	})
@@ -217,8 +234,128 @@ func realClient(b *testing.B, variant string, db *dbtest.DB, h slog.Handler, log
 	return client
 }
 
+// insertNoops inserts n no-op backtest jobs, with no runs.
+func insertNoops(b *testing.B, client *river.Client[pgx.Tx], n int) {
+	b.Helper()
+	args := noopArgs()
+	params := make([]river.InsertManyParams, n)
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: args}
+	}
+	if _, err := client.InsertMany(b.Context(), params); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkQueueLatency is the time from enqueueing a backtest (the
+// transaction of POST /backtests: the run, River's job, the commit and its
+// NOTIFY) to its job_started line, on an idle worker as shipped. One op is
+// one backtest, enqueued a gap after the previous one completed. River's
+// insert client sends at most one NOTIFY per queue per 100 ms (its fetch
+// cooldown): "idle" leaves more than that between backtests, "gap_20ms"
+// less, so its backtests are found by the worker's poll instead
+// (WORKER_FETCH_POLL_INTERVAL; "gap_20ms_poll_1s" with River's default). It
+// reports the median and the 99th percentile.
+func BenchmarkQueueLatency(b *testing.B) {
+	for _, variant := range []struct {
+		name string
+		gap  time.Duration
+		poll time.Duration
+	}{
+		{"idle", 150 * time.Millisecond, 0},
+		{"gap_20ms", 20 * time.Millisecond, 0},
+		{"gap_20ms_poll_1s", 20 * time.Millisecond, time.Second},
+	} {
+		b.Run(variant.name, func(b *testing.B) {
+			db := dbtest.New(b)
+			ctx := b.Context()
+			started, completed := make(chan time.Time, 1), make(chan time.Time, 1)
+			h := &startedHandler{
+				Handler: obs.NewHandler(io.Discard, obs.Options{Service: "worker"}), started: started, completed: completed,
+			}
+			logger := slog.New(h)
+			client, err := jobs.NewWorkerClient(db.Pool, h, logger, jobs.ClientConfig{FetchPollInterval: variant.poll})
+			if err != nil {
+				b.Fatal(err)
+			}
+			enq, user, strategy := backlogEnqueuer(b, db, h)
+			if err := client.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = client.Stop(context.WithoutCancel(ctx)) }()
+			waits := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				time.Sleep(variant.gap)
+				began := time.Now()
+				if _, err := enq.Enqueue(ctx, smallBacktest(user.ID, strategy.ID)); err != nil {
+					b.Fatal(err)
+				}
+				for _, ch := range []chan time.Time{started, completed} {
+					select {
+					case at := <-ch:
+						if ch == started {
+							waits = append(waits, at.Sub(began))
+						}
+					case <-time.After(time.Minute):
+						b.Fatal("the backtest did not start and complete")
+					}
+				}
+			}
+			b.StopTimer()
+			slices.Sort(waits)
+			pct := func(p float64) float64 {
+				return float64(waits[min(len(waits)-1, int(p*float64(len(waits))))].Microseconds()) / 1000
+			}
+			b.ReportMetric(pct(0.50), "p50_ms")
+			b.ReportMetric(pct(0.99), "p99_ms")
+		})
+	}
+}
+
+// startedHandler tells the time of each backtest's job_started and
+// job_completed lines.
+type startedHandler struct {
+	slog.Handler
+
+	started, completed chan<- time.Time
+}
+
+func (h *startedHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	ch := map[string]chan<- time.Time{obs.EventJobStarted: h.started, obs.EventJobCompleted: h.completed}[r.Message]
+	if ch != nil && h.backtest(r) {
+		ch <- time.Now()
+	}
+	return err
+}
+
+// backtest tells a backtest's line from the periodic jobs'.
+func (h *startedHandler) backtest(r slog.Record) bool {
+	return r.Level >= slog.LevelInfo
+}
+
+func (h *startedHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &startedHandler{Handler: h.Handler.WithAttrs(attrs), started: h.started, completed: h.completed}
+}
+
+func (h *startedHandler) WithGroup(name string) slog.Handler {
+	return &startedHandler{Handler: h.Handler.WithGroup(name), started: h.started, completed: h.completed}
+}
+
 // enqueueBacklog enqueues n small backtests (sma_crossover over a year).
 func enqueueBacklog(b *testing.B, db *dbtest.DB, h slog.Handler, n int) {
+	b.Helper()
+	enq, user, strategy := backlogEnqueuer(b, db, h)
+	for range n {
+		if _, err := enq.Enqueue(b.Context(), smallBacktest(user.ID, strategy.ID)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// backlogEnqueuer is the API's enqueuer, with a user and a small strategy.
+func backlogEnqueuer(b *testing.B, db *dbtest.DB, h slog.Handler) (*enqueue.Enqueuer, store.User, store.Strategy) {
 	b.Helper()
 	ctx := b.Context()
 	inserter, err := enqueue.NewInsertClient(db.Pool, h)
@@ -236,14 +373,14 @@ func enqueueBacklog(b *testing.B, db *dbtest.DB, h slog.Handler, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	enq := enqueue.NewEnqueuer(db.Pool, inserter, 0)
-	for range n {
-		if _, err := enq.Enqueue(ctx, enqueue.NewBacktest{
-			UserID: user.ID, StrategyID: strategy.ID, CorrelationID: "bench", Symbol: "ACME",
-			Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-			InitialCash: 10_000,
-		}); err != nil {
-			b.Fatal(err)
-		}
+	return enqueue.NewEnqueuer(db.Pool, inserter, 0), user, strategy
+}
+
+// smallBacktest is sma_crossover over a year of daily bars.
+func smallBacktest(userID, strategyID uuid.UUID) enqueue.NewBacktest {
+	return enqueue.NewBacktest{
+		UserID: userID, StrategyID: strategyID, CorrelationID: "bench", Symbol: "ACME",
+		Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
+		InitialCash: 10_000,
 	}
 }

@@ -48,6 +48,17 @@ type ClientConfig struct {
 	ReconcileEvery time.Duration
 	// Metrics, if set, counts and times the attempts.
 	Metrics *Metrics
+	// FetchCooldown is the least time between two fetches of backtests
+	// while a backlog lasts. Defaults to config.DefaultFetchCooldown.
+	FetchCooldown time.Duration
+	// FetchPollInterval is how often an idle worker polls for backtests
+	// besides being woken by LISTEN/NOTIFY. Defaults to
+	// config.DefaultFetchPollInterval, and is raised to FetchCooldown if
+	// shorter (River refuses it shorter).
+	FetchPollInterval time.Duration
+	// ProgressEvery spaces a running backtest's progress writes. Defaults
+	// to the worker's (one second).
+	ProgressEvery time.Duration
 }
 
 func (cfg ClientConfig) withDefaults() ClientConfig {
@@ -66,21 +77,19 @@ func (cfg ClientConfig) withDefaults() ClientConfig {
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = config.DefaultReconcileInterval
 	}
+	if cfg.FetchCooldown <= 0 {
+		cfg.FetchCooldown = config.DefaultFetchCooldown
+	}
+	if cfg.FetchPollInterval <= 0 {
+		cfg.FetchPollInterval = config.DefaultFetchPollInterval
+	}
+	cfg.FetchPollInterval = max(cfg.FetchPollInterval, cfg.FetchCooldown)
 	return cfg
 }
 
 // ErrFaultsNotBuilt is returned for a client asked to inject faults by a
 // binary built without them.
 var ErrFaultsNotBuilt = errors.New("fault injection (FAULT_INJECTION=1) needs a worker built with -tags faultinject, a test build")
-
-// FetchCooldown is the least time between two fetches of backtests from
-// the queue. River's default of 100 ms caps a worker at Concurrency jobs per
-// 100 ms, 40 backtests a second at the default concurrency, when a small
-// backtest takes a few milliseconds; at 10 ms a worker drains a backlog of
-// them about 10 times faster, for at most 100 small fetch queries a second
-// while a backlog lasts (none when idle: inserts wake the worker through
-// LISTEN/NOTIFY).
-const FetchCooldown = 10 * time.Millisecond
 
 // NewWorkerClient returns a River client that works backtest jobs with the
 // lifecycle middleware, logging River's own lines through h.
@@ -98,6 +107,7 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 	}
 	if err := river.AddWorkerSafely(workers, NewWorker(pool, logger, WorkerConfig{
 		Timeout: cfg.JobTimeout, Engine: cfg.Engine, FaultInjection: cfg.FaultInjection,
+		ProgressEvery: cfg.ProgressEvery,
 	})); err != nil {
 		return nil, fmt.Errorf("register backtest worker: %w", err)
 	}
@@ -114,7 +124,9 @@ func NewWorkerClient(pool *pgxpool.Pool, h slog.Handler, logger *slog.Logger, cf
 		ID:     cfg.ID,
 		Logger: slog.New(&riverLogHandler{next: riverLines, jobs: lifecycle.jobs}),
 		Queues: map[string]river.QueueConfig{
-			jobargs.Queue:    {MaxWorkers: cfg.Concurrency, FetchCooldown: FetchCooldown},
+			jobargs.Queue: {
+				MaxWorkers: cfg.Concurrency, FetchCooldown: cfg.FetchCooldown, FetchPollInterval: cfg.FetchPollInterval,
+			},
 			MaintenanceQueue: {MaxWorkers: 1},
 		},
 		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(

@@ -15,10 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/config"
@@ -34,7 +31,6 @@ type Engine func(ctx context.Context, in backtest.Input) (backtest.Result, error
 type Worker struct {
 	river.WorkerDefaults[jobargs.Backtest]
 
-	db      DBTX
 	q       *store.Queries
 	logger  *slog.Logger
 	engine  Engine
@@ -65,7 +61,7 @@ type WorkerConfig struct {
 	Now func() time.Time
 }
 
-// DBTX is store's: queries, and transactions for completing jobs.
+// DBTX is store's: the handle the worker's queries run on.
 type DBTX = store.DBTX
 
 // NewWorker returns a worker using db and logging to logger.
@@ -83,7 +79,7 @@ func NewWorker(db DBTX, logger *slog.Logger, cfg WorkerConfig) *Worker {
 		cfg.Now = time.Now
 	}
 	return &Worker{
-		db: db, q: store.New(db), logger: logger, engine: cfg.Engine, timeout: cfg.Timeout, faults: cfg.FaultInjection,
+		q: store.New(db), logger: logger, engine: cfg.Engine, timeout: cfg.Timeout, faults: cfg.FaultInjection,
 		progressEvery: cfg.ProgressEvery, now: cfg.Now,
 	}
 }
@@ -103,11 +99,11 @@ func (w *Worker) Timeout(*river.Job[jobargs.Backtest]) time.Duration { return w.
 // never nil, so that River does not record it as the job's success.
 func (w *Worker) Work(ctx context.Context, job *river.Job[jobargs.Backtest]) error {
 	began := w.now()
-	run, err := w.q.StartAttempt(ctx, job.Args.RunID, job.Attempt)
+	run, strategy, err := w.q.StartWork(ctx, job.Args.RunID, job.Attempt)
 	if err != nil {
 		return fail(startFailure(err))
 	}
-	in, err := w.input(ctx, run)
+	in, err := w.input(run, strategy)
 	if err != nil {
 		return err
 	}
@@ -156,14 +152,12 @@ func startFailure(err error) (code string, permanent bool, _ error) {
 	}
 }
 
-// input loads the run's strategy and returns the engine's input.
-func (w *Worker) input(ctx context.Context, run store.Run) (backtest.Input, error) {
-	strategy, err := w.q.Strategy(ctx, run.UserID, run.StrategyID)
-	if errors.Is(err, store.ErrNotFound) {
-		return backtest.Input{}, fail(store.ErrorCodeStrategyNotFound, true, err)
-	}
-	if err != nil {
-		return backtest.Input{}, fail(store.ErrorCodeInternal, false, err)
+// input is the engine's input for run, whose strategy StartWork loaded
+// with it (nil: deleted, or not the run's user's).
+func (w *Worker) input(run store.Run, strategy *store.Strategy) (backtest.Input, error) {
+	if strategy == nil {
+		return backtest.Input{}, fail(store.ErrorCodeStrategyNotFound, true,
+			fmt.Errorf("load strategy %s: %w", run.StrategyID, store.ErrNotFound))
 	}
 	spec, err := backtest.ParseStrategy(strategy.Kind, strategy.Params)
 	if err != nil {
@@ -218,28 +212,17 @@ func (w *Worker) progress(ctx context.Context, stop context.CancelCauseFunc, run
 	}
 }
 
-// complete commits the result, the run's status and the job's completion
-// together: a run is never succeeded with its job still pending, nor the
-// reverse. A job River no longer has running at this attempt (it rescued
-// it) is not this attempt's to complete: nothing is committed.
+// complete commits the result, the run's status, the attempt's row and the
+// job's completion together, in one statement: a run is never succeeded
+// with its job still pending, nor the reverse. A job River no longer has
+// running at this attempt (it rescued it) is not this attempt's to
+// complete: nothing is committed.
 func (w *Worker) complete(ctx context.Context, job *river.Job[jobargs.Backtest], result backtest.Result) error {
 	body, err := json.Marshal(result)
 	if err != nil {
 		return fail(store.ErrorCodeInternal, false, fmt.Errorf("encode result: %w", err))
 	}
-	err = pgx.BeginFunc(ctx, w.db, func(tx pgx.Tx) error {
-		if err := store.New(tx).CompleteAttempt(ctx, job.Args.RunID, job.Attempt, body); err != nil {
-			return err
-		}
-		done, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-		if err != nil {
-			return fmt.Errorf("complete job %d: %w", job.ID, err)
-		}
-		if done.State != rivertype.JobStateCompleted {
-			return fmt.Errorf("complete job %d: River has it %s: %w", job.ID, done.State, store.ErrStaleAttempt)
-		}
-		return nil
-	})
+	err = w.q.CompleteWork(ctx, job.Args.RunID, job.Attempt, job.ID, body)
 	switch {
 	case errors.Is(err, store.ErrStaleAttempt):
 		return staleWrite(store.StatusSucceeded, err)

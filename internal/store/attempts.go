@@ -98,50 +98,75 @@ const workerLostMessage = "the worker running this attempt stopped answering; Ri
 // cancelled whose job is being cancelled (a cancel that met the fetch), and
 // ErrNotFound for a run that does not exist.
 func (q *Queries) StartAttempt(ctx context.Context, id uuid.UUID, attempt int) (Run, error) {
-	var run Run
-	err := pgx.BeginFunc(ctx, q.db, func(tx pgx.Tx) error {
-		r, err := scanRun(tx.QueryRow(ctx, `
-			UPDATE backtest_runs r
-			SET status = 'running', attempt = $2, progress_pct = 0, result = NULL, error_message = NULL,
-			    error_type = NULL, error_code = NULL, next_attempt_at = NULL, cancel_requested_at = NULL,
-			    finished_at = NULL, started_at = COALESCE(r.started_at, now()), updated_at = now()
-			WHERE r.id = $1 AND r.attempt < $2
-			  AND NOT (r.status = 'cancelled' AND EXISTS (
-			      SELECT 1 FROM river_job j WHERE j.id = r.river_job_id AND j.metadata ? 'cancel_attempted_at'))
-			RETURNING `+runColumns, id, attempt))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return refusedStart(ctx, tx, id, attempt)
-		}
-		if err != nil {
-			return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
-		}
-		if _, err := tx.Exec(ctx, `
-			UPDATE backtest_run_attempts
-			SET finished_at = now(), outcome = 'interrupted', error_code = $2, error_message = $3
-			WHERE run_id = $1 AND outcome IS NULL`, id, ErrorCodeWorkerLost, workerLostMessage); err != nil {
-			return fmt.Errorf("close the attempts before attempt %d of run %s: %w", attempt, id, err)
-		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO backtest_run_attempts (run_id, attempt, started_at) VALUES ($1, $2, now())`,
-			id, attempt); err != nil {
-			return fmt.Errorf("open attempt %d of run %s: %w", attempt, id, err)
-		}
-		run = r
-		return nil
-	})
-	if err != nil {
-		return Run{}, err
+	run, _, err := q.StartWork(ctx, id, attempt)
+	return run, err
+}
+
+// startWorkSQL is StartAttempt's writes and the strategy's read in one
+// statement, one round trip and one commit. closed is read before the
+// insert so that the earlier attempt's row is closed first: only one row of
+// a run may be open (backtest_run_attempts_open_idx).
+const startWorkSQL = `
+	WITH run AS (
+	    UPDATE backtest_runs r
+	    SET status = 'running', attempt = $2, progress_pct = 0, result = NULL, error_message = NULL,
+	        error_type = NULL, error_code = NULL, next_attempt_at = NULL, cancel_requested_at = NULL,
+	        finished_at = NULL, started_at = COALESCE(r.started_at, now()), updated_at = now()
+	    WHERE r.id = $1 AND r.attempt < $2
+	      AND NOT (r.status = 'cancelled' AND EXISTS (
+	          SELECT 1 FROM river_job j WHERE j.id = r.river_job_id AND j.metadata ? 'cancel_attempted_at'))
+	    RETURNING ` + runColumns + `
+	), closed AS (
+	    UPDATE backtest_run_attempts a
+	    SET finished_at = now(), outcome = 'interrupted', error_code = $3, error_message = $4
+	    WHERE a.run_id = $1 AND a.outcome IS NULL AND EXISTS (SELECT 1 FROM run)
+	    RETURNING 1
+	), opened AS (
+	    INSERT INTO backtest_run_attempts (run_id, attempt, started_at)
+	    SELECT $1, $2, now() FROM run WHERE (SELECT count(*) FROM closed) >= 0
+	)
+	SELECT run.*, s.id, s.user_id, s.name, s.kind, s.params, s.created_at
+	FROM run LEFT JOIN strategies s ON s.id = run.strategy_id AND s.user_id = run.user_id AND s.deleted_at IS NULL`
+
+// StartWork is StartAttempt that also returns the run's strategy, in one
+// statement: what a worker needs to begin a backtest. The strategy is nil
+// when it was deleted or is not the run's user's; the attempt has started
+// all the same, for the caller to end.
+func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run, *Strategy, error) {
+	var (
+		r          Run
+		sID, sUser *uuid.UUID
+		sName      *string
+		sKind      *string
+		sParams    json.RawMessage
+		sCreated   *time.Time
+	)
+	err := q.db.QueryRow(ctx, startWorkSQL, id, attempt, ErrorCodeWorkerLost, workerLostMessage).Scan(
+		&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
+		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
+		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt,
+		&sID, &sUser, &sName, &sKind, &sParams, &sCreated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Rare, so the reason costs a second round trip rather than the
+		// statement a second read of the run.
+		return Run{}, nil, refusedStart(ctx, q.db, id, attempt)
 	}
-	return run, nil
+	if err != nil {
+		return Run{}, nil, fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
+	}
+	if sID == nil {
+		return r, nil, nil
+	}
+	return r, &Strategy{ID: *sID, UserID: *sUser, Name: *sName, Kind: *sKind, Params: sParams, CreatedAt: *sCreated}, nil
 }
 
 // refusedStart says why StartAttempt changed nothing.
-func refusedStart(ctx context.Context, tx pgx.Tx, id uuid.UUID, attempt int) error {
+func refusedStart(ctx context.Context, db DBTX, id uuid.UUID, attempt int) error {
 	var (
 		current int
 		status  string
 	)
-	err := tx.QueryRow(ctx, `SELECT attempt, status FROM backtest_runs WHERE id = $1`, id).Scan(&current, &status)
+	err := db.QueryRow(ctx, `SELECT attempt, status FROM backtest_runs WHERE id = $1`, id).Scan(&current, &status)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrNotFound)
@@ -175,6 +200,67 @@ func (q *Queries) CompleteAttempt(ctx context.Context, id uuid.UUID, attempt int
 	_, err := q.endAttempt(ctx, "complete", id, attempt, OutcomeSucceeded, AttemptFailure{},
 		`status = 'succeeded', progress_pct = 100, result = $6, finished_at = now()`, result)
 	return err
+}
+
+// completeWorkSQL completes a run, its attempt's row and its River job in
+// one statement: one round trip, one commit. The run's row is locked before
+// the job's, in the order a cancel takes them. The job is completed as
+// River's JobCompleteTx completes it (state, finalized_at); River's own
+// completion after Work then finds it no longer running and leaves it.
+// Nothing is written unless the run is running at the attempt and River
+// has the job running at the same attempt.
+const completeWorkSQL = `
+	WITH run AS (
+	    SELECT r.id FROM backtest_runs r WHERE r.id = $1 AND r.attempt = $2 AND r.status = 'running'
+	    FOR UPDATE
+	), job AS (
+	    SELECT j.state::text AS state, j.attempt FROM river_job j WHERE j.id = $3 AND EXISTS (SELECT 1 FROM run)
+	    FOR UPDATE
+	), ok AS (
+	    SELECT 1 FROM job WHERE job.state = 'running' AND job.attempt = $2
+	), done_job AS (
+	    UPDATE river_job j SET state = 'completed', finalized_at = now()
+	    WHERE j.id = $3 AND EXISTS (SELECT 1 FROM ok)
+	), done_run AS (
+	    UPDATE backtest_runs r
+	    SET status = 'succeeded', progress_pct = 100, result = $4, finished_at = now(), updated_at = now()
+	    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM ok)
+	), closed AS (
+	    UPDATE backtest_run_attempts a
+	    SET finished_at = now(), outcome = 'succeeded', error_code = NULL, error_message = NULL
+	    WHERE a.run_id = $1 AND a.attempt = $2 AND a.outcome IS NULL AND EXISTS (SELECT 1 FROM ok)
+	)
+	SELECT EXISTS (SELECT 1 FROM run), (SELECT state FROM job), EXISTS (SELECT 1 FROM ok)`
+
+// ErrJobGone is returned by CompleteWork for a run whose River job no
+// longer exists: nothing was written.
+var ErrJobGone = errors.New("the run's job is gone from River's table")
+
+// CompleteWork stores attempt's result, marks the run succeeded, closes
+// the attempt's row and completes River's job jobID, all in one statement,
+// or nothing: a run is never succeeded with its job still running, nor the
+// reverse. It returns what CompleteAttempt returns for a run no longer at
+// the attempt, ErrStaleAttempt for a job River no longer has running at
+// the attempt (it rescued it, or a cancel ended it), and ErrJobGone.
+func (q *Queries) CompleteWork(ctx context.Context, id uuid.UUID, attempt int, jobID int64, result json.RawMessage) error {
+	var (
+		runOK, done bool
+		jobState    *string
+	)
+	err := q.db.QueryRow(ctx, completeWorkSQL, id, attempt, jobID, result).Scan(&runOK, &jobState, &done)
+	switch {
+	case err != nil:
+		return fmt.Errorf("complete attempt %d of run %s: %w", attempt, id, err)
+	case done:
+		return nil
+	case !runOK:
+		return q.refused(ctx, "complete", id, attempt)
+	case jobState == nil:
+		return fmt.Errorf("complete attempt %d of run %s, job %d: %w", attempt, id, jobID, ErrJobGone)
+	default:
+		return fmt.Errorf("complete attempt %d of run %s: River has job %d %s, not running at attempt %d: %w",
+			attempt, id, jobID, *jobState, attempt, ErrStaleAttempt)
+	}
 }
 
 // RetryAttempt records attempt's failure, with another attempt to come at
