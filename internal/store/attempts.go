@@ -287,12 +287,31 @@ func (q *Queries) FailAttempt(ctx context.Context, id uuid.UUID, attempt int, f 
 }
 
 // CancelAttempt records that attempt ended by a cancel (River's JobCancel,
-// from the API or River UI): the run is cancelled.
+// from the API or River UI): the run is cancelled. A cancel can also meet
+// the attempt before it started the run (River had fetched the job, the
+// start had not committed): River ends the job cancelled all the same, so
+// the run, still waiting for that attempt, is cancelled too, rather than
+// left queued until the reconciliation sees the job.
 func (q *Queries) CancelAttempt(ctx context.Context, id uuid.UUID, attempt int, message string) error {
 	_, err := q.endAttempt(ctx, "cancel", id, attempt, OutcomeCancelled,
 		AttemptFailure{Code: ErrorCodeCancelled, Message: message},
 		`status = 'cancelled', error_code = $4, error_message = $5, error_type = NULL, finished_at = now()`)
-	return err
+	if !errors.Is(err, ErrAttemptNotStarted) {
+		return err
+	}
+	tag, uerr := q.db.Exec(ctx, `
+		UPDATE backtest_runs
+		SET status = 'cancelled', error_code = $3, error_message = $4, error_type = NULL, next_attempt_at = NULL,
+		    finished_at = now(), updated_at = now()
+		WHERE id = $1 AND attempt < $2 AND status IN ('queued', 'retrying')`,
+		id, attempt, ErrorCodeCancelled, capText(message, MaxErrorBytes))
+	switch {
+	case uerr != nil:
+		return fmt.Errorf("cancel run %s before attempt %d started: %w", id, attempt, uerr)
+	case tag.RowsAffected() == 0:
+		return err
+	}
+	return nil
 }
 
 // InterruptAttempt records that a shutdown interrupted attempt: River puts

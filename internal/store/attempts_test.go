@@ -384,3 +384,41 @@ func TestReconcile(t *testing.T) {
 		})
 	}
 }
+
+// A cancel can meet an attempt before it started the run: River had
+// fetched the job, the start had not committed. River ends the job
+// cancelled, so the run waiting for that attempt is cancelled at once; a
+// run that another attempt holds is not the cancelled attempt's to end.
+func TestCancelBeforeTheAttemptStarted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "market data unavailable"}
+
+	queued := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-queued")
+	require.NoError(t, b.q.CancelAttempt(ctx, queued.ID, 1, "cancelled while its attempt ran"))
+
+	retrying := b.runOf(t, b.job(t, "running", 2, nil, ""), "cid-retrying")
+	_, err := b.q.StartAttempt(ctx, retrying.ID, 1)
+	require.NoError(t, err)
+	_, err = b.q.RetryAttempt(ctx, retrying.ID, 1, time.Now().Add(time.Hour), boom)
+	require.NoError(t, err)
+	require.NoError(t, b.q.CancelAttempt(ctx, retrying.ID, 2, "cancelled while its attempt ran"))
+
+	for _, id := range []uuid.UUID{queued.ID, retrying.ID} {
+		got, err := b.q.RunForWork(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, store.StatusCancelled, got.Status)
+		require.Equal(t, store.ErrorCodeCancelled, got.ErrorCode)
+		require.Nil(t, got.NextAttemptAt)
+		require.NotNil(t, got.FinishedAt)
+	}
+
+	held := b.runOf(t, b.job(t, "running", 3, nil, ""), "cid-held")
+	_, err = b.q.StartAttempt(ctx, held.ID, 3)
+	require.NoError(t, err)
+	require.ErrorIs(t, b.q.CancelAttempt(ctx, held.ID, 2, "cancelled while its attempt ran"), store.ErrStaleAttempt)
+	got, err := b.q.RunForWork(ctx, held.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusRunning, got.Status, "attempt 3 holds the run")
+}
