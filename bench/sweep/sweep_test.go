@@ -18,14 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/backtestd/backtestd/bench/internal/loadgen"
 	"github.com/backtestd/backtestd/internal/dbtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/httpx"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
+	"github.com/google/uuid"
+
+	"github.com/backtestd/backtestd/bench/internal/loadgen"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
