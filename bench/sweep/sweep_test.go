@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -107,11 +108,12 @@ func newUsers(b *testing.B, q *store.Queries, n int) []user {
 // COPY), "singles" as 10,000 POST /backtests from 8 concurrent clients,
 // each a user of its own (one user's enqueues would take turns on the lock
 // its bound on unfinished runs takes; the default bound, 50,000, leaves
-// room for both). The ratio of the two ns/op is the sweep's share of the
+// room for both), and "singles_one_user" as the same from one user over 8
+// connections: the requests a sweep replaces. The ratio of the two ns/op is the sweep's share of the
 // singles' time (target: under 1/20). The sweep also reports insert-µs/run,
 // the cost per run of its transaction alone.
 func BenchmarkSweepEnqueue(b *testing.B) {
-	for _, variant := range []string{"singles", "sweep"} {
+	for _, variant := range []string{"singles", "singles_one_user", "sweep"} {
 		b.Run(variant, func(b *testing.B) {
 			// Only the requests are timed: enqueueOnce starts and stops
 			// the timer around them.
@@ -180,7 +182,13 @@ func enqueueOnce(b *testing.B, variant string) (elapsed, insert time.Duration) {
 		}
 		insert = time.Duration(sweeps.insert.Load())
 	} else {
-		elapsed = postSingles(b, srv.Listener.Addr().String(), newUsers(b, q, clients))
+		users := newUsers(b, q, clients)
+		if variant == "singles_one_user" {
+			// One user's 10,000 runs over the same 8 connections: what a
+			// sweep replaces. Its enqueues take turns on the user's lock.
+			users = slices.Repeat(users[:1], clients)
+		}
+		elapsed = postSingles(b, srv.Listener.Addr().String(), users)
 	}
 
 	var nRuns, nJobs int

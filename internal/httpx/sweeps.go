@@ -283,15 +283,19 @@ type rankedJSON struct {
 	Value  float64         `json:"value"`
 }
 
-// sweepStatus is a sweep's status from its runs' counts: queued until a run
-// starts, running until every run has finished, then finished, or cancelled
-// when a cancel was asked of it.
+// sweepStatus is a sweep's status: queued until a run starts, running until
+// it is marked finished (every run final, finished_at set), then finished,
+// or cancelled when a cancel was asked of it.
 func sweepStatus(s store.Sweep, counts map[string]int) string {
 	unfinished := counts[store.StatusQueued] + counts[store.StatusRunning] + counts[store.StatusRetrying]
 	switch {
-	case unfinished == 0 && s.CancelRequestedAt != nil:
+	// Final once marked (finished_at, with its sweep_finished line), not
+	// merely once the counts say so: the one who ended the last run marks
+	// it just after, and the answer never has a final status without
+	// finished_at.
+	case s.FinishedAt != nil && s.CancelRequestedAt != nil:
 		return store.StatusCancelled
-	case unfinished == 0:
+	case s.FinishedAt != nil:
 		return "finished"
 	case unfinished == s.RunCount && counts[store.StatusQueued] == s.RunCount:
 		return store.StatusQueued
