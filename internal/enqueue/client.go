@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
@@ -18,7 +19,13 @@ import (
 // workers and is never started.
 func NewInsertClient(pool *pgxpool.Pool, h slog.Handler) (*river.Client[pgx.Tx], error) {
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Logger: slog.New(callerLeft{obs.NewLibraryLogger(h, obs.EventRiverLog, slog.LevelWarn).Handler()}),
+		// An inserting client sends at most one NOTIFY per queue per
+		// FetchCooldown (River's default: 100 ms), so a backtest enqueued
+		// sooner after another waited for the worker's poll. Workers fetch
+		// no more often than their own cooldown: notifying as often is
+		// enough, and wakes them for every backtest.
+		FetchCooldown: config.DefaultFetchCooldown,
+		Logger:        slog.New(callerLeft{obs.NewLibraryLogger(h, obs.EventRiverLog, slog.LevelWarn).Handler()}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
