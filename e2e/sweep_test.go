@@ -522,7 +522,7 @@ func TestSweepOfAThousandRuns(t *testing.T) {
 }
 
 // TestSingleRunIsNotStarvedBySweep posts a single backtest while a worker
-// of small concurrency drains a sweep of 2,000 runs queued before it: the
+// of small concurrency drains a sweep of 10,000 runs queued before it: the
 // single run, at River's higher priority, starts ahead of the sweep's
 // queued runs and finishes while they are still queued. Asserted by the
 // order of the worker's lines, not by durations.
@@ -532,9 +532,10 @@ func TestSingleRunIsNotStarvedBySweep(t *testing.T) {
 	b := sweepSetup(t, 2)
 	strategy := b.st.api.createStrategy(t, 5, 20)
 
-	// 20 fast × 10 slow windows × 10 symbols, all accepted.
-	g := sweepGrid{fast: between(2, 21, 1), slow: between(30, 48, 2), symbols: symbolsN(10)}
-	const wantRuns = 2000
+	// 20 fast × 10 slow windows × 50 symbols, all accepted: the largest
+	// sweep MAX_SWEEP_RUNS allows by default.
+	g := sweepGrid{fast: between(2, 21, 1), slow: between(30, 48, 2), symbols: symbolsN(50)}
+	const wantRuns = 10000
 	enq := b.createSweep(t, "sweep-busy-"+uuid.NewString()[:8], g)
 	id := enq.SweepId.String()
 	require.Equal(t, wantRuns, enq.RunCount)
