@@ -658,8 +658,8 @@ func TestSingleRunIsNotStarvedBySweep(t *testing.T) {
 	require.LessOrEqual(t, ahead, 2*b.concurrency, "sweep runs that started between the single's commit and its start")
 	require.Positive(t, after, "sweep runs still started after the single completed")
 
-	t.Logf("concurrency %d: sweep of %d runs, %d started before the POST, %d between the POST and the single's "+
-		"job_started, %d after its job_completed (then cancelled: %v, settled in %s); single's queue_wait_ms %v; whole test %s",
+	t.Logf("concurrency %d: sweep of %d runs, %d started before the POST, %d between the single's commit "+
+		"and its job_started, %d after its job_completed (then cancelled: %v, settled in %s); single's queue_wait_ms %v; whole test %s",
 		b.concurrency, wantRuns, before, ahead, after, row.statuses, settled.Round(time.Millisecond), singleStart[obs.KeyQueueWaitMS],
 		time.Since(began).Round(time.Millisecond))
 }
