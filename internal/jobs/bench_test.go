@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"slices"
 	"testing"
 	"time"
 
@@ -245,102 +244,6 @@ func insertNoops(b *testing.B, client *river.Client[pgx.Tx], n int) {
 	if _, err := client.InsertMany(b.Context(), params); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// BenchmarkQueueLatency is the time from enqueueing a backtest (the
-// transaction of POST /backtests: the run, River's job, the commit and its
-// NOTIFY) to its job_started line, on an idle worker as shipped. One op is
-// one backtest, enqueued a gap after the previous one completed. River's
-// insert client sends at most one NOTIFY per queue per 100 ms (its fetch
-// cooldown): "idle" leaves more than that between backtests, "gap_20ms"
-// less, so its backtests are found by the worker's poll instead
-// (WORKER_FETCH_POLL_INTERVAL; "gap_20ms_poll_1s" with River's default). It
-// reports the median and the 99th percentile.
-func BenchmarkQueueLatency(b *testing.B) {
-	for _, variant := range []struct {
-		name string
-		gap  time.Duration
-		poll time.Duration
-	}{
-		{"idle", 150 * time.Millisecond, 0},
-		{"gap_20ms", 20 * time.Millisecond, 0},
-		{"gap_20ms_poll_1s", 20 * time.Millisecond, time.Second},
-	} {
-		b.Run(variant.name, func(b *testing.B) {
-			db := dbtest.New(b)
-			ctx := b.Context()
-			started, completed := make(chan time.Time, 1), make(chan time.Time, 1)
-			h := &startedHandler{
-				Handler: obs.NewHandler(io.Discard, obs.Options{Service: "worker"}), started: started, completed: completed,
-			}
-			logger := slog.New(h)
-			client, err := jobs.NewWorkerClient(db.Pool, h, logger, jobs.ClientConfig{FetchPollInterval: variant.poll})
-			if err != nil {
-				b.Fatal(err)
-			}
-			enq, user, strategy := backlogEnqueuer(b, db, h)
-			if err := client.Start(ctx); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = client.Stop(context.WithoutCancel(ctx)) }()
-			waits := make([]time.Duration, 0, b.N)
-			b.ResetTimer()
-			for range b.N {
-				time.Sleep(variant.gap)
-				began := time.Now()
-				if _, err := enq.Enqueue(ctx, smallBacktest(user.ID, strategy.ID)); err != nil {
-					b.Fatal(err)
-				}
-				for _, ch := range []chan time.Time{started, completed} {
-					select {
-					case at := <-ch:
-						if ch == started {
-							waits = append(waits, at.Sub(began))
-						}
-					case <-time.After(time.Minute):
-						b.Fatal("the backtest did not start and complete")
-					}
-				}
-			}
-			b.StopTimer()
-			slices.Sort(waits)
-			pct := func(p float64) float64 {
-				return float64(waits[min(len(waits)-1, int(p*float64(len(waits))))].Microseconds()) / 1000
-			}
-			b.ReportMetric(pct(0.50), "p50_ms")
-			b.ReportMetric(pct(0.99), "p99_ms")
-		})
-	}
-}
-
-// startedHandler tells the time of each backtest's job_started and
-// job_completed lines.
-type startedHandler struct {
-	slog.Handler
-
-	started, completed chan<- time.Time
-}
-
-func (h *startedHandler) Handle(ctx context.Context, r slog.Record) error {
-	err := h.Handler.Handle(ctx, r)
-	ch := map[string]chan<- time.Time{obs.EventJobStarted: h.started, obs.EventJobCompleted: h.completed}[r.Message]
-	if ch != nil && h.backtest(r) {
-		ch <- time.Now()
-	}
-	return err
-}
-
-// backtest tells a backtest's line from the periodic jobs'.
-func (h *startedHandler) backtest(r slog.Record) bool {
-	return r.Level >= slog.LevelInfo
-}
-
-func (h *startedHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &startedHandler{Handler: h.Handler.WithAttrs(attrs), started: h.started, completed: h.completed}
-}
-
-func (h *startedHandler) WithGroup(name string) slog.Handler {
-	return &startedHandler{Handler: h.Handler.WithGroup(name), started: h.started, completed: h.completed}
 }
 
 // enqueueBacklog enqueues n small backtests (sma_crossover over a year).
