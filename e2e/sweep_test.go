@@ -62,7 +62,11 @@ func sweepSetup(t *testing.T, concurrency int) *sweepBundle {
 	// The reconciliation would mend a run a worker left wrong within its
 	// interval: an hour keeps it out of the tests, so what they see is the
 	// workers' and the server's own doing.
-	st := newStack(t, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency), "RECONCILE_INTERVAL=1h")
+	// A sweep of 10,000 runs is one transaction: half a second as shipped,
+	// but the race-built server on a machine busy with other tests has
+	// taken more than the default 10 s request deadline.
+	st := newStack(t, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency), "RECONCILE_INTERVAL=1h",
+		"REQUEST_TIMEOUT=60s", "DB_STATEMENT_TIMEOUT=60s", "HTTP_WRITE_TIMEOUT=70s")
 	db, err := pgxpool.New(t.Context(), st.dbURL)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
