@@ -167,7 +167,7 @@ func TestLoadKeepsEveryLineWithItsRequest(t *testing.T) {
 	defer conn.Close(context.WithoutCancel(t.Context()))
 	require.Eventually(t, func() bool {
 		var open int
-		err := conn.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs WHERE status IN ('queued', 'running')`).Scan(&open)
+		err := conn.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs WHERE status IN ('queued', 'running', 'retrying')`).Scan(&open)
 		return err == nil && open == 0
 	}, 3*time.Minute, 200*time.Millisecond, "every backtest ends")
 	serverPeak, workerPeak := peakRSS(t, st.server), peakRSS(t, st.worker)
