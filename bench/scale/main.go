@@ -15,26 +15,22 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/backtestd/backtestd/bench/internal/stack"
 )
 
 // pollEvery is how often GET /sweeps/{id} is asked whether the sweep is
@@ -183,63 +179,51 @@ func orDefault(s string) string {
 func measure(o options, n, round int) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	name := fmt.Sprintf("bt_scale_%d_%d_%d", time.Now().Unix(), n, round)
-	u, err := url.Parse(o.serverURL)
-	if err != nil {
-		return result{}, fmt.Errorf("server url: %w", err)
-	}
-	u.Path = "/" + name
-	dbURL := u.String()
-	defer dropDatabase(o.serverURL, name)
-	env := append(os.Environ(), "DATABASE_URL="+dbURL, "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info")
+	var env []string
 	if o.concurrency != "" {
 		env = append(env, "WORKER_CONCURRENCY="+o.concurrency)
 	}
-	if out, err := command(ctx, o.bin, "server", env, "migrate", "up").CombinedOutput(); err != nil {
-		return result{}, fmt.Errorf("migrate: %w: %s", err, out)
-	}
-	keyOut, err := command(ctx, o.bin, "server", env, "create-api-key", "-user", "scale").Output()
-	if err != nil {
-		return result{}, fmt.Errorf("create key: %w", err)
-	}
-	key := strings.TrimSpace(string(keyOut))
-
-	server, addr, err := start(ctx, o.bin, "server", env, nil)
+	st, err := stack.New(ctx, o.bin, o.serverURL, fmt.Sprintf("bt_scale_%d_%d_%d", time.Now().Unix(), n, round), "scale", env...)
 	if err != nil {
 		return result{}, err
 	}
-	defer server.stop()
+	defer st.Close()
+	server, err := st.Start(ctx, "server", nil)
+	if err != nil {
+		return result{}, err
+	}
+	defer server.Stop()
 	completed := &completions{byRun: map[string]int{}}
-	workers := make([]*process, 0, n)
+	workers := make([]*stack.Process, 0, n)
 	defer func() {
 		for _, w := range workers {
-			w.stop()
+			w.Stop()
 		}
 	}()
 	for range n {
-		w, _, err := start(ctx, o.bin, "worker", env, completed.scan)
+		w, err := st.Start(ctx, "worker", completed.scan)
 		if err != nil {
 			return result{}, err
 		}
 		workers = append(workers, w)
 	}
-	conn, err := pgx.Connect(ctx, dbURL)
+	conn, err := pgx.Connect(ctx, st.DBURL)
 	if err != nil {
 		return result{}, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(ctx)
 
-	c := client{base: "http://" + addr, key: key}
+	api := st.Client(server)
 	half := o.runs / 2 // fast windows × slow windows × 2 symbols
 	fast, slow := grid(half)
 	began := time.Now()
-	sampler := newSampler(conn, name, server.cmd.Process.Pid, pids(workers))
+	sampler := newSampler(conn, st.Name, server.Cmd.Process.Pid, pids(workers))
 	sampler.sample(ctx)
 	var walStart string
 	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&walStart); err != nil {
 		return result{}, fmt.Errorf("wal position: %w", err)
 	}
-	created, err := c.call(ctx, http.MethodPost, "/sweeps", map[string]any{
+	created, err := api.Call(ctx, http.MethodPost, "/sweeps", map[string]any{
 		"kind": "sma_crossover", "params_grid": map[string][]int{"fast_window": fast, "slow_window": slow},
 		"symbols": []string{"ACME", "BETA"}, "start": "2023-01-01", "end": "2023-12-31", "initial_cash": 10000,
 	}, http.StatusAccepted)
@@ -254,7 +238,7 @@ func measure(o options, n, round int) (result, error) {
 	for {
 		time.Sleep(pollEvery)
 		sampler.sample(ctx)
-		got, err := c.call(ctx, http.MethodGet, "/sweeps/"+id, nil, http.StatusOK)
+		got, err := api.Call(ctx, http.MethodGet, "/sweeps/"+id, nil, http.StatusOK)
 		if err != nil {
 			return result{}, fmt.Errorf("get sweep: %w", err)
 		}
@@ -275,7 +259,7 @@ func measure(o options, n, round int) (result, error) {
 	// Every job_completed line is written once the worker stops: its log
 	// drained to the end.
 	for _, w := range workers {
-		w.stop()
+		w.Stop()
 	}
 	workers = nil
 	r := result{workers: n, accept: accept, drain: drain, runs: o.runs, cpu: cpu, walBytes: wal / int64(o.runs)}
@@ -375,44 +359,6 @@ func (c *completions) scan(line []byte) {
 	c.mu.Lock()
 	c.byRun[m.RunID]++
 	c.mu.Unlock()
-}
-
-type client struct {
-	base, key string
-}
-
-func (c client) call(ctx context.Context, method, path string, body any, want int) (map[string]any, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != want {
-		return nil, fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, raw)
-	}
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return out, nil
 }
 
 // sampler adds up the CPU ticks of the processes of a measurement between
@@ -551,88 +497,10 @@ func cores() int {
 	return n
 }
 
-type process struct {
-	cmd     *exec.Cmd
-	drained sync.WaitGroup // the log read to its end
-}
-
-func pids(ps []*process) []int {
+func pids(ps []*stack.Process) []int {
 	out := make([]int, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, p.cmd.Process.Pid)
+		out = append(out, p.Cmd.Process.Pid)
 	}
 	return out
-}
-
-func command(ctx context.Context, bin, name string, env []string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, name), args...) //nolint:gosec // our own binaries
-	cmd.Env = env
-	return cmd
-}
-
-// start runs a binary with each line of its log given to onLine (nil:
-// discarded), and returns the server's address from its server_started
-// line.
-func start(ctx context.Context, bin, name string, env []string, onLine func([]byte)) (*process, string, error) {
-	p := &process{cmd: command(ctx, bin, name, env)}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start %s: %w", name, err)
-	}
-	rd := bufio.NewReaderSize(stdout, 1<<16)
-	for {
-		line, err := rd.ReadBytes('\n')
-		if err != nil {
-			return nil, "", fmt.Errorf("%s ended before it started", name)
-		}
-		var m map[string]any
-		_ = json.Unmarshal(line, &m)
-		if m["event"] != name+"_started" {
-			continue
-		}
-		p.drained.Add(1)
-		go func() {
-			defer p.drained.Done()
-			if onLine == nil {
-				_, _ = io.Copy(io.Discard, rd)
-				return
-			}
-			for {
-				line, err := rd.ReadBytes('\n')
-				if len(line) > 0 {
-					onLine(line)
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-		addr, _ := m["addr"].(string)
-		return p, addr, nil
-	}
-}
-
-// stop ends a process and reads its log to the end before reaping it:
-// Wait closes the pipe, and would lose what is still in it.
-func (p *process) stop() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	p.drained.Wait()
-	_ = p.cmd.Wait()
-}
-
-func dropDatabase(serverURL, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`)
 }

@@ -8,25 +8,17 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/backtestd/backtestd/bench/internal/stack"
 )
 
 func main() {
@@ -49,55 +41,25 @@ type sample struct {
 func run(bin string, duration time.Duration, clients int, serverURL string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), duration+2*time.Minute)
 	defer cancel()
-	name := fmt.Sprintf("bt_soak_%d", time.Now().Unix())
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return fmt.Errorf("server url: %w", err)
-	}
-	u.Path = "/" + name
-	dbURL := u.String()
-	defer dropDatabase(serverURL, name)
-	env := append(os.Environ(), "DATABASE_URL="+dbURL, "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info")
-	if out, err := command(ctx, bin, "server", env, "migrate", "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("migrate: %w: %s", err, out)
-	}
-	keyOut, err := command(ctx, bin, "server", env, "create-api-key", "-user", "soak").Output()
-	if err != nil {
-		return fmt.Errorf("create key: %w", err)
-	}
-	key := strings.TrimSpace(string(keyOut))
-
-	server, addr, err := start(ctx, bin, "server", env)
+	st, err := stack.New(ctx, bin, serverURL, fmt.Sprintf("bt_soak_%d", time.Now().Unix()), "soak")
 	if err != nil {
 		return err
 	}
-	defer stop(server)
-	worker, _, err := start(ctx, bin, "worker", env)
+	defer st.Close()
+	server, err := st.Start(ctx, "server", nil)
 	if err != nil {
 		return err
 	}
-	defer stop(worker)
-	base := "http://" + addr
+	defer server.Stop()
+	worker, err := st.Start(ctx, "worker", nil)
+	if err != nil {
+		return err
+	}
+	defer worker.Stop()
+	api := st.Client(server)
+	// The soak only has to send its load: any status will do.
 	call := func(method, path string, body any) (map[string]any, error) {
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return out, nil
+		return api.Call(ctx, method, path, body, 0)
 	}
 	strategy, err := call(http.MethodPost, "/strategies", map[string]any{
 		"kind": "sma_crossover", "params": map[string]int{"fast_window": 5, "slow_window": 20},
@@ -132,7 +94,7 @@ func run(bin string, duration time.Duration, clients int, serverURL string) erro
 	var samples []sample
 	began := time.Now()
 	for time.Now().Before(deadline) {
-		s, w := rss(server.Process.Pid), rss(worker.Process.Pid)
+		s, w := rss(server.Cmd.Process.Pid), rss(worker.Cmd.Process.Pid)
 		samples = append(samples, sample{at: time.Since(began), server: s, worker: w})
 		time.Sleep(10 * time.Second)
 	}
@@ -169,44 +131,6 @@ func report(samples []sample, requests int, duration time.Duration) {
 	}
 }
 
-func command(ctx context.Context, bin, name string, env []string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, name), args...) //nolint:gosec // our own binaries
-	cmd.Env = env
-	return cmd
-}
-
-// start runs a binary with its log drained, and returns the server's
-// address from its server_started line.
-func start(ctx context.Context, bin, name string, env []string) (*exec.Cmd, string, error) {
-	cmd := command(ctx, bin, name, env)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start %s: %w", name, err)
-	}
-	rd := bufio.NewReader(stdout)
-	for {
-		line, err := rd.ReadBytes('\n')
-		if err != nil {
-			return nil, "", fmt.Errorf("%s ended before it started", name)
-		}
-		var m map[string]any
-		_ = json.Unmarshal(line, &m)
-		if m["event"] == name+"_started" {
-			go func() { _, _ = io.Copy(io.Discard, rd) }()
-			addr, _ := m["addr"].(string)
-			return cmd, addr, nil
-		}
-	}
-}
-
-func stop(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	_ = cmd.Wait()
-}
-
 // rss is a process's resident set, in KiB.
 func rss(pid int) int64 {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -220,15 +144,4 @@ func rss(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-func dropDatabase(serverURL, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`)
 }
