@@ -15,10 +15,9 @@ import (
 	"time"
 
 	"github.com/backtestd/backtestd/internal/dbtest"
-	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
-	"github.com/backtestd/backtestd/internal/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
@@ -106,30 +105,11 @@ func BenchmarkQueueLatency(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { _ = client.Stop(ctx) })
-			inserter, err := enqueue.NewInsertClient(db.Pool, obs.NewHandler(watcher, obs.Options{Service: "server"}))
-			if err != nil {
-				b.Fatal(err)
-			}
-			enq := enqueue.NewEnqueuer(db.Pool, inserter, 0)
-			q := store.New(db.Pool)
-			user, err := q.EnsureUser(ctx, "bench")
-			if err != nil {
-				b.Fatal(err)
-			}
-			strategy, err := q.CreateStrategy(ctx, store.NewStrategy{
-				UserID: user.ID, Name: "s", Kind: "sma_crossover", Params: []byte(`{"fast_window":10,"slow_window":50}`),
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
+			enq, user, strategy := fixture.Enqueuer(b, db.Pool, obs.NewHandler(watcher, obs.Options{Service: "server"}))
 			// once enqueues one backtest, waits for it to complete, and
 			// returns its wait.
 			once := func() time.Duration {
-				run, err := enq.Enqueue(ctx, enqueue.NewBacktest{
-					UserID: user.ID, StrategyID: strategy.ID, CorrelationID: "bench", Symbol: "ACME",
-					Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-					InitialCash: 10_000,
-				})
+				run, err := enq.Enqueue(ctx, fixture.SmallBacktest(user.ID, strategy.ID))
 				committed := time.Now()
 				if err != nil {
 					b.Fatal(err)

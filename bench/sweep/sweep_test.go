@@ -19,14 +19,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backtestd/backtestd/internal/dbtest"
-	"github.com/backtestd/backtestd/internal/enqueue"
-	"github.com/backtestd/backtestd/internal/httpx"
-	"github.com/backtestd/backtestd/internal/obs"
-	"github.com/backtestd/backtestd/internal/store"
 	"github.com/google/uuid"
 
 	"github.com/backtestd/backtestd/bench/internal/loadgen"
+	"github.com/backtestd/backtestd/internal/backtest"
+	"github.com/backtestd/backtestd/internal/dbtest"
+	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
+	"github.com/backtestd/backtestd/internal/httpx"
+	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
@@ -92,13 +94,7 @@ func newUsers(b *testing.B, q *store.Queries, n int) []user {
 		if err := q.AddAPIKey(b.Context(), u.ID, hash); err != nil {
 			b.Fatal(err)
 		}
-		s, err := q.CreateStrategy(b.Context(), store.NewStrategy{
-			UserID: u.ID, Name: "s", Kind: "sma_crossover", Params: []byte(`{"fast_window":10,"slow_window":100}`),
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		out[i].strategy = s.ID
+		out[i].strategy = fixture.Strategy(b, q, u.ID, backtest.KindSMACrossover, `{"fast_window":10,"slow_window":100}`).ID
 	}
 	return out
 }

@@ -16,11 +16,10 @@ import (
 
 	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/dbtest"
-	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/jobs"
 	"github.com/backtestd/backtestd/internal/obs"
-	"github.com/backtestd/backtestd/internal/store"
 )
 
 // noopWorker works backtest jobs by doing nothing, so the lifecycle binds
@@ -249,41 +248,10 @@ func insertNoops(b *testing.B, client *river.Client[pgx.Tx], n int) {
 // enqueueBacklog enqueues n small backtests (sma_crossover over a year).
 func enqueueBacklog(b *testing.B, db *dbtest.DB, h slog.Handler, n int) {
 	b.Helper()
-	enq, user, strategy := backlogEnqueuer(b, db, h)
+	enq, user, strategy := fixture.Enqueuer(b, db.Pool, h)
 	for range n {
-		if _, err := enq.Enqueue(b.Context(), smallBacktest(user.ID, strategy.ID)); err != nil {
+		if _, err := enq.Enqueue(b.Context(), fixture.SmallBacktest(user.ID, strategy.ID)); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// backlogEnqueuer is the API's enqueuer, with a user and a small strategy.
-func backlogEnqueuer(b *testing.B, db *dbtest.DB, h slog.Handler) (*enqueue.Enqueuer, store.User, store.Strategy) {
-	b.Helper()
-	ctx := b.Context()
-	inserter, err := enqueue.NewInsertClient(db.Pool, h)
-	if err != nil {
-		b.Fatal(err)
-	}
-	q := store.New(db.Pool)
-	user, err := q.EnsureUser(ctx, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	strategy, err := q.CreateStrategy(ctx, store.NewStrategy{
-		UserID: user.ID, Name: "s", Kind: "sma_crossover", Params: []byte(`{"fast_window":10,"slow_window":50}`),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return enqueue.NewEnqueuer(db.Pool, inserter, 0), user, strategy
-}
-
-// smallBacktest is sma_crossover over a year of daily bars.
-func smallBacktest(userID, strategyID uuid.UUID) enqueue.NewBacktest {
-	return enqueue.NewBacktest{
-		UserID: userID, StrategyID: strategyID, CorrelationID: "bench", Symbol: "ACME",
-		Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-		InitialCash: 10_000,
 	}
 }
