@@ -6,9 +6,10 @@
 // polls GET /sweeps/{id} every 200 ms until it is finished. Then it checks
 // every run succeeded with one attempt row and one job_completed line
 // across the workers' logs, and that runs and jobs agree (the disagree
-// recipe of docs/logging.md). While the sweep drains it samples the CPU of
-// the server, the workers, the database's backends and the whole machine
-// from /proc, to say which saturates.
+// recipe of docs/logging.md, read from the document itself: -doc). While
+// the sweep drains it samples the CPU of the server, the workers, the
+// database's backends and the whole machine from /proc, to say which
+// saturates. Run it from the repository's root:
 //
 //	go build -o /tmp/bin/ ./cmd/server ./cmd/worker
 //	go run ./bench/scale -bin /tmp/bin -workers 1,2,3 -rounds 2
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,20 +43,25 @@ const pollEvery = 200 * time.Millisecond
 // (100 on every Linux this runs on).
 const clockTicks = 100
 
-// disagreeSQL is docs/logging.md's disagree recipe, counted: runs whose
-// status says something their job's state does not.
-const disagreeSQL = `
-SELECT count(*)
-FROM backtest_runs r
-LEFT JOIN river_job j ON j.id = r.river_job_id
-WHERE NOT COALESCE(CASE r.status
-    WHEN 'queued'    THEN j.state IN ('available', 'scheduled', 'pending', 'running')
-    WHEN 'running'   THEN j.state = 'running'
-    WHEN 'retrying'  THEN j.state IN ('retryable', 'available', 'scheduled', 'running')
-    WHEN 'succeeded' THEN j.id IS NULL OR j.state = 'completed'
-    WHEN 'failed'    THEN j.id IS NULL OR j.state IN ('cancelled', 'discarded')
-    WHEN 'cancelled' THEN j.id IS NULL OR j.state = 'cancelled'
-END, false)`
+// recipeBlock finds a recipe of docs/logging.md: the fenced block after
+// its <!-- kind: name --> marker, as the end-to-end tests find them.
+var recipeBlock = regexp.MustCompile("(?s)<!-- ([a-z-]+): ([a-z-]+) -->\n```[a-z]+\n(.*?)```")
+
+// disagreeCount reads docs/logging.md's disagree recipe (runs whose status
+// says something their job's state does not) from the document at path,
+// and returns it counted.
+func disagreeCount(path string) (string, error) {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("the disagree recipe: %w", err)
+	}
+	for _, m := range recipeBlock.FindAllStringSubmatch(string(doc), -1) {
+		if m[1] == "sql" && m[2] == "disagree" {
+			return "SELECT count(*) FROM (" + strings.TrimSuffix(strings.TrimSpace(m[3]), ";") + ") disagreeing", nil
+		}
+	}
+	return "", fmt.Errorf("%s has no disagree recipe (<!-- sql: disagree -->)", path)
+}
 
 type options struct {
 	bin         string
@@ -63,6 +70,8 @@ type options struct {
 	rounds      int
 	runs        int
 	concurrency string
+	// disagreeSQL counts the runs that disagree with their jobs.
+	disagreeSQL string
 }
 
 func main() {
@@ -73,6 +82,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds of every count of workers, alternating")
 	flag.IntVar(&o.runs, "runs", 10_000, "runs of the sweep: an even number, at most 10000 (MAX_SWEEP_RUNS)")
 	flag.StringVar(&o.concurrency, "concurrency", "", "WORKER_CONCURRENCY of each worker (empty: the default)")
+	doc := flag.String("doc", "docs/logging.md", "the document whose disagree recipe is run")
 	flag.Parse()
 	for _, w := range strings.Split(*workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -84,6 +94,11 @@ func main() {
 	}
 	if o.runs < 2 || o.runs%2 != 0 || o.runs > 10_000 {
 		fmt.Fprintln(os.Stderr, "scale: -runs must be even, 2 to 10000")
+		os.Exit(2)
+	}
+	var err error
+	if o.disagreeSQL, err = disagreeCount(*doc); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(2)
 	}
 	if err := run(o); err != nil {
@@ -263,7 +278,7 @@ func measure(o options, n, round int) (result, error) {
 	}
 	workers = nil
 	r := result{workers: n, accept: accept, drain: drain, runs: o.runs, cpu: cpu, walBytes: wal / int64(o.runs)}
-	if err := check(ctx, conn, id, completed, &r); err != nil {
+	if err := check(ctx, conn, o.disagreeSQL, id, completed, &r); err != nil {
 		return result{}, err
 	}
 	return r, nil
@@ -288,7 +303,7 @@ func grid(half int) (fast, slow []int) {
 	return fast, slow
 }
 
-func check(ctx context.Context, conn *pgx.Conn, sweepID string, completed *completions, r *result) error {
+func check(ctx context.Context, conn *pgx.Conn, disagreeSQL, sweepID string, completed *completions, r *result) error {
 	rows, err := conn.Query(ctx, `SELECT id::text, status, (SELECT count(*) FROM backtest_run_attempts a WHERE a.run_id = r.id)
 		FROM backtest_runs r WHERE sweep_id = $1`, sweepID)
 	if err != nil {
