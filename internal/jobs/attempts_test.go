@@ -590,7 +590,7 @@ func TestStaleProgressStopsTheAttempt(t *testing.T) {
 		return backtest.Result{}, ctx.Err()
 	}
 	nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-stale-progress", "ACME", 30)
-	q, run, _, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
+	q, run, _, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb, uuid.Nil,
 		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
 			q, runID = attemptQ, r.ID
 			return jobs.WorkerConfig{Engine: engine, Now: func() time.Time { return clock }}

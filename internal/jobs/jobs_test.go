@@ -74,14 +74,16 @@ func (b *testBundle) startClient(t *testing.T, cfg jobs.ClientConfig, kinds ...r
 func (b *testBundle) workOnce(t *testing.T, kind, params string, nb enqueue.NewBacktest, engine jobs.Engine, maxAttempts int,
 ) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
 	t.Helper()
-	return b.workOnceWith(t, kind, params, nb, func(*store.Queries, store.Run) jobs.WorkerConfig {
+	return b.workOnceWith(t, kind, params, nb, uuid.Nil, func(*store.Queries, store.Run) jobs.WorkerConfig {
 		return jobs.WorkerConfig{Engine: engine}
 	}, maxAttempts)
 }
 
 // workOnceWith is workOnce with the worker configured by configure, which
-// is given the attempt's queries and run before the attempt starts.
-func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb enqueue.NewBacktest,
+// is given the attempt's queries and run before the attempt starts. With a
+// sweepID, the run is the one run of that sweep, inserted with it
+// (insertSweepRow).
+func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb enqueue.NewBacktest, sweepID uuid.UUID,
 	configure func(*store.Queries, store.Run) jobs.WorkerConfig, maxAttempts int,
 ) (*store.Queries, store.Run, *rivertest.WorkResult, error) {
 	t.Helper()
@@ -96,14 +98,34 @@ func (b *testBundle) workOnceWith(t *testing.T, kind, params string, nb enqueue.
 		CorrelationID: nb.CorrelationID, Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
 	})
 	require.NoError(t, err)
+	if sweepID != uuid.Nil {
+		require.NoError(t, b.insertSweepRow(ctx, tx, sweepID, nb.CorrelationID, 1))
+		_, err = tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, run.ID, sweepID)
+		require.NoError(t, err)
+	}
 	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
 		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
 	}, jobs.NewWorker(tx, b.logger, configure(q, run)))
 	args := jobargs.Backtest{
 		RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: strategy.ID, Traceparent: nb.Traceparent,
+		SweepID: sweepID,
 	}
 	res, err := w.Work(ctx, t, tx, args, &river.InsertOpts{MaxAttempts: maxAttempts})
 	return q, run, res, err
+}
+
+// insertSweepRow inserts the user's sweep id, of runCount runs, through db:
+// an sma_crossover grid over ACME with fixture.Backtest's range and cash,
+// created 90 seconds ago so that sweep_finished's duration_ms shows it
+// counts from created_at. Its runs are the caller's to insert.
+func (b *testBundle) insertSweepRow(ctx context.Context, db store.DBTX, id uuid.UUID, cid string, runCount int) error {
+	_, err := db.Exec(ctx, `
+		INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
+		                    initial_cash, run_count, created_at)
+		VALUES ($1, $2, $3, 'sma_crossover', '{"fast_window":[5],"slow_window":[50]}', '{ACME}',
+		        '2024-01-01', '2025-01-01', 10000, $4, now() - interval '90 seconds')`,
+		id, b.user.ID, cid, runCount)
+	return err
 }
 
 // requireJobLines checks that every line of the run carries the job's fields.
@@ -272,7 +294,7 @@ func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 		return backtest.Result{Bars: 1}, nil
 	}
 	nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-progress", "ACME", 30)
-	q, run, res, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb,
+	q, run, res, err := b.workOnceWith(t, backtest.KindBuyAndHold, `{}`, nb, uuid.Nil,
 		func(attemptQ *store.Queries, r store.Run) jobs.WorkerConfig {
 			q, runID = attemptQ, r.ID
 			return jobs.WorkerConfig{Engine: engine, Now: func() time.Time { return clock }}

@@ -8,9 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivertest"
-	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/backtest"
@@ -41,14 +38,7 @@ func (b *testBundle) insertSweep(t *testing.T, cid string, runs []sweepRun) uuid
 	sma := fixture.Strategy(t, b.q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 	sweepID := uuid.Must(uuid.NewV7())
 	err = pgx.BeginFunc(ctx, b.db.Pool, func(tx pgx.Tx) error {
-		// Created a while ago, so that its duration_ms says it came from
-		// created_at.
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
-			                    initial_cash, run_count, created_at)
-			VALUES ($1, $2, $3, 'sma_crossover', '{"fast_window":[5],"slow_window":[50]}', '{ACME}',
-			        '2024-01-01', '2025-01-01', 10000, $4, now() - interval '90 seconds')`,
-			sweepID, b.user.ID, cid, len(runs)); err != nil {
+		if err := b.insertSweepRow(ctx, tx, sweepID, cid, len(runs)); err != nil {
 			return err
 		}
 		q := store.New(tx)
@@ -157,16 +147,9 @@ func TestSweepFinishedOnceWhenItsLastRunEnds(t *testing.T) {
 	_, events2 := b.startClient(t, cfg, kinds...)
 	g.open(t) // neither client alone can hold all eight: both work the sweep
 
-	var finished []map[string]any
 	require.Eventually(t, func() bool {
 		drain(events1, events2)
-		finished = nil
-		for _, l := range b.logs.Lines(t) {
-			if l[obs.KeyEvent] == obs.EventSweepFinished {
-				finished = append(finished, l)
-			}
-		}
-		return len(finished) > 0
+		return len(b.linesOf(t, uuid.Nil, obs.EventSweepFinished)) > 0
 	}, 30*time.Second, 20*time.Millisecond, "sweep_finished is logged")
 
 	var unfinished int
@@ -180,12 +163,7 @@ func TestSweepFinishedOnceWhenItsLastRunEnds(t *testing.T) {
 
 	// Every run's last attempt logged, the line is still the only one.
 	waitLastAttemptsLogged(t, b.logs, held)
-	finished = finished[:0]
-	for _, l := range b.logs.Lines(t) {
-		if l[obs.KeyEvent] == obs.EventSweepFinished {
-			finished = append(finished, l)
-		}
-	}
+	finished := b.linesOf(t, uuid.Nil, obs.EventSweepFinished)
 	require.Len(t, finished, 1)
 	line := finished[0]
 	require.GreaterOrEqual(t, line[obs.KeyDurationMS], float64(90_000), "from the sweep's created_at")
@@ -235,41 +213,12 @@ func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			ctx := t.Context()
-			tx, err := b.db.Pool.Begin(ctx)
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
-			q := store.New(tx)
-			sma := fixture.Strategy(t, q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
 			sweepID := uuid.Must(uuid.NewV7())
-			_, err = tx.Exec(ctx, `
-				INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
-				                    initial_cash, run_count)
-				VALUES ($1, $2, 'cid-one', 'sma_crossover', '{}', '{ACME}', '2024-01-01', '2025-01-01', 10000, 1)`,
-				sweepID, b.user.ID)
-			require.NoError(t, err)
-			nb := fixture.Backtest(b.user.ID, sma.ID, "cid-one", "ACME", tt.days)
-			run, err := q.InsertRun(ctx, store.NewRun{
-				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: sma.ID, CorrelationID: nb.CorrelationID,
-				Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
-			})
-			require.NoError(t, err)
-			_, err = tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, run.ID, sweepID)
-			require.NoError(t, err)
+			nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-one", "ACME", tt.days)
+			_, _, _, _ = b.workOnceWith(t, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`, nb, sweepID,
+				func(*store.Queries, store.Run) jobs.WorkerConfig { return jobs.WorkerConfig{Engine: tt.engine} }, tt.maxAttempts)
 
-			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
-				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
-			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
-			_, _ = w.Work(ctx, t, tx, jobargs.Backtest{
-				RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: sma.ID, SweepID: sweepID,
-			}, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
-
-			var finished []map[string]any
-			for _, l := range b.logs.Lines(t) {
-				if l[obs.KeyEvent] == obs.EventSweepFinished {
-					finished = append(finished, l)
-				}
-			}
+			finished := b.linesOf(t, uuid.Nil, obs.EventSweepFinished)
 			if tt.want == nil {
 				require.Empty(t, finished, "the run is retrying: the sweep goes on")
 				return
