@@ -185,7 +185,8 @@ func TestResetClientsAreNotServerErrors(t *testing.T) {
 // nothing is written.
 func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 	t.Parallel()
-	dbURL, key := migratedSchema(t)
+	db, key := migratedSchema(t)
+	dbURL := db.URL
 	// Deadlines far away: the client's leaving, not the clock, ends each
 	// request, however long a busy machine takes to notice it.
 	env := []string{
@@ -245,15 +246,7 @@ func TestClientLeavingDuringADatabaseStall(t *testing.T) {
 // waitForLine waits for the line of event with the correlation ID cid.
 func waitForLine(t *testing.T, p *process, cid, event string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		for _, l := range p.lines(t) {
-			if l[obs.KeyCorrelationID] == cid && l[obs.KeyEvent] == event {
-				return l
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no %s line for %s", event, cid)
-	return nil
+	return p.waitLine(t, 2*time.Minute, event+" of "+cid, func(l map[string]any) bool {
+		return l[obs.KeyCorrelationID] == cid && l[obs.KeyEvent] == event
+	})
 }

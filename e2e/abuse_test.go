@@ -314,18 +314,11 @@ func TestRiverUIRefusesCrossSiteWritesAndLimitsGuesses(t *testing.T) {
 // jobOf waits for the backtest_enqueued line of a run and returns its job.
 func jobOf(t *testing.T, st *stack, runID string) int64 {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, l := range st.server.lines(t) {
-			if l[obs.KeyEvent] == obs.EventBacktestEnqueued && l[obs.KeyRunID] == runID {
-				id, _ := l[obs.KeyJobID].(float64)
-				return int64(id)
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no backtest_enqueued line for run %s", runID)
-	return 0
+	l := st.server.waitLine(t, 30*time.Second, "backtest_enqueued of run "+runID, func(l map[string]any) bool {
+		return l[obs.KeyEvent] == obs.EventBacktestEnqueued && l[obs.KeyRunID] == runID
+	})
+	id, _ := l[obs.KeyJobID].(float64)
+	return int64(id)
 }
 
 // A River UI password shorter than 12 characters stops the server at start,

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
+	apitypes "github.com/oapi-codegen/runtime/types"
 	"github.com/stretchr/testify/require"
 
 	apiclient "github.com/backtestd/backtestd/api/client"
@@ -44,6 +46,36 @@ func (c client) generated(t *testing.T) *apiclient.ClientWithResponses {
 		}))
 	require.NoError(t, err)
 	return gc
+}
+
+// listRuns pages through GET /backtests with params, 200 runs a page, and
+// returns every run listed. No page may hold more than asked, and the
+// pages must end.
+func listRuns(t *testing.T, api *apiclient.ClientWithResponses, params apiclient.ListBacktestsParams) []apiclient.Run {
+	t.Helper()
+	limit := 200
+	params.Limit, params.Cursor = &limit, nil
+	var out []apiclient.Run
+	for page := 0; ; page++ {
+		require.Less(t, page, 1000, "the pages never end")
+		resp, err := api.ListBacktestsWithResponse(t.Context(), &params)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode(), string(resp.Body))
+		require.LessOrEqual(t, len(resp.JSON200.Runs), limit)
+		out = append(out, resp.JSON200.Runs...)
+		if resp.JSON200.NextCursor == nil {
+			return out
+		}
+		params.Cursor = resp.JSON200.NextCursor
+	}
+}
+
+// apiDate is the API's date for s, written YYYY-MM-DD.
+func apiDate(t *testing.T, s string) apitypes.Date {
+	t.Helper()
+	d, err := time.Parse(time.DateOnly, s)
+	require.NoError(t, err)
+	return apitypes.Date{Time: d}
 }
 
 // withCorrelationID sets the request's X-Correlation-ID, if id is not empty.

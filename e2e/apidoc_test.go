@@ -548,7 +548,7 @@ func TestAPIDocExamplesRunAsShown(t *testing.T) {
 	require.NoError(t, os.Symlink(binDir, filepath.Join(dir, "bin")))
 	sh := startDocShell(t, dir, []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "DATABASE_URL=" + st.dbURL,
-		"GORACE=atexit_sleep_ms=50", // the race detector's 1 s sleep at exit, for bin/server
+		goraceEnv(), // the race detector's sleep at exit, for bin/server, as binary() has it
 	})
 	m := newOutputMatcher()
 	used := map[string]bool{}

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	apitypes "github.com/oapi-codegen/runtime/types"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	apidoc "github.com/backtestd/backtestd/api"
@@ -85,9 +85,14 @@ func buildBinaries(dir string) error {
 // finish, and a race still makes the exit status 66, which fails the test.
 const exitSleep = "atexit_sleep_ms=50"
 
+// goraceEnv is the GORACE entry of the binaries' environment: exitSleep,
+// then the test process's own GORACE, which wins.
+func goraceEnv() string {
+	return "GORACE=" + strings.TrimSpace(exitSleep+" "+os.Getenv("GORACE"))
+}
+
 // binary returns the command that runs one of the built binaries with env
-// (and GORACE: exitSleep, then the test process's own GORACE, which wins),
-// once they are built; ctx ends it.
+// (and goraceEnv), once they are built; ctx ends it.
 func binary(ctx context.Context, t *testing.T, name string, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	select {
@@ -99,7 +104,7 @@ func binary(ctx context.Context, t *testing.T, name string, env []string, args .
 		t.Fatal(buildErr)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...) //nolint:gosec // our own binary
-	cmd.Env = append(slices.Clip(env), "GORACE="+strings.TrimSpace(exitSleep+" "+os.Getenv("GORACE")))
+	cmd.Env = append(slices.Clip(env), goraceEnv())
 	return cmd
 }
 
@@ -183,24 +188,57 @@ func (p *process) lines(t *testing.T) []map[string]any {
 	return out
 }
 
-func (p *process) waitFor(t *testing.T, event string) map[string]any {
+// pollLines spaces the reads of a process's output while a test waits for
+// a line.
+const pollLines = 50 * time.Millisecond
+
+// awaitLine reads p's lines until find returns one of them, and returns
+// it. It fails t after within, or as soon as p has exited without the
+// line; what names the line in a failure. Every wait for a line is this
+// one loop.
+func (p *process) awaitLine(t *testing.T, within time.Duration, what string,
+	find func([]map[string]any) map[string]any,
+) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, l := range p.lines(t) {
-			if l[obs.KeyEvent] == event {
-				return l
-			}
+	deadline := time.Now().Add(within)
+	for {
+		if l := find(p.lines(t)); l != nil {
+			return l
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("no %s line from %s within %v", what, p.cmd.Path, within)
 		}
 		select {
 		case err := <-p.done:
 			p.done <- err // for Cleanup, which would wait for it forever
-			t.Fatalf("%s exited (%v) before %s; stderr: %s", p.cmd.Path, err, event, p.stderr)
-		case <-time.After(50 * time.Millisecond):
+			// The process wrote its output itself: all of it is in the
+			// file now, the line perhaps last.
+			if l := find(p.lines(t)); l != nil {
+				return l
+			}
+			t.Fatalf("%s exited (%v) before %s; stderr: %s", p.cmd.Path, err, what, p.stderr)
+		case <-time.After(pollLines):
 		}
 	}
-	t.Fatalf("no %s line from %s", event, p.cmd.Path)
-	return nil
+}
+
+// waitLine waits up to within for the first line of p that match accepts.
+func (p *process) waitLine(t *testing.T, within time.Duration, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	return p.awaitLine(t, within, what, func(lines []map[string]any) map[string]any {
+		for _, l := range lines {
+			if match(l) {
+				return l
+			}
+		}
+		return nil
+	})
+}
+
+// waitFor waits for p's first line of event.
+func (p *process) waitFor(t *testing.T, event string) map[string]any {
+	t.Helper()
+	return p.waitLine(t, time.Minute, event, func(l map[string]any) bool { return l[obs.KeyEvent] == event })
 }
 
 func runCommand(t *testing.T, env []string, name string, args ...string) string {
@@ -254,7 +292,10 @@ type stack struct {
 	server, worker *process
 	api            client
 	dbURL          string
-	env            []string // the processes' environment
+	// db is a pool on the stack's schema (or database), for the test's
+	// own reads and writes.
+	db  *pgxpool.Pool
+	env []string // the processes' environment
 }
 
 // newStack migrates a new schema, creates an API key, and starts the server
@@ -279,7 +320,10 @@ type stackOptions struct {
 
 func newStackWith(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
-	var dbURL, key string
+	var (
+		dbURL, key string
+		db         *pgxpool.Pool
+	)
 	envOf := func() []string {
 		return append([]string{
 			"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0",
@@ -292,15 +336,21 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 		_, dbURL = dbtest.NewEmpty(t)
 		requireSchema(t, splitLines(runCommand(t, envOf(), "server", "migrate", "up")))
 		key = strings.TrimSpace(runCommand(t, envOf(), "server", "create-api-key", "-user", "e2e"))
+		var err error
+		db, err = pgxpool.New(t.Context(), dbURL) // no connection until used
+		require.NoError(t, err)
+		t.Cleanup(db.Close)
 	} else {
-		dbURL, key = migratedSchema(t)
+		var schema *dbtest.DB
+		schema, key = migratedSchema(t)
+		dbURL, db = schema.URL, schema.Pool
 	}
 	env := envOf()
 	require.True(t, strings.HasPrefix(key, "bt_"))
 	if opts.via != nil {
 		env = append(env, "DATABASE_URL="+opts.via(dbURL)) // the last one wins
 	}
-	s := &stack{server: start(t, "server", env), worker: start(t, "worker", append(slices.Clip(env), opts.workerEnv...)), dbURL: dbURL, env: env}
+	s := &stack{server: start(t, "server", env), worker: start(t, "worker", append(slices.Clip(env), opts.workerEnv...)), dbURL: dbURL, db: db, env: env}
 	addr, _ := s.server.waitFor(t, obs.EventServerStarted)[obs.KeyAddr].(string)
 	// Until its key listener listens, the server caches no key: a test that
 	// counts on a cached key (a limited address, a frozen database) would
@@ -311,23 +361,23 @@ func newStackWith(t *testing.T, opts stackOptions) *stack {
 	return s
 }
 
-// migratedSchema returns the URL of a new migrated schema of the test
-// process's database, reached through search_path, and an API key of its
+// migratedSchema returns a new migrated schema of the test process's
+// database (its URL reaches it through search_path), and an API key of its
 // user "e2e", both made in-process: a database costs seconds to create and
 // drop on a busy machine, each start of a race-built binary about one, and
 // the binaries' migrations would take turns on goose's database-wide lock.
 // The tests on databases of their own cover `migrate up` and
 // `create-api-key`.
-func migratedSchema(t *testing.T) (dbURL, key string) {
+func migratedSchema(t *testing.T) (db *dbtest.DB, key string) {
 	t.Helper()
-	db := dbtest.New(t)
+	db = dbtest.New(t)
 	q := store.New(db.Pool)
 	u, err := q.EnsureUser(t.Context(), "e2e")
 	require.NoError(t, err)
 	key, hash := httpx.NewAPIKey()
 	_, err = q.CreateAPIKey(t.Context(), u.ID, hash, httpx.PublicPrefix(key))
 	require.NoError(t, err)
-	return db.URL, key
+	return db, key
 }
 
 // createStrategy saves an sma_crossover strategy, through the generated
@@ -377,15 +427,10 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	good := api.createStrategy(t, 5, 20)
 	gappy := api.createStrategy(t, 5, 100)
 	tooLong := api.createStrategy(t, 5, 200)
-	date := func(s string) apitypes.Date {
-		d, err := time.Parse(time.DateOnly, s)
-		require.NoError(t, err)
-		return apitypes.Date{Time: d}
-	}
 	backtestOf := func(strategy, symbol string) apiclient.NewBacktest {
 		return apiclient.NewBacktest{
 			StrategyId: uuid.MustParse(strategy), Symbol: symbol,
-			Start: date("2025-01-01"), End: date("2025-07-01"), InitialCash: 10000,
+			Start: apiDate(t, "2025-01-01"), End: apiDate(t, "2025-07-01"), InitialCash: 10000,
 		}
 	}
 
@@ -496,9 +541,7 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	merged := filepath.Join(t.TempDir(), "merged.log")
 	var both []byte
 	for _, p := range []*process{server, worker} {
-		data, err := os.ReadFile(p.stdout)
-		require.NoError(t, err)
-		both = append(both, data...)
+		both = append(both, readAll(t, p.stdout)...)
 	}
 	require.NoError(t, os.WriteFile(merged, both, 0o600))
 	runIDs := map[string]bool{}
@@ -564,6 +607,7 @@ func TestRequestAndJobShareOneCorrelationID(t *testing.T) {
 	requireSQLRecipes(t, dbURL, runs[2].correlationID, "failed")
 }
 
+// readAll is the content of the file at path.
 func readAll(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)

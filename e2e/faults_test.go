@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/obs"
@@ -146,18 +146,24 @@ func killMidJob(t *testing.T, st *stack, correlationID string) (map[string]any, 
 	// rather than on the wall clock: the dead leader's lease (River's 15 s,
 	// not a setting) has run out, and the attempt began a minute ago, past
 	// the stack's JOB_RESCUE_AFTER but far inside River's default.
-	conn, err := pgx.Connect(t.Context(), st.dbURL)
-	require.NoError(t, err)
-	defer conn.Close(context.WithoutCancel(t.Context()))
-	tag, err := conn.Exec(t.Context(), `UPDATE river_leader SET expires_at = now() - interval '1 second'`)
-	require.NoError(t, err)
-	require.Equal(t, int64(1), tag.RowsAffected(), "the dead worker was the leader")
-	tag, err = conn.Exec(t.Context(), `UPDATE river_job SET attempted_at = attempted_at - interval '1 minute'
-		WHERE state = 'running' AND kind = 'backtest'`)
-	require.NoError(t, err)
-	require.Equal(t, int64(1), tag.RowsAffected(), "the killed job is still running as far as River knows")
+	leaderGoneJobAged(t, st.db, "the dead worker", time.Minute)
 	next := start(t, "worker", st.env)
 	return st.api.waitFinished(t, runID), next
+}
+
+// leaderGoneJobAged makes time pass in the database rather than on the
+// wall clock, for River's rescue: the lease of River's leader (who names
+// that process) has run out, and the one running backtest job, the
+// leader's too, began age ago. Both must be there to change.
+func leaderGoneJobAged(t *testing.T, db *pgxpool.Pool, who string, age time.Duration) {
+	t.Helper()
+	tag, err := db.Exec(t.Context(), `UPDATE river_leader SET expires_at = now() - interval '1 second'`)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), tag.RowsAffected(), "%s was the leader", who)
+	tag, err = db.Exec(t.Context(), `UPDATE river_job SET attempted_at = attempted_at - make_interval(secs => $1)
+		WHERE state = 'running' AND kind = 'backtest'`, age.Seconds())
+	require.NoError(t, err)
+	require.Equal(t, int64(1), tag.RowsAffected(), "%s's job is still running as far as River knows", who)
 }
 
 func TestKilledWorkersJobIsRetried(t *testing.T) {

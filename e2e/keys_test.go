@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -20,25 +21,17 @@ import (
 // waitForNth waits for the nth line of event from p and returns it.
 func (p *process) waitForNth(t *testing.T, event string, n int) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	return p.awaitLine(t, time.Minute, fmt.Sprintf("%s #%d", event, n), func(lines []map[string]any) map[string]any {
 		seen := 0
-		for _, l := range p.lines(t) {
+		for _, l := range lines {
 			if l[obs.KeyEvent] == event {
 				if seen++; seen == n {
 					return l
 				}
 			}
 		}
-		select {
-		case err := <-p.done:
-			p.done <- err // for Cleanup, which would wait for it forever
-			t.Fatalf("%s exited (%v) before %s #%d; stderr: %s", p.cmd.Path, err, event, n, p.stderr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("no %s line #%d from %s", event, n, p.cmd.Path)
-	return nil
+		return nil
+	})
 }
 
 // A key revoked with the command, or deleted with its user in SQL, is

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,7 +15,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	apitypes "github.com/oapi-codegen/runtime/types"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
@@ -105,14 +102,11 @@ func mixSetup(t *testing.T) *mixBundle {
 		"WORKER_CONCURRENCY="+strconv.Itoa(mixConcurrency))
 	second := start(t, "worker", st.env)
 	second.waitFor(t, obs.EventWorkerStarted)
-	db, err := pgxpool.New(t.Context(), st.dbURL)
-	require.NoError(t, err)
-	t.Cleanup(db.Close)
 	// River UI's buttons call these methods of River's client: an
 	// insert-only client on the same schema, never started.
-	rc, err := river.NewClient(riverpgxv5.New(db), &river.Config{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	rc, err := river.NewClient(riverpgxv5.New(st.db), &river.Config{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	require.NoError(t, err)
-	b := &mixBundle{st: st, second: second, api: st.api.generated(t), db: db, river: rc}
+	b := &mixBundle{st: st, second: second, api: st.api.generated(t), db: st.db, river: rc}
 	b.strategies = map[bool]uuid.UUID{
 		false: uuid.MustParse(st.api.createStrategy(t, 5, 20)),
 		// 100 bars wanted; GAP data has about 65 of the range's 130.
@@ -124,17 +118,12 @@ func mixSetup(t *testing.T) *mixBundle {
 // submit creates k's runs through the API.
 func (b *mixBundle) submit(t *testing.T, k *mixKind) []*mixRun {
 	t.Helper()
-	date := func(s string) apitypes.Date {
-		d, err := time.Parse(time.DateOnly, s)
-		require.NoError(t, err)
-		return apitypes.Date{Time: d}
-	}
 	var out []*mixRun
 	for i := range k.n {
 		cid := fmt.Sprintf("mix-%s-%d", k.name, i)
 		resp, err := b.api.CreateBacktestWithResponse(t.Context(), nil, apiclient.NewBacktest{
 			StrategyId: b.strategies[k.gappy], Symbol: fmt.Sprintf("%s%d", k.symbol, i),
-			Start: date("2025-01-01"), End: date("2025-07-01"), InitialCash: 10000,
+			Start: apiDate(t, "2025-01-01"), End: apiDate(t, "2025-07-01"), InitialCash: 10000,
 		}, withCorrelationID(cid))
 		require.NoError(t, err)
 		require.Equal(t, http.StatusAccepted, resp.StatusCode(), "%s: %s", cid, resp.Body)
@@ -624,9 +613,7 @@ func anyState(mixState) bool { return true }
 // states go with each run status.
 func jobStateTable(t *testing.T) map[string][]string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join("..", "docs", "api.md"))
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(doc), "| run status | River job state |")
+	_, section, ok := strings.Cut(string(readAll(t, apiDoc)), "| run status | River job state |")
 	require.True(t, ok, "docs/api.md has the table")
 	section, _, _ = strings.Cut(section, "\n\n")
 	code := regexp.MustCompile("`([a-z_]+)`")
@@ -674,45 +661,34 @@ func byKind(runs []*mixRun, k *mixKind) []*mixRun {
 // SQL's row; it returns how many runs it saw.
 func (b *mixBundle) requireAPIAgrees(t *testing.T, rows map[string]mixRow) int {
 	t.Helper()
-	limit := 200
-	var cursor *string
-	seen := 0
-	for {
-		resp, err := b.api.ListBacktestsWithResponse(t.Context(), &apiclient.ListBacktestsParams{Limit: &limit, Cursor: cursor})
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode(), string(resp.Body))
-		for _, run := range resp.JSON200.Runs {
-			row, ok := rows[run.Id.String()]
-			require.True(t, ok, "%s", run.Id)
-			code := ""
-			if run.Error != nil {
-				code = string(run.Error.Code)
-			}
-			attempts := []string{}
-			for _, a := range run.Attempts {
-				outcome, acode := "", ""
-				if a.Outcome != nil {
-					outcome = string(*a.Outcome)
-				}
-				if a.Error != nil {
-					acode = string(a.Error.Code)
-				}
-				attempts = append(attempts, fmt.Sprintf("%d:%s:%s", a.Attempt, outcome, acode))
-			}
-			require.Equal(t, mixRow{
-				status: row.status, code: row.code, attempt: row.attempt, hasResult: row.hasResult, attempts: row.attempts,
-			}, mixRow{
-				status: string(run.Status), code: code, attempt: run.Attempt, hasResult: run.Result != nil, attempts: attempts,
-			}, "%s (%s)", run.CorrelationId, run.Id)
-			require.Nil(t, run.NextAttemptAt, "%s: at rest", run.CorrelationId)
-			require.NotNil(t, run.FinishedAt, "%s: at rest", run.CorrelationId)
-			seen++
+	runs := listRuns(t, b.api, apiclient.ListBacktestsParams{})
+	for _, run := range runs {
+		row, ok := rows[run.Id.String()]
+		require.True(t, ok, "%s", run.Id)
+		code := ""
+		if run.Error != nil {
+			code = string(run.Error.Code)
 		}
-		if resp.JSON200.NextCursor == nil {
-			return seen
+		attempts := []string{}
+		for _, a := range run.Attempts {
+			outcome, acode := "", ""
+			if a.Outcome != nil {
+				outcome = string(*a.Outcome)
+			}
+			if a.Error != nil {
+				acode = string(a.Error.Code)
+			}
+			attempts = append(attempts, fmt.Sprintf("%d:%s:%s", a.Attempt, outcome, acode))
 		}
-		cursor = resp.JSON200.NextCursor
+		require.Equal(t, mixRow{
+			status: row.status, code: row.code, attempt: row.attempt, hasResult: row.hasResult, attempts: row.attempts,
+		}, mixRow{
+			status: string(run.Status), code: code, attempt: run.Attempt, hasResult: run.Result != nil, attempts: attempts,
+		}, "%s (%s)", run.CorrelationId, run.Id)
+		require.Nil(t, run.NextAttemptAt, "%s: at rest", run.CorrelationId)
+		require.NotNil(t, run.FinishedAt, "%s: at rest", run.CorrelationId)
 	}
+	return len(runs)
 }
 
 // requireLines checks the processes' lines about the mix: every request

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"syscall"
@@ -9,26 +8,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/obs"
 )
-
-// waitLine waits for a line of p that matches.
-func (p *process) waitLine(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, l := range p.lines(t) {
-			if match(l) {
-				return l
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no line from %s: %s", p.cmd.Path, what)
-	return nil
-}
 
 // runState is a run and its River job, as the database has them.
 type runState struct {
@@ -39,15 +23,15 @@ type runState struct {
 	Attempts          []string // "number:outcome:code"
 }
 
-func readRunState(t *testing.T, conn *pgx.Conn, runID string) runState {
+func readRunState(t *testing.T, db *pgxpool.Pool, runID string) runState {
 	t.Helper()
 	ctx := t.Context()
 	var s runState
-	require.NoError(t, conn.QueryRow(ctx, `
+	require.NoError(t, db.QueryRow(ctx, `
 		SELECT r.status, r.attempt, r.result IS NOT NULL, j.state, j.attempt, coalesce(array_length(j.errors, 1), 0)
 		FROM backtest_runs r JOIN river_job j ON j.id = r.river_job_id WHERE r.id = $1`, runID).
 		Scan(&s.Status, &s.Attempt, &s.HasResult, &s.JobState, &s.JobTries, &s.JobErrors))
-	rows, err := conn.Query(ctx, `
+	rows, err := db.Query(ctx, `
 		SELECT attempt || ':' || coalesce(outcome, '') || ':' || coalesce(error_code, '')
 		FROM backtest_run_attempts WHERE run_id = $1 ORDER BY attempt, started_at`, runID)
 	require.NoError(t, err)
@@ -75,9 +59,6 @@ func TestFrozenWorkerChangesNothing(t *testing.T) {
 		workerEnv: []string{"JOB_TIMEOUT=3s"},
 	})
 	frozen := st.worker
-	conn, err := pgx.Connect(t.Context(), st.dbURL)
-	require.NoError(t, err)
-	defer conn.Close(context.WithoutCancel(t.Context()))
 
 	strategy := st.api.createStrategy(t, 5, 20)
 	resp, body := st.api.do(t, http.MethodPost, "/backtests", "frozen-worker", backtestBody(strategy, "STALL1"))
@@ -88,34 +69,28 @@ func TestFrozenWorkerChangesNothing(t *testing.T) {
 			return l[obs.KeyRunID] == runID && l[obs.KeyEvent] == event && l[obs.KeyAttempt] == attempt
 		}
 	}
-	frozen.waitLine(t, "attempt 1 running", ofRun(obs.EventJobProgress, 1))
+	frozen.waitLine(t, time.Minute, "attempt 1 running", ofRun(obs.EventJobProgress, 1))
 	require.NoError(t, frozen.cmd.Process.Signal(syscall.SIGSTOP))
 
 	// The frozen worker leads no more, and its attempt is an hour old.
-	tag, err := conn.Exec(t.Context(), `UPDATE river_leader SET expires_at = now() - interval '1 second'`)
-	require.NoError(t, err)
-	require.Equal(t, int64(1), tag.RowsAffected(), "the frozen worker was the leader")
-	tag, err = conn.Exec(t.Context(), `UPDATE river_job SET attempted_at = attempted_at - interval '1 hour'
-		WHERE state = 'running' AND kind = 'backtest'`)
-	require.NoError(t, err)
-	require.Equal(t, int64(1), tag.RowsAffected())
+	leaderGoneJobAged(t, st.db, "the frozen worker", time.Hour)
 
 	// Another worker leads, rescues the job and runs attempt 2, slowly
 	// (STALL); it is frozen in turn, so that attempt 2 is still running
 	// when the first worker comes back, however busy the machine.
 	live := start(t, "worker", slices.Concat(st.env, []string{"JOB_TIMEOUT=2m"}))
-	live.waitLine(t, "attempt 2 running", ofRun(obs.EventJobProgress, 2))
+	live.waitLine(t, time.Minute, "attempt 2 running", ofRun(obs.EventJobProgress, 2))
 	require.NoError(t, live.cmd.Process.Signal(syscall.SIGSTOP))
-	before := readRunState(t, conn, runID)
+	before := readRunState(t, st.db, runID)
 	require.Equal(t, runState{
 		Status: "running", Attempt: 2, JobState: "running", JobTries: 2, JobErrors: 1,
 		Attempts: []string{"1:interrupted:worker_lost", "2::"},
 	}, before)
 
 	require.NoError(t, frozen.cmd.Process.Signal(syscall.SIGCONT))
-	stale := frozen.waitLine(t, "stale_attempt", ofRun(obs.EventStaleAttempt, 1))
+	stale := frozen.waitLine(t, time.Minute, "stale_attempt", ofRun(obs.EventStaleAttempt, 1))
 	frozen.stop(t) // River reports the attempt's end before it stops
-	require.Equal(t, before, readRunState(t, conn, runID),
+	require.Equal(t, before, readRunState(t, st.db, runID),
 		"the stale attempt changed nothing: the job is still attempt 2's, running, not back in the queue")
 
 	require.NoError(t, live.cmd.Process.Signal(syscall.SIGCONT))
@@ -126,7 +101,7 @@ func TestFrozenWorkerChangesNothing(t *testing.T) {
 	require.Equal(t, runState{
 		Status: "succeeded", Attempt: 2, HasResult: true, JobState: "completed", JobTries: 2, JobErrors: 1,
 		Attempts: []string{"1:interrupted:worker_lost", "2:succeeded:"},
-	}, readRunState(t, conn, runID), "one result, from attempt 2")
+	}, readRunState(t, st.db, runID), "one result, from attempt 2")
 
 	require.Equal(t, "warn", stale[obs.KeyLevel])
 	require.Equal(t, "frozen-worker", stale[obs.KeyCorrelationID])

@@ -69,8 +69,8 @@ func (p *piped) alive() bool {
 
 func stdoutEnv(t *testing.T) ([]string, string) {
 	t.Helper()
-	dbURL, key := migratedSchema(t)
-	return []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dbURL, "HTTP_ADDR=127.0.0.1:0", "SHUTDOWN_TIMEOUT=5s"}, key
+	db, key := migratedSchema(t)
+	return []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + db.URL, "HTTP_ADDR=127.0.0.1:0", "SHUTDOWN_TIMEOUT=5s"}, key
 }
 
 // A closed stdout (the log reader went away) must not kill either process:

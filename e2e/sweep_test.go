@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	apitypes "github.com/oapi-codegen/runtime/types"
 	"github.com/stretchr/testify/require"
 
 	apiclient "github.com/backtestd/backtestd/api/client"
@@ -68,10 +67,7 @@ func sweepSetup(t *testing.T, concurrency int) *sweepBundle {
 	// taken more than the default 10 s request deadline.
 	st := newStack(t, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency), "RECONCILE_INTERVAL=1s",
 		"REQUEST_TIMEOUT=60s", "DB_STATEMENT_TIMEOUT=60s", "HTTP_WRITE_TIMEOUT=70s")
-	db, err := pgxpool.New(t.Context(), st.dbURL)
-	require.NoError(t, err)
-	t.Cleanup(db.Close)
-	return &sweepBundle{st: st, api: st.api.generated(t), db: db, concurrency: concurrency}
+	return &sweepBundle{st: st, api: st.api.generated(t), db: st.db, concurrency: concurrency}
 }
 
 // sweepGrid is an sma_crossover sweep's grid and symbols over the first
@@ -97,13 +93,6 @@ func symbolsN(n int) []string {
 		out[i] = "SYM" + strconv.Itoa(i)
 	}
 	return out
-}
-
-func apiDate(t *testing.T, s string) apitypes.Date {
-	t.Helper()
-	d, err := time.Parse(time.DateOnly, s)
-	require.NoError(t, err)
-	return apitypes.Date{Time: d}
 }
 
 // createSweep posts the sweep of g under correlation ID cid and checks the
@@ -256,28 +245,6 @@ func requireCountsAgree(t *testing.T, s *apiclient.Sweep, row sweepRow) {
 	})
 }
 
-// listSweepRuns pages through GET /backtests?sweep_id= and returns every
-// run listed.
-func (b *sweepBundle) listSweepRuns(t *testing.T, id string) []apiclient.Run {
-	t.Helper()
-	sweepID := uuid.MustParse(id)
-	limit := 200
-	params := &apiclient.ListBacktestsParams{SweepId: &sweepID, Limit: &limit}
-	var out []apiclient.Run
-	for page := 0; ; page++ {
-		require.Less(t, page, 1000, "the pages never end")
-		resp, err := b.api.ListBacktestsWithResponse(t.Context(), params)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode(), string(resp.Body))
-		require.LessOrEqual(t, len(resp.JSON200.Runs), limit)
-		out = append(out, resp.JSON200.Runs...)
-		if resp.JSON200.NextCursor == nil {
-			return out
-		}
-		params.Cursor = resp.JSON200.NextCursor
-	}
-}
-
 // str is a line's string field, or "".
 func str(l map[string]any, key string) string {
 	s, _ := l[key].(string)
@@ -396,7 +363,7 @@ func TestSweepOfAThousandRuns(t *testing.T) {
 	for i := 1; i < len(final.Best); i++ {
 		require.GreaterOrEqual(t, final.Best[i-1].Value, final.Best[i].Value, "best first")
 	}
-	listed := b.listSweepRuns(t, id)
+	listed := listRuns(t, b.api, apiclient.ListBacktestsParams{SweepId: &enq.SweepId})
 	require.Len(t, listed, wantRuns)
 	seen := map[string]bool{}
 	for _, r := range listed {
@@ -551,9 +518,7 @@ func TestSingleRunIsNotStarvedBySweep(t *testing.T) {
 	})
 	// Every worker line from here on was written after this point, which
 	// is before the POST.
-	data, err := os.ReadFile(b.st.worker.stdout)
-	require.NoError(t, err)
-	beforePost := strings.Count(string(data), "\n")
+	beforePost := strings.Count(string(readAll(t, b.st.worker.stdout)), "\n")
 
 	resp, err := b.api.CreateBacktestWithResponse(t.Context(), nil, apiclient.NewBacktest{
 		StrategyId: uuid.MustParse(strategy), Symbol: "ACME",
