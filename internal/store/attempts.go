@@ -47,25 +47,49 @@ type RunAttempt struct {
 	ErrorMessage string
 }
 
-// RunAttempts returns the attempts of run id, first first. The caller has
-// checked that the run is the user's. An attempt that a shutdown
-// interrupted is not counted by River, so the next one has the same number:
-// both are listed, in the order they started.
+// RunAttempts returns the attempts of run id, first first, as
+// AttemptsOfRuns lists them. The caller has checked that the run is the
+// user's.
 func (q *Queries) RunAttempts(ctx context.Context, id uuid.UUID) ([]RunAttempt, error) {
-	rows, err := q.db.Query(ctx, `
-		SELECT attempt, started_at, finished_at, COALESCE(outcome, ''), COALESCE(error_code, ''),
-		       COALESCE(error_message, '')
-		FROM backtest_run_attempts WHERE run_id = $1 ORDER BY attempt, started_at`, id)
+	byRun, err := q.AttemptsOfRuns(ctx, []uuid.UUID{id})
 	if err != nil {
-		return nil, fmt.Errorf("list attempts of run %s: %w", id, err)
+		return nil, err
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RunAttempt, error) {
-		var a RunAttempt
-		err := row.Scan(&a.Attempt, &a.StartedAt, &a.FinishedAt, &a.Outcome, &a.ErrorCode, &a.ErrorMessage)
+	return byRun[id], nil
+}
+
+// AttemptsOfRuns returns the attempts of the runs ids, first first, by run:
+// a page of runs is rendered with one query rather than one per run. A run
+// with no attempt yet has no entry. An attempt that a shutdown interrupted
+// is not counted by River, so the next one has the same number: both are
+// listed, in the order they started. The caller has checked that the runs
+// are the user's.
+func (q *Queries) AttemptsOfRuns(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID][]RunAttempt, error) {
+	out := make(map[uuid.UUID][]RunAttempt, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := q.db.Query(ctx, `
+		SELECT run_id, attempt, started_at, finished_at, COALESCE(outcome, ''), COALESCE(error_code, ''),
+		       COALESCE(error_message, '')
+		FROM backtest_run_attempts WHERE run_id = ANY($1) ORDER BY run_id, attempt, started_at`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("list attempts of %d runs: %w", len(ids), err)
+	}
+	type attemptOfRun struct {
+		runID uuid.UUID
+		RunAttempt
+	}
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (attemptOfRun, error) {
+		var a attemptOfRun
+		err := row.Scan(&a.runID, &a.Attempt, &a.StartedAt, &a.FinishedAt, &a.Outcome, &a.ErrorCode, &a.ErrorMessage)
 		return a, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list attempts of run %s: %w", id, err)
+		return nil, fmt.Errorf("list attempts of %d runs: %w", len(ids), err)
+	}
+	for _, a := range all {
+		out[a.runID] = append(out[a.runID], a.RunAttempt)
 	}
 	return out, nil
 }

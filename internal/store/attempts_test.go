@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
@@ -421,4 +422,39 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 	got, err := b.q.RunForWork(ctx, held.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.StatusRunning, got.Status, "attempt 3 holds the run")
+}
+
+// A shutdown's attempt and the one after it share a number: a page of runs
+// lists them in the order they started, as the read of one run does. The
+// rows are stored in the other order, so that no plan gets it for free.
+func TestAttemptsOfOneNumberListInTheOrderTheyStarted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var ids []uuid.UUID
+	for i := range 3 {
+		run := b.runOf(t, b.job(t, "running", 2, nil, ""), "cid-order-"+strconv.Itoa(i))
+		_, err := b.db.Pool.Exec(ctx, `
+			INSERT INTO backtest_run_attempts (run_id, attempt, started_at, finished_at, outcome, error_code)
+			VALUES ($1, 2, $2::timestamptz + interval '2 minutes', NULL, NULL, NULL),
+			       ($1, 1, $2::timestamptz + interval '1 minute', $2::timestamptz + interval '2 minutes', 'failed', 'internal'),
+			       ($1, 1, $2::timestamptz, $2::timestamptz + interval '1 minute', 'interrupted', NULL)`,
+			run.ID, at)
+		require.NoError(t, err)
+		ids = append(ids, run.ID)
+	}
+
+	listed, err := b.q.AttemptsOfRuns(ctx, ids)
+	require.NoError(t, err)
+	require.Len(t, listed, len(ids))
+	for _, id := range ids {
+		one, err := b.q.RunAttempts(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, one, listed[id], "the list and the read of run %s agree", id)
+		require.Equal(t, []string{"1:interrupted:", "1:failed:internal", "2::"}, b.attemptOutcomes(t, id))
+		for i, a := range listed[id] {
+			require.True(t, a.StartedAt.Equal(at.Add(time.Duration(i)*time.Minute)), "attempt %d started at %v", i, a.StartedAt)
+		}
+	}
 }
