@@ -166,10 +166,7 @@ func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run
 		sCreated   *time.Time
 	)
 	err := q.db.QueryRow(ctx, startWorkSQL, id, attempt, ErrorCodeWorkerLost, workerLostMessage).Scan(
-		&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
-		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
-		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt,
-		&sID, &sUser, &sName, &sKind, &sParams, &sCreated)
+		append(r.scanDest(), &sID, &sUser, &sName, &sKind, &sParams, &sCreated)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Rare, so the reason costs a second round trip rather than the
 		// statement a second read of the run.

@@ -126,10 +126,18 @@ const runColumns = `id, user_id, strategy_id, correlation_id, river_job_id, symb
 	initial_cash, status, progress_pct, attempt, result, COALESCE(error_message, ''), COALESCE(error_type, ''),
 	COALESCE(error_code, ''), next_attempt_at, cancel_requested_at, created_at, started_at, finished_at, updated_at`
 
+// scanDest returns the destinations of runColumns in r, in their order: a
+// statement that selects more than a run's columns appends its own.
+func (r *Run) scanDest() []any {
+	return []any{
+		&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
+		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
+		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt,
+	}
+}
+
 func scanRun(row pgx.Row) (Run, error) {
 	var r Run
-	err := row.Scan(&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
-		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
-		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt)
+	err := row.Scan(r.scanDest()...)
 	return r, err
 }
