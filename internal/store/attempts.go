@@ -27,11 +27,11 @@ const (
 var ErrStaleAttempt = errors.New("stale attempt: the run is no longer at this attempt")
 
 // ErrAttemptNotStarted is returned for a worker's write that ends an
-// attempt which never started its run (it failed before StartAttempt): the
+// attempt which never started its run (it failed before StartWork): the
 // run is left as it was.
 var ErrAttemptNotStarted = errors.New("the attempt did not start the run")
 
-// ErrRunCancelled is returned by StartAttempt for a run cancelled while its
+// ErrRunCancelled is returned by StartWork for a run cancelled while its
 // job was being fetched: the job is being cancelled too, and the attempt
 // must not run.
 var ErrRunCancelled = errors.New("the run was cancelled")
@@ -110,23 +110,7 @@ type AttemptFailure struct {
 // reconciliation found it still open.
 const workerLostMessage = "the worker running this attempt stopped answering; River rescued the job"
 
-// StartAttempt marks run id running at River's attempt number attempt and
-// opens the attempt's row, closing an earlier one still open (its worker
-// was lost and River rescued the job) as interrupted. It clears what an
-// earlier attempt left: progress, result, error, next_attempt_at and
-// cancel_requested_at.
-//
-// Only an attempt newer than the run's starts, whatever the run's status:
-// a job retried in River UI runs its finished run again. It returns
-// ErrStaleAttempt for an attempt not newer, ErrRunCancelled for a run
-// cancelled whose job is being cancelled (a cancel that met the fetch), and
-// ErrNotFound for a run that does not exist.
-func (q *Queries) StartAttempt(ctx context.Context, id uuid.UUID, attempt int) (Run, error) {
-	run, _, err := q.StartWork(ctx, id, attempt)
-	return run, err
-}
-
-// startWorkSQL is StartAttempt's writes and the strategy's read in one
+// startWorkSQL is StartWork's writes and the strategy's read in one
 // statement, one round trip and one commit. closed is read before the
 // insert so that the earlier attempt's row is closed first: only one row of
 // a run may be open (backtest_run_attempts_open_idx).
@@ -152,10 +136,20 @@ const startWorkSQL = `
 	SELECT run.*, s.id, s.user_id, s.name, s.kind, s.params, s.created_at
 	FROM run LEFT JOIN strategies s ON s.id = run.strategy_id AND s.user_id = run.user_id AND s.deleted_at IS NULL`
 
-// StartWork is StartAttempt that also returns the run's strategy, in one
-// statement: what a worker needs to begin a backtest. The strategy is nil
-// when it was deleted or is not the run's user's; the attempt has started
-// all the same, for the caller to end.
+// StartWork marks run id running at River's attempt number attempt and
+// opens the attempt's row, closing an earlier one still open (its worker
+// was lost and River rescued the job) as interrupted. It clears what an
+// earlier attempt left: progress, result, error, next_attempt_at and
+// cancel_requested_at. It returns the run with its strategy, read in the
+// same statement: what a worker needs to begin a backtest. The strategy is
+// nil when it was deleted or is not the run's user's; the attempt has
+// started all the same, for the caller to end.
+//
+// Only an attempt newer than the run's starts, whatever the run's status:
+// a job retried in River UI runs its finished run again. It returns
+// ErrStaleAttempt for an attempt not newer, ErrRunCancelled for a run
+// cancelled whose job is being cancelled (a cancel that met the fetch), and
+// ErrNotFound for a run that does not exist.
 func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run, *Strategy, error) {
 	var (
 		r          Run
@@ -181,7 +175,7 @@ func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run
 	return r, &Strategy{ID: *sID, UserID: *sUser, Name: *sName, Kind: *sKind, Params: sParams, CreatedAt: *sCreated}, nil
 }
 
-// refusedStart says why StartAttempt changed nothing.
+// refusedStart says why StartWork changed nothing.
 func refusedStart(ctx context.Context, db DBTX, id uuid.UUID, attempt int) error {
 	var (
 		current int
@@ -213,14 +207,6 @@ func (q *Queries) SetProgress(ctx context.Context, id uuid.UUID, attempt, pct in
 		return q.refused(ctx, "set progress", id, attempt)
 	}
 	return nil
-}
-
-// CompleteAttempt stores attempt's result and marks the run succeeded, if
-// it is still running at that attempt.
-func (q *Queries) CompleteAttempt(ctx context.Context, id uuid.UUID, attempt int, result json.RawMessage) error {
-	_, err := q.endAttempt(ctx, "complete", id, attempt, OutcomeSucceeded, AttemptFailure{},
-		`status = 'succeeded', progress_pct = 100, result = $6, finished_at = now()`, result)
-	return err
 }
 
 // completeWorkSQL completes a run, its attempt's row and its River job in
@@ -260,9 +246,10 @@ var ErrJobGone = errors.New("the run's job is gone from River's table")
 // CompleteWork stores attempt's result, marks the run succeeded, closes
 // the attempt's row and completes River's job jobID, all in one statement,
 // or nothing: a run is never succeeded with its job still running, nor the
-// reverse. It returns what CompleteAttempt returns for a run no longer at
-// the attempt, ErrStaleAttempt for a job River no longer has running at
-// the attempt (it rescued it, or a cancel ended it), and ErrJobGone.
+// reverse. For a run no longer running at the attempt it returns what
+// refused says (ErrNotFound, ErrAttemptNotStarted or ErrStaleAttempt);
+// ErrStaleAttempt too for a job River no longer has running at the attempt
+// (it rescued it, or a cancel ended it), and ErrJobGone.
 func (q *Queries) CompleteWork(ctx context.Context, id uuid.UUID, attempt int, jobID int64, result json.RawMessage) error {
 	var (
 		runOK, done bool

@@ -64,7 +64,7 @@ func TestAttemptWrites(t *testing.T) {
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "market data unavailable", ErrorType: "*errors.errorString"}
 	next := time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
 	start := func(attempt int) func() error {
-		return func() error { _, err := b.q.StartAttempt(ctx, run.ID, attempt); return err }
+		return func() error { _, _, err := b.q.StartWork(ctx, run.ID, attempt); return err }
 	}
 	steps := []struct {
 		name        string
@@ -140,7 +140,7 @@ func TestAttemptWrites(t *testing.T) {
 	}, b.attemptOutcomes(t, run.ID))
 
 	missing := uuid.Must(uuid.NewV7())
-	_, err := b.q.StartAttempt(ctx, missing, 1)
+	_, _, err := b.q.StartWork(ctx, missing, 1)
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.ErrorIs(t, b.q.FailAttempt(ctx, missing, 1, boom), store.ErrNotFound)
 }
@@ -155,7 +155,7 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "boom"}
 
 	run := b.runOf(t, b.job(t, "running", 1, nil, cancelling), "cid-cancelling")
-	_, err := b.q.StartAttempt(ctx, run.ID, 1)
+	_, _, err := b.q.StartWork(ctx, run.ID, 1)
 	require.NoError(t, err)
 	status, err := b.q.RetryAttempt(ctx, run.ID, 1, time.Now().Add(time.Minute), boom)
 	require.NoError(t, err)
@@ -166,7 +166,7 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	require.Nil(t, got.NextAttemptAt)
 	require.Equal(t, []string{"1:failed:internal"}, b.attemptOutcomes(t, run.ID), "the attempt itself failed")
 
-	_, err = b.q.StartAttempt(ctx, run.ID, 2)
+	_, _, err = b.q.StartWork(ctx, run.ID, 2)
 	require.ErrorIs(t, err, store.ErrRunCancelled, "the cancel met the fetch of the next attempt")
 	got, err = b.q.RunForWork(ctx, run.ID)
 	require.NoError(t, err)
@@ -175,7 +175,7 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	// River UI's Retry clears cancel_attempted_at: the run runs again.
 	_, err = b.db.Pool.Exec(ctx, `UPDATE river_job SET metadata = metadata - 'cancel_attempted_at' WHERE id = $1`, run.JobID)
 	require.NoError(t, err)
-	_, err = b.q.StartAttempt(ctx, run.ID, 2)
+	_, _, err = b.q.StartWork(ctx, run.ID, 2)
 	require.NoError(t, err)
 }
 
@@ -343,7 +343,7 @@ func TestReconcile(t *testing.T) {
 			}
 			run := b.runOf(t, jobID, "cid-reconcile")
 			for attempt := 1; attempt <= tt.runAttempts; attempt++ {
-				_, err := b.q.StartAttempt(ctx, run.ID, attempt)
+				_, _, err := b.q.StartWork(ctx, run.ID, attempt)
 				require.NoError(t, err)
 			}
 			if tt.runEnd != nil {
@@ -400,7 +400,7 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 	require.NoError(t, b.q.CancelAttempt(ctx, queued.ID, 1, "cancelled while its attempt ran"))
 
 	retrying := b.runOf(t, b.job(t, "running", 2, nil, ""), "cid-retrying")
-	_, err := b.q.StartAttempt(ctx, retrying.ID, 1)
+	_, _, err := b.q.StartWork(ctx, retrying.ID, 1)
 	require.NoError(t, err)
 	_, err = b.q.RetryAttempt(ctx, retrying.ID, 1, time.Now().Add(time.Hour), boom)
 	require.NoError(t, err)
@@ -416,7 +416,7 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 	}
 
 	held := b.runOf(t, b.job(t, "running", 3, nil, ""), "cid-held")
-	_, err = b.q.StartAttempt(ctx, held.ID, 3)
+	_, _, err = b.q.StartWork(ctx, held.ID, 3)
 	require.NoError(t, err)
 	require.ErrorIs(t, b.q.CancelAttempt(ctx, held.ID, 2, "cancelled while its attempt ran"), store.ErrStaleAttempt)
 	got, err := b.q.RunForWork(ctx, held.ID)

@@ -92,15 +92,6 @@ func (q *Queries) Run(ctx context.Context, userID, id uuid.UUID) (Run, error) {
 	return r, nil
 }
 
-// RunForWork returns run id for the worker, whoever owns it.
-func (q *Queries) RunForWork(ctx context.Context, id uuid.UUID) (Run, error) {
-	r, err := scanRun(q.db.QueryRow(ctx, `SELECT `+runColumns+` FROM backtest_runs WHERE id = $1`, id))
-	if err != nil {
-		return Run{}, fmt.Errorf("load run %s: %w", id, notFound(err))
-	}
-	return r, nil
-}
-
 // MaxErrorBytes bounds the error text kept on a run: the full text, if it
 // is longer, is in the log line of the failure.
 const MaxErrorBytes = 4096

@@ -269,7 +269,7 @@ func TestCountUnfinishedRuns(t *testing.T) {
 		runs = append(runs, r)
 	}
 	for _, r := range runs[:4] {
-		_, err := b.q.StartAttempt(ctx, r.ID, 1)
+		_, _, err := b.q.StartWork(ctx, r.ID, 1)
 		require.NoError(t, err)
 	}
 	require.NoError(t, b.q.CompleteAttempt(ctx, runs[1].ID, 1, json.RawMessage(`{}`)))

@@ -83,7 +83,7 @@ func TestCompleteWork(t *testing.T) {
 			ctx := t.Context()
 			jobID := b.job(t, tt.jobState, tt.jobAttempt, nil, "")
 			run := b.runOf(t, jobID, "cid-complete-work")
-			_, err := b.q.StartAttempt(ctx, run.ID, tt.started)
+			_, _, err := b.q.StartWork(ctx, run.ID, tt.started)
 			require.NoError(t, err)
 			if tt.deleteJob {
 				_, err := b.db.Pool.Exec(ctx, `DELETE FROM river_job WHERE id = $1`, jobID)
