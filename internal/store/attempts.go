@@ -164,7 +164,7 @@ func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Rare, so the reason costs a second round trip rather than the
 		// statement a second read of the run.
-		return Run{}, nil, refusedStart(ctx, q.db, id, attempt)
+		return Run{}, nil, q.refusedStart(ctx, id, attempt)
 	}
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
@@ -175,23 +175,15 @@ func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run
 	return r, &Strategy{ID: *sID, UserID: *sUser, Name: *sName, Kind: *sKind, Params: sParams, CreatedAt: *sCreated}, nil
 }
 
-// refusedStart says why StartWork changed nothing.
-func refusedStart(ctx context.Context, db DBTX, id uuid.UUID, attempt int) error {
-	var (
-		current int
-		status  string
-	)
-	err := db.QueryRow(ctx, `SELECT attempt, status FROM backtest_runs WHERE id = $1`, id).Scan(&current, &status)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrNotFound)
-	case err != nil:
-		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
-	case current >= attempt:
-		return fmt.Errorf("start attempt %d of run %s, %s at attempt %d: %w", attempt, id, status, current, ErrStaleAttempt)
-	default:
+// refusedStart says why StartWork changed nothing: what refused says,
+// except that a run not yet at the attempt was held back by its cancel
+// (startWorkSQL starts any other run older than the attempt).
+func (q *Queries) refusedStart(ctx context.Context, id uuid.UUID, attempt int) error {
+	err := q.refused(ctx, "start", id, attempt)
+	if errors.Is(err, ErrAttemptNotStarted) {
 		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrRunCancelled)
 	}
+	return err
 }
 
 // SetProgress records a checkpoint of attempt, if the run is still running

@@ -168,6 +168,7 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 
 	_, _, err = b.q.StartWork(ctx, run.ID, 2)
 	require.ErrorIs(t, err, store.ErrRunCancelled, "the cancel met the fetch of the next attempt")
+	require.NotErrorIs(t, err, store.ErrAttemptNotStarted, "a cancelled run, not an attempt to end")
 	got, err = b.q.RunForWork(ctx, run.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.StatusCancelled, got.Status)
