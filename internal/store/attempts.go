@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -113,7 +114,9 @@ const workerLostMessage = "the worker running this attempt stopped answering; Ri
 // startWorkSQL is StartWork's writes and the strategy's read in one
 // statement, one round trip and one commit. closed is read before the
 // insert so that the earlier attempt's row is closed first: only one row of
-// a run may be open (backtest_run_attempts_open_idx).
+// a run may be open (backtest_run_attempts_open_idx). It returns run.*, the
+// run's columns (runColumns), then s.*, the strategy's (strategyColumns),
+// all NULL when there is none to read.
 const startWorkSQL = `
 	WITH run AS (
 	    UPDATE backtest_runs r
@@ -133,8 +136,11 @@ const startWorkSQL = `
 	    INSERT INTO backtest_run_attempts (run_id, attempt, started_at)
 	    SELECT $1, $2, now() FROM run WHERE (SELECT count(*) FROM closed) >= 0
 	)
-	SELECT run.*, s.id, s.user_id, s.name, s.kind, s.params, s.created_at
-	FROM run LEFT JOIN strategies s ON s.id = run.strategy_id AND s.user_id = run.user_id AND s.deleted_at IS NULL`
+	SELECT run.*, s.*
+	FROM run LEFT JOIN LATERAL (
+	    SELECT ` + strategyColumns + ` FROM strategies
+	    WHERE id = run.strategy_id AND user_id = run.user_id AND deleted_at IS NULL
+	) s ON true`
 
 // StartWork marks run id running at River's attempt number attempt and
 // opens the attempt's row, closing an earlier one still open (its worker
@@ -152,15 +158,12 @@ const startWorkSQL = `
 // ErrNotFound for a run that does not exist.
 func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run, *Strategy, error) {
 	var (
-		r          Run
-		sID, sUser *uuid.UUID
-		sName      *string
-		sKind      *string
-		sParams    json.RawMessage
-		sCreated   *time.Time
+		r Run
+		s Strategy
 	)
+	sDest, found := orNull(s.scanDest())
 	err := q.db.QueryRow(ctx, startWorkSQL, id, attempt, ErrorCodeWorkerLost, workerLostMessage).Scan(
-		append(r.scanDest(), &sID, &sUser, &sName, &sKind, &sParams, &sCreated)...)
+		append(r.scanDest(), sDest...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Rare, so the reason costs a second round trip rather than the
 		// statement a second read of the run.
@@ -169,10 +172,38 @@ func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
 	}
-	if sID == nil {
+	if !found() {
 		return r, nil, nil
 	}
-	return r, &Strategy{ID: *sID, UserID: *sUser, Name: *sName, Kind: *sKind, Params: sParams, CreatedAt: *sCreated}, nil
+	return r, &s, nil
+}
+
+// orNull returns scan destinations standing in for dest that also take
+// NULL, as the columns of an outer join's missing side come, and found,
+// which after the scan copies what was read into dest and says whether the
+// row was there: its first column, a key, is not NULL. A record would carry
+// the row whole, but pgx reads records in the binary format only, and a
+// DATABASE_URL may ask for text (default_query_exec_mode=exec, for a
+// PgBouncer).
+func orNull(dest []any) (nullable []any, found func() bool) {
+	ptrs := make([]reflect.Value, len(dest))
+	nullable = make([]any, len(dest))
+	for i, d := range dest {
+		// A **T for d's *T: pgx sets it to nil for NULL.
+		ptrs[i] = reflect.New(reflect.TypeOf(d))
+		nullable[i] = ptrs[i].Interface()
+	}
+	return nullable, func() bool {
+		if len(ptrs) == 0 || ptrs[0].Elem().IsNil() {
+			return false
+		}
+		for i, d := range dest {
+			if p := ptrs[i].Elem(); !p.IsNil() {
+				reflect.ValueOf(d).Elem().Set(p.Elem())
+			}
+		}
+		return true
+	}
 }
 
 // refusedStart says why StartWork changed nothing: what refused says,

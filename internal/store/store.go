@@ -68,6 +68,19 @@ type Strategy struct {
 	CreatedAt time.Time
 }
 
+const strategyColumns = `id, user_id, name, kind, params, created_at`
+
+// scanDest returns the destinations of strategyColumns in s, in their order.
+func (s *Strategy) scanDest() []any {
+	return []any{&s.ID, &s.UserID, &s.Name, &s.Kind, &s.Params, &s.CreatedAt}
+}
+
+func scanStrategy(row pgx.Row) (Strategy, error) {
+	var s Strategy
+	err := row.Scan(s.scanDest()...)
+	return s, err
+}
+
 // EnsureUser returns the user called name, creating it if needed.
 func (q *Queries) EnsureUser(ctx context.Context, name string) (User, error) {
 	var u User
@@ -222,11 +235,8 @@ func (q *Queries) CreateStrategy(ctx context.Context, ns NewStrategy) (Strategy,
 // Strategy returns userID's strategy id, or ErrNotFound (for a deleted
 // one too).
 func (q *Queries) Strategy(ctx context.Context, userID, id uuid.UUID) (Strategy, error) {
-	var s Strategy
-	err := q.db.QueryRow(ctx, `
-		SELECT id, user_id, name, kind, params, created_at
-		FROM strategies WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID,
-	).Scan(&s.ID, &s.UserID, &s.Name, &s.Kind, &s.Params, &s.CreatedAt)
+	s, err := scanStrategy(q.db.QueryRow(ctx, `
+		SELECT `+strategyColumns+` FROM strategies WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID))
 	if err != nil {
 		return Strategy{}, fmt.Errorf("load strategy %s: %w", id, notFound(err))
 	}
