@@ -25,13 +25,15 @@ var ErrNotFound = errors.New("not found")
 var ErrUserGone = errors.New("the user no longer exists")
 
 // DBTX is the service's one handle on the database: a *pgxpool.Pool, a
-// *pgx.Conn or a pgx.Tx. The queries need the first three methods; Begin is
-// for callers that group writes in a transaction (on a pgx.Tx it opens a
-// savepoint, so the same code runs inside a test's transaction).
+// *pgx.Conn or a pgx.Tx. The queries need the first three methods, and
+// CopyFrom for the bulk writes of a sweep; Begin is for callers that group
+// writes in a transaction (on a pgx.Tx it opens a savepoint, so the same
+// code runs inside a test's transaction).
 type DBTX interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
