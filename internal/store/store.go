@@ -47,6 +47,12 @@ func New(db DBTX) *Queries {
 	return &Queries{db: db}
 }
 
+// InTx runs fn in a transaction on q's handle (a savepoint when that is a
+// transaction already): committed if fn returns nil, rolled back otherwise.
+func (q *Queries) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, q.db, fn)
+}
+
 // MaxNameLength is the most characters (Unicode code points, which is what
 // PostgreSQL's length() counts) in the name of a user or of a strategy:
 // create-api-key and the API check names against it, and the users table's
