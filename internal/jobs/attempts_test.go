@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func (b *testBundle) attempts(t *testing.T, runID uuid.UUID) []string {
 	require.NoError(t, err)
 	var out []string
 	for _, a := range got {
-		out = append(out, string(rune('0'+a.Attempt))+":"+a.Outcome+":"+a.ErrorCode)
+		out = append(out, strconv.Itoa(a.Attempt)+":"+a.Outcome+":"+a.ErrorCode)
 	}
 	return out
 }

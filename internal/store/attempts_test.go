@@ -30,18 +30,6 @@ func (b *testBundle) job(t *testing.T, state string, attempt int, errors []strin
 	return id
 }
 
-// runOf inserts a queued run of job jobID.
-func (b *testBundle) runOf(t *testing.T, jobID int64, cid string) store.Run {
-	t.Helper()
-	r, err := b.q.InsertRun(t.Context(), store.NewRun{
-		ID: uuid.Must(uuid.NewV7()), UserID: b.alice.ID, StrategyID: b.strategy.ID, CorrelationID: cid, JobID: jobID,
-		Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-		InitialCash: 1000,
-	})
-	require.NoError(t, err)
-	return r
-}
-
 // attemptOutcomes lists a run's attempts as "number:outcome:code".
 func (b *testBundle) attemptOutcomes(t *testing.T, runID uuid.UUID) []string {
 	t.Helper()
@@ -49,7 +37,7 @@ func (b *testBundle) attemptOutcomes(t *testing.T, runID uuid.UUID) []string {
 	require.NoError(t, err)
 	var out []string
 	for _, a := range attempts {
-		out = append(out, string(rune('0'+a.Attempt))+":"+a.Outcome+":"+a.ErrorCode)
+		out = append(out, strconv.Itoa(a.Attempt)+":"+a.Outcome+":"+a.ErrorCode)
 	}
 	return out
 }
@@ -60,7 +48,8 @@ func TestAttemptWrites(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	run := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-writes")
+	run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, ""), CorrelationID: "cid-writes"})
+	require.NoError(t, err)
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "market data unavailable", ErrorType: "*errors.errorString"}
 	next := time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
 	start := func(attempt int) func() error {
@@ -140,7 +129,7 @@ func TestAttemptWrites(t *testing.T) {
 	}, b.attemptOutcomes(t, run.ID))
 
 	missing := uuid.Must(uuid.NewV7())
-	_, _, err := b.q.StartWork(ctx, missing, 1)
+	_, _, err = b.q.StartWork(ctx, missing, 1)
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.ErrorIs(t, b.q.FailAttempt(ctx, missing, 1, boom), store.ErrNotFound)
 }
@@ -154,8 +143,9 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	cancelling := `{"cancel_attempted_at": "2026-01-01T00:00:00Z"}`
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "boom"}
 
-	run := b.runOf(t, b.job(t, "running", 1, nil, cancelling), "cid-cancelling")
-	_, _, err := b.q.StartWork(ctx, run.ID, 1)
+	run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, cancelling), CorrelationID: "cid-cancelling"})
+	require.NoError(t, err)
+	_, _, err = b.q.StartWork(ctx, run.ID, 1)
 	require.NoError(t, err)
 	status, err := b.q.RetryAttempt(ctx, run.ID, 1, time.Now().Add(time.Minute), boom)
 	require.NoError(t, err)
@@ -252,7 +242,7 @@ func TestStaleAttemptCannotMoveALiveJob(t *testing.T) {
 func TestReconcile(t *testing.T) {
 	t.Parallel()
 	rescued := func(attempt int) string {
-		return `{"attempt": ` + string(rune('0'+attempt)) + `, "error": "Stuck job rescued by JobRescuer"}`
+		return `{"attempt": ` + strconv.Itoa(attempt) + `, "error": "Stuck job rescued by JobRescuer"}`
 	}
 	tests := []struct {
 		name string
@@ -342,7 +332,8 @@ func TestReconcile(t *testing.T) {
 			if tt.jobState != "" {
 				jobID = b.job(t, tt.jobState, tt.jobAttempt, tt.jobErrors, tt.jobMetadata)
 			}
-			run := b.runOf(t, jobID, "cid-reconcile")
+			run, err := b.newRun(t, store.NewRun{JobID: jobID, CorrelationID: "cid-reconcile"})
+			require.NoError(t, err)
 			for attempt := 1; attempt <= tt.runAttempts; attempt++ {
 				_, _, err := b.q.StartWork(ctx, run.ID, attempt)
 				require.NoError(t, err)
@@ -397,11 +388,13 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 	ctx := t.Context()
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "market data unavailable"}
 
-	queued := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-queued")
+	queued, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, ""), CorrelationID: "cid-queued"})
+	require.NoError(t, err)
 	require.NoError(t, b.q.CancelAttempt(ctx, queued.ID, 1, "cancelled while its attempt ran"))
 
-	retrying := b.runOf(t, b.job(t, "running", 2, nil, ""), "cid-retrying")
-	_, _, err := b.q.StartWork(ctx, retrying.ID, 1)
+	retrying, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 2, nil, ""), CorrelationID: "cid-retrying"})
+	require.NoError(t, err)
+	_, _, err = b.q.StartWork(ctx, retrying.ID, 1)
 	require.NoError(t, err)
 	_, err = b.q.RetryAttempt(ctx, retrying.ID, 1, time.Now().Add(time.Hour), boom)
 	require.NoError(t, err)
@@ -416,7 +409,8 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 		require.NotNil(t, got.FinishedAt)
 	}
 
-	held := b.runOf(t, b.job(t, "running", 3, nil, ""), "cid-held")
+	held, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 3, nil, ""), CorrelationID: "cid-held"})
+	require.NoError(t, err)
 	_, _, err = b.q.StartWork(ctx, held.ID, 3)
 	require.NoError(t, err)
 	require.ErrorIs(t, b.q.CancelAttempt(ctx, held.ID, 2, "cancelled while its attempt ran"), store.ErrStaleAttempt)
@@ -435,8 +429,9 @@ func TestAttemptsOfOneNumberListInTheOrderTheyStarted(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var ids []uuid.UUID
 	for i := range 3 {
-		run := b.runOf(t, b.job(t, "running", 2, nil, ""), "cid-order-"+strconv.Itoa(i))
-		_, err := b.db.Pool.Exec(ctx, `
+		run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 2, nil, ""), CorrelationID: "cid-order-" + strconv.Itoa(i)})
+		require.NoError(t, err)
+		_, err = b.db.Pool.Exec(ctx, `
 			INSERT INTO backtest_run_attempts (run_id, attempt, started_at, finished_at, outcome, error_code)
 			VALUES ($1, 2, $2::timestamptz + interval '2 minutes', NULL, NULL, NULL),
 			       ($1, 1, $2::timestamptz + interval '1 minute', $2::timestamptz + interval '2 minutes', 'failed', 'internal'),

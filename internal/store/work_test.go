@@ -33,7 +33,8 @@ func TestStartWork(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			run := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-start-work")
+			run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, ""), CorrelationID: "cid-start-work"})
+			require.NoError(t, err)
 			if tt.deleted {
 				_, err := b.db.Pool.Exec(ctx, `UPDATE strategies SET deleted_at = now() WHERE id = $1`, b.strategy.ID)
 				require.NoError(t, err)
@@ -103,8 +104,9 @@ func TestCompleteWork(t *testing.T) {
 			b := setup(t)
 			ctx := t.Context()
 			jobID := b.job(t, tt.jobState, tt.jobAttempt, nil, "")
-			run := b.runOf(t, jobID, "cid-complete-work")
-			_, _, err := b.q.StartWork(ctx, run.ID, tt.started)
+			run, err := b.newRun(t, store.NewRun{JobID: jobID, CorrelationID: "cid-complete-work"})
+			require.NoError(t, err)
+			_, _, err = b.q.StartWork(ctx, run.ID, tt.started)
 			require.NoError(t, err)
 			if tt.deleteJob {
 				_, err := b.db.Pool.Exec(ctx, `DELETE FROM river_job WHERE id = $1`, jobID)
