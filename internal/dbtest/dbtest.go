@@ -102,17 +102,16 @@ type DB struct {
 // only cost the test time.
 func New(tb testing.TB) *DB {
 	tb.Helper()
-	db := NewSchema(tb)
+	db := newSchema(tb)
 	if err := migrate(tb.Context(), db.Pool); err != nil {
 		tb.Fatalf("dbtest: migrate schema %s: %v", db.Schema, err)
 	}
 	return db
 }
 
-// NewSchema creates an empty schema for tb, as New does but without
-// migrating it: for the tests of `server migrate up` and of what refuses an
-// unmigrated schema.
-func NewSchema(tb testing.TB) *DB {
+// newSchema creates an empty schema for tb, with its pool and URL: New's
+// first step, before it migrates the schema.
+func newSchema(tb testing.TB) *DB {
 	tb.Helper()
 	ctx := tb.Context()
 	shared.once.Do(func() {

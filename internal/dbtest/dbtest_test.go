@@ -77,7 +77,7 @@ func TestSchemasAreIsolated(t *testing.T) {
 // An empty schema has no tables until something migrates it.
 func TestNewSchemaIsEmpty(t *testing.T) {
 	t.Parallel()
-	db := NewSchema(t)
+	db := newSchema(t)
 	var n int
 	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = $1`, db.Schema).Scan(&n))
 	require.Zero(t, n)

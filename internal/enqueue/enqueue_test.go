@@ -168,7 +168,7 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 
 	runs, _, err := b.q.ListRuns(ctx, b.user.ID, store.RunFilter{}, store.Page{Limit: 10})
 	require.NoError(t, err)
-	_, err = b.q.StartAttempt(ctx, runs[0].ID, 1)
+	_, _, err = b.q.StartWork(ctx, runs[0].ID, 1)
 	require.NoError(t, err)
 	require.NoError(t, b.q.FailAttempt(ctx, runs[0].ID, 1, store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "done"}))
 	_, err = enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "after", "ACME", 30))

@@ -195,7 +195,7 @@ func (e *Enqueuer) EnqueueSweep(ctx context.Context, ns NewSweep) (store.Sweep, 
 		if err != nil {
 			return err
 		}
-		if err := q.CopyStrategies(ctx, tx, ns.UserID, ns.Kind, strategies); err != nil {
+		if err := q.CopyStrategies(ctx, ns.UserID, ns.Kind, strategies); err != nil {
 			return err
 		}
 		inserted, err := e.river.InsertManyFastTx(ctx, tx, jobs)
@@ -218,7 +218,7 @@ func (e *Enqueuer) EnqueueSweep(ctx context.Context, ns NewSweep) (store.Sweep, 
 			}
 			runs[i].JobID = id
 		}
-		if err := q.CopyRuns(ctx, tx, sweep, runs); err != nil {
+		if err := q.CopyRuns(ctx, sweep, runs); err != nil {
 			return err
 		}
 		if ns.Hook == nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func (b *testBundle) attempts(t *testing.T, runID uuid.UUID) []string {
 	require.NoError(t, err)
 	var out []string
 	for _, a := range got {
-		out = append(out, string(rune('0'+a.Attempt))+":"+a.Outcome+":"+a.ErrorCode)
+		out = append(out, strconv.Itoa(a.Attempt)+":"+a.Outcome+":"+a.ErrorCode)
 	}
 	return out
 }
@@ -581,7 +582,7 @@ func TestStaleProgressStopsTheAttempt(t *testing.T) {
 	var stoppedBy error
 	engine := func(ctx context.Context, in backtest.Input) (backtest.Result, error) {
 		// Another worker starts attempt 2 of the run (River rescued the job).
-		if _, err := q.StartAttempt(ctx, runID, 2); err != nil {
+		if _, _, err := q.StartWork(ctx, runID, 2); err != nil {
 			return backtest.Result{}, err
 		}
 		clock = clock.Add(time.Hour) // the progress write is due
@@ -598,7 +599,7 @@ func TestStaleProgressStopsTheAttempt(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrStaleAttempt, "the attempt ends stale: an error, never a success")
 	require.ErrorIs(t, stoppedBy, store.ErrStaleAttempt, "the engine was stopped")
 
-	got, err := q.RunForWork(t.Context(), run.ID)
+	got, err := q.Run(t.Context(), b.user.ID, run.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.StatusRunning, got.Status)
 	require.Equal(t, 2, got.Attempt)

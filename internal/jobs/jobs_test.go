@@ -285,7 +285,7 @@ func TestProgressIsSavedAtMostEverySecond(t *testing.T) {
 				clock = clock.Add(every + 100*time.Millisecond)
 			}
 			in.Progress(pct)
-			run, err := q.RunForWork(ctx, runID)
+			run, err := q.Run(ctx, b.user.ID, runID)
 			if err != nil {
 				return backtest.Result{}, err
 			}

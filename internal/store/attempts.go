@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,11 +28,11 @@ const (
 var ErrStaleAttempt = errors.New("stale attempt: the run is no longer at this attempt")
 
 // ErrAttemptNotStarted is returned for a worker's write that ends an
-// attempt which never started its run (it failed before StartAttempt): the
+// attempt which never started its run (it failed before StartWork): the
 // run is left as it was.
 var ErrAttemptNotStarted = errors.New("the attempt did not start the run")
 
-// ErrRunCancelled is returned by StartAttempt for a run cancelled while its
+// ErrRunCancelled is returned by StartWork for a run cancelled while its
 // job was being fetched: the job is being cancelled too, and the attempt
 // must not run.
 var ErrRunCancelled = errors.New("the run was cancelled")
@@ -47,25 +48,49 @@ type RunAttempt struct {
 	ErrorMessage string
 }
 
-// RunAttempts returns the attempts of run id, first first. The caller has
-// checked that the run is the user's. An attempt that a shutdown
-// interrupted is not counted by River, so the next one has the same number:
-// both are listed, in the order they started.
+// RunAttempts returns the attempts of run id, first first, as
+// AttemptsOfRuns lists them. The caller has checked that the run is the
+// user's.
 func (q *Queries) RunAttempts(ctx context.Context, id uuid.UUID) ([]RunAttempt, error) {
-	rows, err := q.db.Query(ctx, `
-		SELECT attempt, started_at, finished_at, COALESCE(outcome, ''), COALESCE(error_code, ''),
-		       COALESCE(error_message, '')
-		FROM backtest_run_attempts WHERE run_id = $1 ORDER BY attempt, started_at`, id)
+	byRun, err := q.AttemptsOfRuns(ctx, []uuid.UUID{id})
 	if err != nil {
-		return nil, fmt.Errorf("list attempts of run %s: %w", id, err)
+		return nil, err
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RunAttempt, error) {
-		var a RunAttempt
-		err := row.Scan(&a.Attempt, &a.StartedAt, &a.FinishedAt, &a.Outcome, &a.ErrorCode, &a.ErrorMessage)
+	return byRun[id], nil
+}
+
+// AttemptsOfRuns returns the attempts of the runs ids, first first, by run:
+// a page of runs is rendered with one query rather than one per run. A run
+// with no attempt yet has no entry. An attempt that a shutdown interrupted
+// is not counted by River, so the next one has the same number: both are
+// listed, in the order they started. The caller has checked that the runs
+// are the user's.
+func (q *Queries) AttemptsOfRuns(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID][]RunAttempt, error) {
+	out := make(map[uuid.UUID][]RunAttempt, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := q.db.Query(ctx, `
+		SELECT run_id, attempt, started_at, finished_at, COALESCE(outcome, ''), COALESCE(error_code, ''),
+		       COALESCE(error_message, '')
+		FROM backtest_run_attempts WHERE run_id = ANY($1) ORDER BY run_id, attempt, started_at`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("list attempts of %d runs: %w", len(ids), err)
+	}
+	type attemptOfRun struct {
+		runID uuid.UUID
+		RunAttempt
+	}
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (attemptOfRun, error) {
+		var a attemptOfRun
+		err := row.Scan(&a.runID, &a.Attempt, &a.StartedAt, &a.FinishedAt, &a.Outcome, &a.ErrorCode, &a.ErrorMessage)
 		return a, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list attempts of run %s: %w", id, err)
+		return nil, fmt.Errorf("list attempts of %d runs: %w", len(ids), err)
+	}
+	for _, a := range all {
+		out[a.runID] = append(out[a.runID], a.RunAttempt)
 	}
 	return out, nil
 }
@@ -86,26 +111,12 @@ type AttemptFailure struct {
 // reconciliation found it still open.
 const workerLostMessage = "the worker running this attempt stopped answering; River rescued the job"
 
-// StartAttempt marks run id running at River's attempt number attempt and
-// opens the attempt's row, closing an earlier one still open (its worker
-// was lost and River rescued the job) as interrupted. It clears what an
-// earlier attempt left: progress, result, error, next_attempt_at and
-// cancel_requested_at.
-//
-// Only an attempt newer than the run's starts, whatever the run's status:
-// a job retried in River UI runs its finished run again. It returns
-// ErrStaleAttempt for an attempt not newer, ErrRunCancelled for a run
-// cancelled whose job is being cancelled (a cancel that met the fetch), and
-// ErrNotFound for a run that does not exist.
-func (q *Queries) StartAttempt(ctx context.Context, id uuid.UUID, attempt int) (Run, error) {
-	run, _, err := q.StartWork(ctx, id, attempt)
-	return run, err
-}
-
-// startWorkSQL is StartAttempt's writes and the strategy's read in one
+// startWorkSQL is StartWork's writes and the strategy's read in one
 // statement, one round trip and one commit. closed is read before the
 // insert so that the earlier attempt's row is closed first: only one row of
-// a run may be open (backtest_run_attempts_open_idx).
+// a run may be open (backtest_run_attempts_open_idx). It returns run.*, the
+// run's columns (runColumns), then s.*, the strategy's (strategyColumns),
+// all NULL when there is none to read.
 const startWorkSQL = `
 	WITH run AS (
 	    UPDATE backtest_runs r
@@ -125,58 +136,85 @@ const startWorkSQL = `
 	    INSERT INTO backtest_run_attempts (run_id, attempt, started_at)
 	    SELECT $1, $2, now() FROM run WHERE (SELECT count(*) FROM closed) >= 0
 	)
-	SELECT run.*, s.id, s.user_id, s.name, s.kind, s.params, s.created_at
-	FROM run LEFT JOIN strategies s ON s.id = run.strategy_id AND s.user_id = run.user_id AND s.deleted_at IS NULL`
+	SELECT run.*, s.*
+	FROM run LEFT JOIN LATERAL (
+	    SELECT ` + strategyColumns + ` FROM strategies
+	    WHERE id = run.strategy_id AND user_id = run.user_id AND deleted_at IS NULL
+	) s ON true`
 
-// StartWork is StartAttempt that also returns the run's strategy, in one
-// statement: what a worker needs to begin a backtest. The strategy is nil
-// when it was deleted or is not the run's user's; the attempt has started
-// all the same, for the caller to end.
+// StartWork marks run id running at River's attempt number attempt and
+// opens the attempt's row, closing an earlier one still open (its worker
+// was lost and River rescued the job) as interrupted. It clears what an
+// earlier attempt left: progress, result, error, next_attempt_at and
+// cancel_requested_at. It returns the run with its strategy, read in the
+// same statement: what a worker needs to begin a backtest. The strategy is
+// nil when it was deleted or is not the run's user's; the attempt has
+// started all the same, for the caller to end.
+//
+// Only an attempt newer than the run's starts, whatever the run's status:
+// a job retried in River UI runs its finished run again. It returns
+// ErrStaleAttempt for an attempt not newer, ErrRunCancelled for a run
+// cancelled whose job is being cancelled (a cancel that met the fetch), and
+// ErrNotFound for a run that does not exist.
 func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run, *Strategy, error) {
 	var (
-		r          Run
-		sID, sUser *uuid.UUID
-		sName      *string
-		sKind      *string
-		sParams    json.RawMessage
-		sCreated   *time.Time
+		r Run
+		s Strategy
 	)
+	sDest, found := orNull(s.scanDest())
 	err := q.db.QueryRow(ctx, startWorkSQL, id, attempt, ErrorCodeWorkerLost, workerLostMessage).Scan(
-		&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
-		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
-		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt,
-		&sID, &sUser, &sName, &sKind, &sParams, &sCreated)
+		append(r.scanDest(), sDest...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Rare, so the reason costs a second round trip rather than the
 		// statement a second read of the run.
-		return Run{}, nil, refusedStart(ctx, q.db, id, attempt)
+		return Run{}, nil, q.refusedStart(ctx, id, attempt)
 	}
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
 	}
-	if sID == nil {
+	if !found() {
 		return r, nil, nil
 	}
-	return r, &Strategy{ID: *sID, UserID: *sUser, Name: *sName, Kind: *sKind, Params: sParams, CreatedAt: *sCreated}, nil
+	return r, &s, nil
 }
 
-// refusedStart says why StartAttempt changed nothing.
-func refusedStart(ctx context.Context, db DBTX, id uuid.UUID, attempt int) error {
-	var (
-		current int
-		status  string
-	)
-	err := db.QueryRow(ctx, `SELECT attempt, status FROM backtest_runs WHERE id = $1`, id).Scan(&current, &status)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrNotFound)
-	case err != nil:
-		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
-	case current >= attempt:
-		return fmt.Errorf("start attempt %d of run %s, %s at attempt %d: %w", attempt, id, status, current, ErrStaleAttempt)
-	default:
+// orNull returns scan destinations standing in for dest that also take
+// NULL, as the columns of an outer join's missing side come, and found,
+// which after the scan copies what was read into dest and says whether the
+// row was there: its first column, a key, is not NULL. A record would carry
+// the row whole, but pgx reads records in the binary format only, and a
+// DATABASE_URL may ask for text (default_query_exec_mode=exec, for a
+// PgBouncer).
+func orNull(dest []any) (nullable []any, found func() bool) {
+	ptrs := make([]reflect.Value, len(dest))
+	nullable = make([]any, len(dest))
+	for i, d := range dest {
+		// A **T for d's *T: pgx sets it to nil for NULL.
+		ptrs[i] = reflect.New(reflect.TypeOf(d))
+		nullable[i] = ptrs[i].Interface()
+	}
+	return nullable, func() bool {
+		if len(ptrs) == 0 || ptrs[0].Elem().IsNil() {
+			return false
+		}
+		for i, d := range dest {
+			if p := ptrs[i].Elem(); !p.IsNil() {
+				reflect.ValueOf(d).Elem().Set(p.Elem())
+			}
+		}
+		return true
+	}
+}
+
+// refusedStart says why StartWork changed nothing: what refused says,
+// except that a run not yet at the attempt was held back by its cancel
+// (startWorkSQL starts any other run older than the attempt).
+func (q *Queries) refusedStart(ctx context.Context, id uuid.UUID, attempt int) error {
+	err := q.refused(ctx, "start", id, attempt)
+	if errors.Is(err, ErrAttemptNotStarted) {
 		return fmt.Errorf("start attempt %d of run %s: %w", attempt, id, ErrRunCancelled)
 	}
+	return err
 }
 
 // SetProgress records a checkpoint of attempt, if the run is still running
@@ -192,14 +230,6 @@ func (q *Queries) SetProgress(ctx context.Context, id uuid.UUID, attempt, pct in
 		return q.refused(ctx, "set progress", id, attempt)
 	}
 	return nil
-}
-
-// CompleteAttempt stores attempt's result and marks the run succeeded, if
-// it is still running at that attempt.
-func (q *Queries) CompleteAttempt(ctx context.Context, id uuid.UUID, attempt int, result json.RawMessage) error {
-	_, err := q.endAttempt(ctx, "complete", id, attempt, OutcomeSucceeded, AttemptFailure{},
-		`status = 'succeeded', progress_pct = 100, result = $6, finished_at = now()`, result)
-	return err
 }
 
 // completeWorkSQL completes a run, its attempt's row and its River job in
@@ -239,9 +269,10 @@ var ErrJobGone = errors.New("the run's job is gone from River's table")
 // CompleteWork stores attempt's result, marks the run succeeded, closes
 // the attempt's row and completes River's job jobID, all in one statement,
 // or nothing: a run is never succeeded with its job still running, nor the
-// reverse. It returns what CompleteAttempt returns for a run no longer at
-// the attempt, ErrStaleAttempt for a job River no longer has running at
-// the attempt (it rescued it, or a cancel ended it), and ErrJobGone.
+// reverse. For a run no longer running at the attempt it returns what
+// refused says (ErrNotFound, ErrAttemptNotStarted or ErrStaleAttempt);
+// ErrStaleAttempt too for a job River no longer has running at the attempt
+// (it rescued it, or a cancel ended it), and ErrJobGone.
 func (q *Queries) CompleteWork(ctx context.Context, id uuid.UUID, attempt int, jobID int64, result json.RawMessage) error {
 	var (
 		runOK, done bool

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
@@ -29,18 +30,6 @@ func (b *testBundle) job(t *testing.T, state string, attempt int, errors []strin
 	return id
 }
 
-// runOf inserts a queued run of job jobID.
-func (b *testBundle) runOf(t *testing.T, jobID int64, cid string) store.Run {
-	t.Helper()
-	r, err := b.q.InsertRun(t.Context(), store.NewRun{
-		ID: uuid.Must(uuid.NewV7()), UserID: b.alice.ID, StrategyID: b.strategy.ID, CorrelationID: cid, JobID: jobID,
-		Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-		InitialCash: 1000,
-	})
-	require.NoError(t, err)
-	return r
-}
-
 // attemptOutcomes lists a run's attempts as "number:outcome:code".
 func (b *testBundle) attemptOutcomes(t *testing.T, runID uuid.UUID) []string {
 	t.Helper()
@@ -48,7 +37,7 @@ func (b *testBundle) attemptOutcomes(t *testing.T, runID uuid.UUID) []string {
 	require.NoError(t, err)
 	var out []string
 	for _, a := range attempts {
-		out = append(out, string(rune('0'+a.Attempt))+":"+a.Outcome+":"+a.ErrorCode)
+		out = append(out, strconv.Itoa(a.Attempt)+":"+a.Outcome+":"+a.ErrorCode)
 	}
 	return out
 }
@@ -59,11 +48,12 @@ func TestAttemptWrites(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	run := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-writes")
+	run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, ""), CorrelationID: "cid-writes"})
+	require.NoError(t, err)
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "market data unavailable", ErrorType: "*errors.errorString"}
 	next := time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
 	start := func(attempt int) func() error {
-		return func() error { _, err := b.q.StartAttempt(ctx, run.ID, attempt); return err }
+		return func() error { _, _, err := b.q.StartWork(ctx, run.ID, attempt); return err }
 	}
 	steps := []struct {
 		name        string
@@ -139,7 +129,7 @@ func TestAttemptWrites(t *testing.T) {
 	}, b.attemptOutcomes(t, run.ID))
 
 	missing := uuid.Must(uuid.NewV7())
-	_, err := b.q.StartAttempt(ctx, missing, 1)
+	_, _, err = b.q.StartWork(ctx, missing, 1)
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.ErrorIs(t, b.q.FailAttempt(ctx, missing, 1, boom), store.ErrNotFound)
 }
@@ -153,8 +143,9 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	cancelling := `{"cancel_attempted_at": "2026-01-01T00:00:00Z"}`
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "boom"}
 
-	run := b.runOf(t, b.job(t, "running", 1, nil, cancelling), "cid-cancelling")
-	_, err := b.q.StartAttempt(ctx, run.ID, 1)
+	run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, cancelling), CorrelationID: "cid-cancelling"})
+	require.NoError(t, err)
+	_, _, err = b.q.StartWork(ctx, run.ID, 1)
 	require.NoError(t, err)
 	status, err := b.q.RetryAttempt(ctx, run.ID, 1, time.Now().Add(time.Minute), boom)
 	require.NoError(t, err)
@@ -165,8 +156,9 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	require.Nil(t, got.NextAttemptAt)
 	require.Equal(t, []string{"1:failed:internal"}, b.attemptOutcomes(t, run.ID), "the attempt itself failed")
 
-	_, err = b.q.StartAttempt(ctx, run.ID, 2)
+	_, _, err = b.q.StartWork(ctx, run.ID, 2)
 	require.ErrorIs(t, err, store.ErrRunCancelled, "the cancel met the fetch of the next attempt")
+	require.NotErrorIs(t, err, store.ErrAttemptNotStarted, "a cancelled run, not an attempt to end")
 	got, err = b.q.RunForWork(ctx, run.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.StatusCancelled, got.Status)
@@ -174,7 +166,7 @@ func TestACancelledJobDoesNotRunAgain(t *testing.T) {
 	// River UI's Retry clears cancel_attempted_at: the run runs again.
 	_, err = b.db.Pool.Exec(ctx, `UPDATE river_job SET metadata = metadata - 'cancel_attempted_at' WHERE id = $1`, run.JobID)
 	require.NoError(t, err)
-	_, err = b.q.StartAttempt(ctx, run.ID, 2)
+	_, _, err = b.q.StartWork(ctx, run.ID, 2)
 	require.NoError(t, err)
 }
 
@@ -250,7 +242,7 @@ func TestStaleAttemptCannotMoveALiveJob(t *testing.T) {
 func TestReconcile(t *testing.T) {
 	t.Parallel()
 	rescued := func(attempt int) string {
-		return `{"attempt": ` + string(rune('0'+attempt)) + `, "error": "Stuck job rescued by JobRescuer"}`
+		return `{"attempt": ` + strconv.Itoa(attempt) + `, "error": "Stuck job rescued by JobRescuer"}`
 	}
 	tests := []struct {
 		name string
@@ -340,9 +332,10 @@ func TestReconcile(t *testing.T) {
 			if tt.jobState != "" {
 				jobID = b.job(t, tt.jobState, tt.jobAttempt, tt.jobErrors, tt.jobMetadata)
 			}
-			run := b.runOf(t, jobID, "cid-reconcile")
+			run, err := b.newRun(t, store.NewRun{JobID: jobID, CorrelationID: "cid-reconcile"})
+			require.NoError(t, err)
 			for attempt := 1; attempt <= tt.runAttempts; attempt++ {
-				_, err := b.q.StartAttempt(ctx, run.ID, attempt)
+				_, _, err := b.q.StartWork(ctx, run.ID, attempt)
 				require.NoError(t, err)
 			}
 			if tt.runEnd != nil {
@@ -395,11 +388,13 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 	ctx := t.Context()
 	boom := store.AttemptFailure{Code: store.ErrorCodeInternal, Message: "market data unavailable"}
 
-	queued := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-queued")
+	queued, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, ""), CorrelationID: "cid-queued"})
+	require.NoError(t, err)
 	require.NoError(t, b.q.CancelAttempt(ctx, queued.ID, 1, "cancelled while its attempt ran"))
 
-	retrying := b.runOf(t, b.job(t, "running", 2, nil, ""), "cid-retrying")
-	_, err := b.q.StartAttempt(ctx, retrying.ID, 1)
+	retrying, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 2, nil, ""), CorrelationID: "cid-retrying"})
+	require.NoError(t, err)
+	_, _, err = b.q.StartWork(ctx, retrying.ID, 1)
 	require.NoError(t, err)
 	_, err = b.q.RetryAttempt(ctx, retrying.ID, 1, time.Now().Add(time.Hour), boom)
 	require.NoError(t, err)
@@ -414,11 +409,48 @@ func TestCancelBeforeTheAttemptStarted(t *testing.T) {
 		require.NotNil(t, got.FinishedAt)
 	}
 
-	held := b.runOf(t, b.job(t, "running", 3, nil, ""), "cid-held")
-	_, err = b.q.StartAttempt(ctx, held.ID, 3)
+	held, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 3, nil, ""), CorrelationID: "cid-held"})
+	require.NoError(t, err)
+	_, _, err = b.q.StartWork(ctx, held.ID, 3)
 	require.NoError(t, err)
 	require.ErrorIs(t, b.q.CancelAttempt(ctx, held.ID, 2, "cancelled while its attempt ran"), store.ErrStaleAttempt)
 	got, err := b.q.RunForWork(ctx, held.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.StatusRunning, got.Status, "attempt 3 holds the run")
+}
+
+// A shutdown's attempt and the one after it share a number: a page of runs
+// lists them in the order they started, as the read of one run does. The
+// rows are stored in the other order, so that no plan gets it for free.
+func TestAttemptsOfOneNumberListInTheOrderTheyStarted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var ids []uuid.UUID
+	for i := range 3 {
+		run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 2, nil, ""), CorrelationID: "cid-order-" + strconv.Itoa(i)})
+		require.NoError(t, err)
+		_, err = b.db.Pool.Exec(ctx, `
+			INSERT INTO backtest_run_attempts (run_id, attempt, started_at, finished_at, outcome, error_code)
+			VALUES ($1, 2, $2::timestamptz + interval '2 minutes', NULL, NULL, NULL),
+			       ($1, 1, $2::timestamptz + interval '1 minute', $2::timestamptz + interval '2 minutes', 'failed', 'internal'),
+			       ($1, 1, $2::timestamptz, $2::timestamptz + interval '1 minute', 'interrupted', NULL)`,
+			run.ID, at)
+		require.NoError(t, err)
+		ids = append(ids, run.ID)
+	}
+
+	listed, err := b.q.AttemptsOfRuns(ctx, ids)
+	require.NoError(t, err)
+	require.Len(t, listed, len(ids))
+	for _, id := range ids {
+		one, err := b.q.RunAttempts(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, one, listed[id], "the list and the read of run %s agree", id)
+		require.Equal(t, []string{"1:interrupted:", "1:failed:internal", "2::"}, b.attemptOutcomes(t, id))
+		for i, a := range listed[id] {
+			require.True(t, a.StartedAt.Equal(at.Add(time.Duration(i)*time.Minute)), "attempt %d started at %v", i, a.StartedAt)
+		}
+	}
 }

@@ -66,11 +66,7 @@ func (q *Queries) ListStrategies(ctx context.Context, userID uuid.UUID, p Page) 
 	if err != nil {
 		return nil, false, fmt.Errorf("list strategies: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Strategy, error) {
-		var s Strategy
-		err := row.Scan(&s.ID, &s.UserID, &s.Name, &s.Kind, &s.Params, &s.CreatedAt)
-		return s, err
-	})
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Strategy, error) { return scanStrategy(row) })
 	if err != nil {
 		return nil, false, fmt.Errorf("list strategies: %w", err)
 	}
@@ -117,7 +113,7 @@ func listStrategiesQuery(userID uuid.UUID, p Page) (string, []any) {
 	w.add("user_id = $%d", userID)
 	w.add("deleted_at IS NULL")
 	w.after(p.After)
-	return `SELECT id, user_id, name, kind, params, created_at FROM strategies WHERE ` + w.String() +
+	return `SELECT ` + strategyColumns + ` FROM strategies WHERE ` + w.String() +
 		` ORDER BY created_at DESC, id DESC LIMIT ` + w.arg(p.Limit+1), w.args
 }
 

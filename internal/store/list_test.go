@@ -149,7 +149,7 @@ func TestListRunsPagesAreStableUnderInserts(t *testing.T) {
 	ctx := t.Context()
 	existing := map[uuid.UUID]bool{}
 	for range 40 {
-		r, err := b.newRun(t, b.alice, "before")
+		r, err := b.newRun(t, store.NewRun{CorrelationID: "before"})
 		require.NoError(t, err)
 		existing[r.ID] = true
 	}
@@ -162,7 +162,7 @@ func TestListRunsPagesAreStableUnderInserts(t *testing.T) {
 		for {
 			// Each round commits a run newer than every page read so far:
 			// an offset would shift by one and show a run twice.
-			_, err := b.newRun(t, b.alice, "during")
+			_, err := b.newRun(t, store.NewRun{CorrelationID: "during"})
 			if err != nil {
 				t.Error(err)
 				return

@@ -92,15 +92,6 @@ func (q *Queries) Run(ctx context.Context, userID, id uuid.UUID) (Run, error) {
 	return r, nil
 }
 
-// RunForWork returns run id for the worker, whoever owns it.
-func (q *Queries) RunForWork(ctx context.Context, id uuid.UUID) (Run, error) {
-	r, err := scanRun(q.db.QueryRow(ctx, `SELECT `+runColumns+` FROM backtest_runs WHERE id = $1`, id))
-	if err != nil {
-		return Run{}, fmt.Errorf("load run %s: %w", id, notFound(err))
-	}
-	return r, nil
-}
-
 // MaxErrorBytes bounds the error text kept on a run: the full text, if it
 // is longer, is in the log line of the failure.
 const MaxErrorBytes = 4096
@@ -126,10 +117,18 @@ const runColumns = `id, user_id, strategy_id, correlation_id, river_job_id, symb
 	initial_cash, status, progress_pct, attempt, result, COALESCE(error_message, ''), COALESCE(error_type, ''),
 	COALESCE(error_code, ''), next_attempt_at, cancel_requested_at, created_at, started_at, finished_at, updated_at`
 
+// scanDest returns the destinations of runColumns in r, in their order: a
+// statement that selects more than a run's columns appends its own.
+func (r *Run) scanDest() []any {
+	return []any{
+		&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
+		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
+		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt,
+	}
+}
+
 func scanRun(row pgx.Row) (Run, error) {
 	var r Run
-	err := row.Scan(&r.ID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Symbol, &r.Start, &r.End,
-		&r.InitialCash, &r.Status, &r.ProgressPct, &r.Attempt, &r.Result, &r.ErrorMessage, &r.ErrorType,
-		&r.ErrorCode, &r.NextAttemptAt, &r.CancelRequestedAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.UpdatedAt)
+	err := row.Scan(r.scanDest()...)
 	return r, err
 }

@@ -25,13 +25,15 @@ var ErrNotFound = errors.New("not found")
 var ErrUserGone = errors.New("the user no longer exists")
 
 // DBTX is the service's one handle on the database: a *pgxpool.Pool, a
-// *pgx.Conn or a pgx.Tx. The queries need the first three methods; Begin is
-// for callers that group writes in a transaction (on a pgx.Tx it opens a
-// savepoint, so the same code runs inside a test's transaction).
+// *pgx.Conn or a pgx.Tx. The queries need the first three methods, and
+// CopyFrom for the bulk writes of a sweep; Begin is for callers that group
+// writes in a transaction (on a pgx.Tx it opens a savepoint, so the same
+// code runs inside a test's transaction).
 type DBTX interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
@@ -43,6 +45,12 @@ type Queries struct {
 // New returns Queries running on db.
 func New(db DBTX) *Queries {
 	return &Queries{db: db}
+}
+
+// InTx runs fn in a transaction on q's handle (a savepoint when that is a
+// transaction already): committed if fn returns nil, rolled back otherwise.
+func (q *Queries) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, q.db, fn)
 }
 
 // MaxNameLength is the most characters (Unicode code points, which is what
@@ -66,6 +74,19 @@ type Strategy struct {
 	Kind      string
 	Params    json.RawMessage
 	CreatedAt time.Time
+}
+
+const strategyColumns = `id, user_id, name, kind, params, created_at`
+
+// scanDest returns the destinations of strategyColumns in s, in their order.
+func (s *Strategy) scanDest() []any {
+	return []any{&s.ID, &s.UserID, &s.Name, &s.Kind, &s.Params, &s.CreatedAt}
+}
+
+func scanStrategy(row pgx.Row) (Strategy, error) {
+	var s Strategy
+	err := row.Scan(s.scanDest()...)
+	return s, err
 }
 
 // EnsureUser returns the user called name, creating it if needed.
@@ -222,11 +243,8 @@ func (q *Queries) CreateStrategy(ctx context.Context, ns NewStrategy) (Strategy,
 // Strategy returns userID's strategy id, or ErrNotFound (for a deleted
 // one too).
 func (q *Queries) Strategy(ctx context.Context, userID, id uuid.UUID) (Strategy, error) {
-	var s Strategy
-	err := q.db.QueryRow(ctx, `
-		SELECT id, user_id, name, kind, params, created_at
-		FROM strategies WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID,
-	).Scan(&s.ID, &s.UserID, &s.Name, &s.Kind, &s.Params, &s.CreatedAt)
+	s, err := scanStrategy(q.db.QueryRow(ctx, `
+		SELECT `+strategyColumns+` FROM strategies WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID))
 	if err != nil {
 		return Strategy{}, fmt.Errorf("load strategy %s: %w", id, notFound(err))
 	}

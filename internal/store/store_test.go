@@ -49,13 +49,34 @@ func setupOn(t *testing.T, db *dbtest.DB) *testBundle {
 	return &testBundle{q: q, db: db, alice: alice, bob: bob, strategy: strategy}
 }
 
-func (b *testBundle) newRun(t *testing.T, user store.User, cid string) (store.Run, error) {
+// newRun inserts a queued run as InsertRun does, nr's zero fields filled
+// in: a run of alice's, of the bundle's strategy, on ACME over 2020 with
+// 1000 of cash. It returns InsertRun's error, for the tests that expect one
+// and for goroutines, which must not stop the test.
+func (b *testBundle) newRun(t *testing.T, nr store.NewRun) (store.Run, error) {
 	t.Helper()
-	return b.q.InsertRun(t.Context(), store.NewRun{
-		ID: uuid.Must(uuid.NewV7()), UserID: user.ID, StrategyID: b.strategy.ID, CorrelationID: cid, JobID: 42,
-		Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-		InitialCash: 1000,
-	})
+	if nr.ID == uuid.Nil {
+		nr.ID = uuid.Must(uuid.NewV7())
+	}
+	if nr.UserID == uuid.Nil {
+		nr.UserID = b.alice.ID
+	}
+	if nr.StrategyID == uuid.Nil {
+		nr.StrategyID = b.strategy.ID
+	}
+	if nr.Symbol == "" {
+		nr.Symbol = "ACME"
+	}
+	if nr.Start.IsZero() {
+		nr.Start = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	if nr.End.IsZero() {
+		nr.End = time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	if nr.InitialCash == 0 {
+		nr.InitialCash = 1000
+	}
+	return b.q.InsertRun(t.Context(), nr)
 }
 
 func TestUsersAndKeys(t *testing.T) {
@@ -86,13 +107,13 @@ func TestStrategiesAreOwned(t *testing.T) {
 func TestInsertRunChecksTheStrategyOwner(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, err := b.newRun(t, b.bob, "cid")
+	_, err := b.newRun(t, store.NewRun{UserID: b.bob.ID, CorrelationID: "cid", JobID: 42})
 	require.ErrorIs(t, err, store.ErrNotFound)
 	var n int
 	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM backtest_runs`).Scan(&n))
 	require.Zero(t, n)
 
-	r, err := b.newRun(t, b.alice, "cid")
+	r, err := b.newRun(t, store.NewRun{CorrelationID: "cid", JobID: 42})
 	require.NoError(t, err)
 	require.Equal(t, store.StatusQueued, r.Status)
 	require.Equal(t, "cid", r.CorrelationID)
@@ -105,7 +126,7 @@ func TestRunsByCorrelationIDUseItsIndex(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, cid := range []string{"a", "a", "b"} {
-		_, err := b.newRun(t, b.alice, cid)
+		_, err := b.newRun(t, store.NewRun{CorrelationID: cid})
 		require.NoError(t, err)
 	}
 	byCID := func(user store.User, cid string) ([]store.Run, error) {
@@ -264,12 +285,12 @@ func TestCountUnfinishedRuns(t *testing.T) {
 	ctx := t.Context()
 	var runs []store.Run
 	for range 5 {
-		r, err := b.newRun(t, b.alice, "cid")
+		r, err := b.newRun(t, store.NewRun{CorrelationID: "cid"})
 		require.NoError(t, err)
 		runs = append(runs, r)
 	}
 	for _, r := range runs[:4] {
-		_, err := b.q.StartAttempt(ctx, r.ID, 1)
+		_, _, err := b.q.StartWork(ctx, r.ID, 1)
 		require.NoError(t, err)
 	}
 	require.NoError(t, b.q.CompleteAttempt(ctx, runs[1].ID, 1, json.RawMessage(`{}`)))

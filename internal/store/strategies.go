@@ -27,12 +27,6 @@ const lockStrategySQL = `
 	FROM strategies s WHERE s.id = $1 AND s.user_id = $2 AND s.deleted_at IS NULL
 	FOR UPDATE OF s`
 
-// InTx runs fn in a transaction on q's handle (a savepoint when that is a
-// transaction already): committed if fn returns nil, rolled back otherwise.
-func (q *Queries) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, q.db, fn)
-}
-
 // DeleteStrategy deletes userID's strategy id, or returns ErrNotFound (an
 // unknown, another user's or an already deleted strategy), a
 // *StrategyInUseError, or ErrUserGone.

@@ -70,11 +70,7 @@ func TestDeleteStrategy(t *testing.T) {
 		runs, _, err := b.q.ListRuns(t.Context(), b.alice.ID, store.RunFilter{StrategyID: s.ID}, store.Page{Limit: 50})
 		require.NoError(t, err)
 		require.Len(t, runs, 3, "and listed by their strategy")
-		_, err = b.q.InsertRun(t.Context(), store.NewRun{
-			ID: uuid.Must(uuid.NewV7()), UserID: b.alice.ID, StrategyID: s.ID, CorrelationID: "c", JobID: 1,
-			Symbol: "ACME", Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC),
-			InitialCash: 1000,
-		})
+		_, err = b.newRun(t, store.NewRun{StrategyID: s.ID, CorrelationID: "c", JobID: 1})
 		require.ErrorIs(t, err, store.ErrNotFound, "no new run of a deleted strategy")
 	})
 

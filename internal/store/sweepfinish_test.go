@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/store"
@@ -25,7 +26,7 @@ func (b *testBundle) newSweep(t *testing.T, user store.User, statuses ...string)
 	require.NoError(t, err)
 	runs := make([]uuid.UUID, len(statuses))
 	for i, status := range statuses {
-		r, err := b.newRun(t, user, "cid-sweep")
+		r, err := b.newRun(t, store.NewRun{UserID: user.ID, CorrelationID: "cid-sweep"})
 		require.NoError(t, err)
 		_, err = b.db.Pool.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2, status = $3 WHERE id = $1`, r.ID, id, status)
 		require.NoError(t, err)
@@ -120,18 +121,18 @@ func TestFinishSweepOnceUnderConcurrency(t *testing.T) {
 				status = "failed"
 			}
 			_, err := b.db.Pool.Exec(ctx, `UPDATE backtest_runs SET status = $2 WHERE id = $1`, run, status)
-			if !assertNoError(t, err) {
+			if !assert.NoError(t, err) { //nolint:forbidigo,testifylint // a goroutine: require would stop the wrong one
 				return
 			}
 			f, ok, err := b.q.FinishSweep(ctx, id)
-			if assertNoError(t, err) && ok {
+			if assert.NoError(t, err) && ok { //nolint:forbidigo // a goroutine, as above
 				record(f)
 			}
 		})
 		wg.Go(func() {
 			<-start
 			settled, err := b.q.FinishSettledSweeps(ctx)
-			if assertNoError(t, err) {
+			if assert.NoError(t, err) { //nolint:forbidigo // a goroutine, as above
 				record(settled...)
 			}
 		})
@@ -143,14 +144,4 @@ func TestFinishSweepOnceUnderConcurrency(t *testing.T) {
 	record(settled...)
 	require.Len(t, finished, 1, "the sweep is finished exactly once")
 	require.Equal(t, [3]int{5, 3, 0}, [3]int{finished[0].Succeeded, finished[0].Failed, finished[0].Cancelled})
-}
-
-// assertNoError reports err to t from a goroutine other than the test's.
-func assertNoError(t *testing.T, err error) bool {
-	t.Helper()
-	if err != nil {
-		t.Error(err)
-		return false
-	}
-	return true
 }

@@ -63,8 +63,8 @@ type SweepStrategy struct {
 
 // CopyStrategies saves the strategies of a sweep's combinations with COPY,
 // all of userID and of kind.
-func (q *Queries) CopyStrategies(ctx context.Context, tx pgx.Tx, userID uuid.UUID, kind string, ss []SweepStrategy) error {
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"strategies"}, []string{"id", "user_id", "name", "kind", "params"},
+func (q *Queries) CopyStrategies(ctx context.Context, userID uuid.UUID, kind string, ss []SweepStrategy) error {
+	n, err := q.db.CopyFrom(ctx, pgx.Identifier{"strategies"}, []string{"id", "user_id", "name", "kind", "params"},
 		pgx.CopyFromSlice(len(ss), func(i int) ([]any, error) {
 			return []any{ss[i].ID, userID, ss[i].Name, kind, string(ss[i].Params)}, nil
 		}))
@@ -87,8 +87,8 @@ type SweepRun struct {
 
 // CopyRuns inserts the queued runs of sweep with COPY; every one shares
 // the sweep's user, correlation ID, dates and cash.
-func (q *Queries) CopyRuns(ctx context.Context, tx pgx.Tx, sweep Sweep, runs []SweepRun) error {
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"backtest_runs"},
+func (q *Queries) CopyRuns(ctx context.Context, sweep Sweep, runs []SweepRun) error {
+	n, err := q.db.CopyFrom(ctx, pgx.Identifier{"backtest_runs"},
 		[]string{
 			"id", "user_id", "strategy_id", "correlation_id", "river_job_id", "symbol", "start_date",
 			"end_date", "initial_cash", "sweep_id",

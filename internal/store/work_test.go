@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"encoding/json"
+	"net/url"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/backtestd/backtestd/internal/store"
@@ -11,28 +13,45 @@ import (
 
 // StartWork starts the attempt and loads the strategy in one statement:
 // the strategy comes back with the run, or nil once it is deleted, the
-// attempt started either way.
+// attempt started either way; over a pool that reads results as text too
+// (a DATABASE_URL for a PgBouncer may ask for that).
 func TestStartWork(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name         string
 		deleted      bool
+		execMode     string // the pool's default_query_exec_mode; empty: pgx's default
 		wantStrategy bool
 	}{
-		{"live strategy", false, true},
-		{"deleted strategy", true, false},
+		{"live strategy", false, "", true},
+		{"deleted strategy", true, "", false},
+		{"live strategy, results as text", false, "exec", true},
+		{"deleted strategy, results as text", true, "exec", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := t.Context()
-			run := b.runOf(t, b.job(t, "running", 1, nil, ""), "cid-start-work")
+			run, err := b.newRun(t, store.NewRun{JobID: b.job(t, "running", 1, nil, ""), CorrelationID: "cid-start-work"})
+			require.NoError(t, err)
 			if tt.deleted {
 				_, err := b.db.Pool.Exec(ctx, `UPDATE strategies SET deleted_at = now() WHERE id = $1`, b.strategy.ID)
 				require.NoError(t, err)
 			}
-			got, strategy, err := b.q.StartWork(ctx, run.ID, 1)
+			q := b.q
+			if tt.execMode != "" {
+				u, err := url.Parse(b.db.URL)
+				require.NoError(t, err)
+				params := u.Query()
+				params.Set("default_query_exec_mode", tt.execMode)
+				u.RawQuery = params.Encode()
+				pool, err := pgxpool.New(ctx, u.String())
+				require.NoError(t, err)
+				t.Cleanup(pool.Close)
+				q = store.New(pool)
+			}
+			got, strategy, err := q.StartWork(ctx, run.ID, 1)
 			require.NoError(t, err)
 			require.Equal(t, run.ID, got.ID)
 			require.Equal(t, store.StatusRunning, got.Status)
@@ -40,14 +59,17 @@ func TestStartWork(t *testing.T) {
 			if tt.wantStrategy {
 				require.NotNil(t, strategy)
 				require.Equal(t, b.strategy.ID, strategy.ID)
+				require.Equal(t, b.strategy.UserID, strategy.UserID)
+				require.Equal(t, b.strategy.Name, strategy.Name)
 				require.Equal(t, b.strategy.Kind, strategy.Kind)
+				require.True(t, b.strategy.CreatedAt.Equal(strategy.CreatedAt), "%v", strategy.CreatedAt)
 				require.JSONEq(t, string(b.strategy.Params), string(strategy.Params))
 			} else {
 				require.Nil(t, strategy)
 			}
 			require.Equal(t, []string{"1::"}, b.attemptOutcomes(t, run.ID))
 
-			_, _, err = b.q.StartWork(ctx, run.ID, 1)
+			_, _, err = q.StartWork(ctx, run.ID, 1)
 			require.ErrorIs(t, err, store.ErrStaleAttempt)
 		})
 	}
@@ -82,8 +104,9 @@ func TestCompleteWork(t *testing.T) {
 			b := setup(t)
 			ctx := t.Context()
 			jobID := b.job(t, tt.jobState, tt.jobAttempt, nil, "")
-			run := b.runOf(t, jobID, "cid-complete-work")
-			_, err := b.q.StartAttempt(ctx, run.ID, tt.started)
+			run, err := b.newRun(t, store.NewRun{JobID: jobID, CorrelationID: "cid-complete-work"})
+			require.NoError(t, err)
+			_, _, err = b.q.StartWork(ctx, run.ID, tt.started)
 			require.NoError(t, err)
 			if tt.deleteJob {
 				_, err := b.db.Pool.Exec(ctx, `DELETE FROM river_job WHERE id = $1`, jobID)
