@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -159,11 +158,10 @@ const startWorkSQL = `
 func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run, *Strategy, error) {
 	var (
 		r Run
-		s Strategy
+		s maybeStrategy
 	)
-	sDest, found := orNull(s.scanDest())
 	err := q.db.QueryRow(ctx, startWorkSQL, id, attempt, ErrorCodeWorkerLost, workerLostMessage).Scan(
-		append(r.scanDest(), sDest...)...)
+		append(r.scanDest(), s.scanDest()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Rare, so the reason costs a second round trip rather than the
 		// statement a second read of the run.
@@ -172,38 +170,29 @@ func (q *Queries) StartWork(ctx context.Context, id uuid.UUID, attempt int) (Run
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("start attempt %d of run %s: %w", attempt, id, err)
 	}
-	if !found() {
-		return r, nil, nil
-	}
-	return r, &s, nil
+	return r, s.strategy(), nil
 }
 
-// orNull returns scan destinations standing in for dest that also take
-// NULL, as the columns of an outer join's missing side come, and found,
-// which after the scan copies what was read into dest and says whether the
-// row was there: its first column, a key, is not NULL. A record would carry
-// the row whole, but pgx reads records in the binary format only, and a
-// DATABASE_URL may ask for text (default_query_exec_mode=exec, for a
-// PgBouncer).
-func orNull(dest []any) (nullable []any, found func() bool) {
-	ptrs := make([]reflect.Value, len(dest))
-	nullable = make([]any, len(dest))
-	for i, d := range dest {
-		// A **T for d's *T: pgx sets it to nil for NULL.
-		ptrs[i] = reflect.New(reflect.TypeOf(d))
-		nullable[i] = ptrs[i].Interface()
+// maybeStrategy reads strategyColumns from the side of an outer join that
+// may be missing: every column NULL.
+type maybeStrategy struct {
+	id, userID *uuid.UUID
+	name, kind *string
+	params     json.RawMessage
+	createdAt  *time.Time
+}
+
+// scanDest returns the destinations of strategyColumns, in their order.
+func (m *maybeStrategy) scanDest() []any {
+	return []any{&m.id, &m.userID, &m.name, &m.kind, &m.params, &m.createdAt}
+}
+
+// strategy is the strategy read, or nil when the join found none.
+func (m *maybeStrategy) strategy() *Strategy {
+	if m.id == nil {
+		return nil
 	}
-	return nullable, func() bool {
-		if len(ptrs) == 0 || ptrs[0].Elem().IsNil() {
-			return false
-		}
-		for i, d := range dest {
-			if p := ptrs[i].Elem(); !p.IsNil() {
-				reflect.ValueOf(d).Elem().Set(p.Elem())
-			}
-		}
-		return true
-	}
+	return &Strategy{ID: *m.id, UserID: *m.userID, Name: *m.name, Kind: *m.kind, Params: m.params, CreatedAt: *m.createdAt}
 }
 
 // refusedStart says why StartWork changed nothing: what refused says,
