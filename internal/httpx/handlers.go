@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -205,6 +206,11 @@ const (
 	maxInitialCash = 1e12
 )
 
+// strategyGone refuses a strategy_id that names none of the user's
+// strategies: an answer of the database's, which the stored response of an
+// Idempotency-Key wins over.
+var strategyGone = InvalidParam{Name: "strategy_id", Reason: "no such strategy"}
+
 var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
 
 // strategyLookup returns the caller's strategy id, parsed, or an error
@@ -229,7 +235,7 @@ func (req createBacktestRequest) validate(ctx context.Context, lookup strategyLo
 		s, err := lookup(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			refuse("strategy_id", "no such strategy")
+			invalid = append(invalid, strategyGone)
 		case err != nil:
 			return nb, nil, err
 		default:
@@ -327,6 +333,20 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, k
 			return
 		}
 		if len(invalid) > 0 {
+			if slices.Contains(invalid, strategyGone) {
+				err := idem.held(ctx, q)
+				if idem.answered(w, r, err) {
+					return
+				}
+				if errors.Is(err, store.ErrUserGone) {
+					userGone(w, r)
+					return
+				}
+				if err != nil {
+					serverError(logger, w, r, err)
+					return
+				}
+			}
 			writeInvalidParams(w, r, invalid)
 			return
 		}
@@ -354,7 +374,7 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, k
 			return
 		}
 		if errors.Is(err, store.ErrNotFound) {
-			writeInvalid(w, r, "strategy_id", "no such strategy")
+			writeInvalidParams(w, r, []InvalidParam{strategyGone})
 			return
 		}
 		if err != nil {

@@ -151,6 +151,33 @@ func (i *idempotency) save(ctx context.Context, tx pgx.Tx, status int, location 
 	return store.New(tx).SaveIdempotentResponse(ctx, i.req.UserID, i.req.Key, i.response)
 }
 
+// errNotHeld rolls back the claim of a request refused all the same: it
+// claimed the key only to learn whether an earlier request holds it.
+var errNotHeld = errors.New("no earlier request holds the idempotency key")
+
+// held returns errReplay or errKeyReused, for answered, when an earlier
+// request holds the key, and nil when none does. A request about to be
+// refused for what the database holds now (a strategy deleted since the
+// request first succeeded) asks first: the stored response wins over an
+// answer the database would now give. It claims the key as the creating
+// transaction does, waiting as that does for a request with the key in
+// flight, and rolls the claim back: a refusal stores nothing.
+func (i *idempotency) held(ctx context.Context, q *store.Queries) error {
+	if i == nil {
+		return nil
+	}
+	err := q.InTx(ctx, func(tx pgx.Tx) error {
+		if err := i.claim(ctx, tx); err != nil {
+			return err
+		}
+		return errNotHeld
+	})
+	if errors.Is(err, errNotHeld) {
+		return nil
+	}
+	return err
+}
+
 // answered writes the response when err is the outcome of a replay or of a
 // reused key, and reports whether it did.
 func (i *idempotency) answered(w http.ResponseWriter, r *http.Request, err error) bool {

@@ -291,3 +291,37 @@ func TestIdempotencyKeyUnderConcurrency(t *testing.T) {
 	}
 	require.Equal(t, clients-1, replays)
 }
+
+// A retry is answered the stored response even when what the first
+// request used is gone: its strategy, deleted once the run finished. The
+// stored response wins over any answer the database would now give.
+func TestIdempotentReplayOutlivesTheStrategy(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sid := b.strategy(t, b.aliceKey)
+	body := `{"strategy_id":"` + sid + `","symbol":"ACME","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`
+	first := b.send(t, http.MethodPost, "/backtests", b.aliceKey, withKey("order-42", "first"), body)
+	require.Equal(t, http.StatusAccepted, first.status, first.raw)
+	_, err := b.db.Pool.Exec(t.Context(), `UPDATE backtest_runs SET status = 'succeeded', finished_at = now()`)
+	require.NoError(t, err)
+	deleted := b.call(t, http.MethodDelete, "/strategies/"+sid, b.aliceKey, "", "")
+	require.Equal(t, http.StatusNoContent, deleted.status, deleted.raw)
+	before := b.rows(t)
+
+	replay := b.send(t, http.MethodPost, "/backtests", b.aliceKey, withKey("order-42", "replay"), body)
+	requireSameResponse(t, first, replay)
+	other := b.send(t, http.MethodPost, "/backtests", b.aliceKey, withKey("order-42", "other"),
+		strings.Replace(body, "ACME", "BETA", 1))
+	requireProblem(t, other, http.StatusUnprocessableEntity)
+	require.Equal(t, "/problems/idempotency_key_reused", other.body["type"])
+	require.Equal(t, before, b.rows(t), "neither created anything")
+
+	// Without the key's earlier request, the strategy is refused as ever,
+	// and the refusal stores nothing.
+	fresh := b.send(t, http.MethodPost, "/backtests", b.aliceKey, withKey("order-43", "fresh"), body)
+	requireProblem(t, fresh, http.StatusUnprocessableEntity)
+	require.Equal(t, []string{"strategy_id"}, invalidNames(t, fresh))
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM idempotency_keys WHERE key = 'order-43'`).Scan(&n))
+	require.Zero(t, n)
+}

@@ -219,11 +219,6 @@ func writeProblemBody(w http.ResponseWriter, r *http.Request, typ, title string,
 	})
 }
 
-// writeInvalid answers 422 for input that is well-formed but wrong.
-func writeInvalid(w http.ResponseWriter, r *http.Request, name, reason string) {
-	writeInvalidParams(w, r, []InvalidParam{{Name: name, Reason: reason}})
-}
-
 // writeInvalidParams answers 422 naming every refused input at once; the
 // detail repeats them for a reader of the body alone.
 func writeInvalidParams(w http.ResponseWriter, r *http.Request, invalid []InvalidParam) {
