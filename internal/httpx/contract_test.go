@@ -23,6 +23,7 @@ func TestOpenAPIServed(t *testing.T) {
 	r := b.call(t, http.MethodGet, httpx.OpenAPIPath, "", "", "")
 	require.Equal(t, http.StatusOK, r.status, r.raw)
 	require.Equal(t, "application/json", r.header.Get("Content-Type"))
+	require.Equal(t, "nosniff", r.header.Get("X-Content-Type-Options"))
 	require.Equal(t, string(api.JSON()), r.raw)
 	require.Equal(t, "3.1.0", r.body["openapi"])
 	requireProblem(t, b.call(t, http.MethodGet, httpx.OpenAPIPath+"?format=yaml", "", "", ""), http.StatusBadRequest)

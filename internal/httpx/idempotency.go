@@ -202,14 +202,10 @@ func (i *idempotency) answered(w http.ResponseWriter, r *http.Request, err error
 
 // write writes the stored response, as writeJSON would have.
 func (i *idempotency) write(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
 	if i.response.Location != "" {
-		h.Set("Location", i.response.Location)
+		w.Header().Set("Location", i.response.Location)
 	}
-	w.WriteHeader(i.response.Status)
-	_, _ = w.Write(i.response.Body)
+	writeBody(w, "application/json", i.response.Status, i.response.Body)
 }
 
 // writeCreated answers a request that created something: with the response

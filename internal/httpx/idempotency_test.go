@@ -61,6 +61,10 @@ func requireSameResponse(t *testing.T, first, replay response) {
 	require.Equal(t, first.status, replay.status)
 	require.Equal(t, first.raw, replay.raw)
 	require.Equal(t, first.header.Get("Location"), replay.header.Get("Location"))
+	for _, h := range []string{"Content-Type", "X-Content-Type-Options"} {
+		require.NotEmpty(t, replay.header.Get(h), h)
+		require.Equal(t, first.header.Get(h), replay.header.Get(h), h)
+	}
 	require.Empty(t, first.header.Get(httpx.HeaderIdempotentReplayed))
 	require.Equal(t, "true", replay.header.Get(httpx.HeaderIdempotentReplayed))
 }

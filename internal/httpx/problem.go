@@ -225,18 +225,24 @@ func writeInvalidParams(w http.ResponseWriter, r *http.Request, invalid []Invali
 	writeProblem(w, r, http.StatusUnprocessableEntity, strings.Join(parts, "; "), invalid...)
 }
 
-// writeJSON sets the headers before the status: once WriteHeader is called,
-// later header changes are lost.
+// writeJSON answers with v as JSON, a line of it.
 func writeJSON(w http.ResponseWriter, contentType string, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil { // our own response types always marshal
 		status, body = http.StatusInternalServerError, []byte(`{"title":"Internal Server Error","status":500}`)
 	}
+	writeBody(w, contentType, status, append(body, '\n'))
+}
+
+// writeBody answers with a body already encoded. It sets the headers
+// before the status: once WriteHeader is called, later header changes are
+// lost.
+func writeBody(w http.ResponseWriter, contentType string, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 // statusHandler answers with a problem: the router's 404.

@@ -163,11 +163,7 @@ func handleOpenAPI() http.Handler {
 		if _, ok := queryParams(w, r); !ok {
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Type", "application/json")
-		h.Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(api.JSON())
+		writeBody(w, "application/json", http.StatusOK, api.JSON())
 	})
 }
 
