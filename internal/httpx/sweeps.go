@@ -16,7 +16,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/backtestd/backtestd/internal/backtest"
-	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
@@ -416,12 +415,4 @@ func handleCancelSweep(logger *slog.Logger, q *store.Queries, c SweepEnqueuer) h
 		}
 		writeSweep(logger, w, r, q, res.Sweep, defaultRankBy, defaultTop)
 	})
-}
-
-// maxSweepRuns is the bound of deps, or its default.
-func maxSweepRuns(deps Deps) int {
-	if deps.MaxSweepRuns > 0 {
-		return deps.MaxSweepRuns
-	}
-	return config.DefaultMaxSweepRuns
 }
