@@ -257,7 +257,7 @@ func authenticate(logger *slog.Logger, q *store.Queries, cache *KeyCache, failur
 			hash, now := HashAPIKey(key), time.Now()
 			user, gen, ok := cache.get(hash, now)
 			if !ok {
-				refund, retryAfter, allowed := failures.take(clientAddrOf(r), failures.now())
+				refund, retryAfter, allowed := failures.take(clientAddrOf(r))
 				if !allowed {
 					tooManyFailures(w, r, retryAfter)
 					return
