@@ -137,23 +137,30 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Dur
 // else would be a fault of ours, not a reason to go on with an empty
 // strategy: it answers 500, logged, and returns false.
 func strategyInvalid(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) ([]InvalidParam, bool) {
-	var (
-		many backtest.ValidationErrors
-		one  *backtest.ValidationError
-	)
-	switch {
-	case errors.As(err, &many):
+	invalid, ok := invalidParamsOf(err)
+	if !ok {
+		serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
+	}
+	return invalid, ok
+}
+
+// invalidParamsOf returns the refused fields err names, in order, when it
+// is a strategy's refusal: a *backtest.ValidationError, or several
+// (backtest.ValidationErrors). It returns false for any other error.
+func invalidParamsOf(err error) ([]InvalidParam, bool) {
+	var many backtest.ValidationErrors
+	if errors.As(err, &many) && len(many) > 0 {
 		out := make([]InvalidParam, len(many))
 		for i, ve := range many {
 			out[i] = InvalidParam{Name: ve.Field, Reason: ve.Message}
 		}
 		return out, true
-	case errors.As(err, &one):
-		return []InvalidParam{{Name: one.Field, Reason: one.Message}}, true
-	default:
-		serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
-		return nil, false
 	}
+	var one *backtest.ValidationError
+	if errors.As(err, &one) {
+		return []InvalidParam{{Name: one.Field, Reason: one.Message}}, true
+	}
+	return nil, false
 }
 
 func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -57,29 +58,27 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 		invalid []InvalidParam
 	)
 	refuse := func(name, reason string) { invalid = append(invalid, InvalidParam{Name: name, Reason: reason}) }
+	// The kind alone: the grid's values are checked by combination.
 	if _, err := backtest.ParseStrategy(req.Kind, nil); err != nil {
-		var ve *backtest.ValidationError
-		if errors.As(err, &ve) && ve.Field == "kind" {
-			refuse("kind", ve.Message)
+		invalid, _ := invalidParamsOf(err)
+		for _, p := range invalid {
+			if p.Name == "kind" {
+				refuse(p.Name, p.Reason)
+			}
 		}
 	}
-	gridOK := true
 	if req.ParamsGrid == nil {
 		refuse("params_grid", "is required: an object of parameter names to lists of values ({} for none)")
-		gridOK = false
 	} else {
-		for _, name := range sortedKeys(*req.ParamsGrid) {
+		for _, name := range slices.Sorted(maps.Keys(*req.ParamsGrid)) {
 			if len((*req.ParamsGrid)[name]) == 0 {
 				refuse("params_grid."+name, "must be a list of at least one value")
-				gridOK = false
 			}
 		}
 	}
 	symbols := make([]string, 0, len(req.Symbols))
 	switch {
-	case len(req.Symbols) == 0:
-		refuse("symbols", "must be a list of 1 to 100 symbols")
-	case len(req.Symbols) > maxSweepSymbols:
+	case len(req.Symbols) == 0 || len(req.Symbols) > maxSweepSymbols:
 		refuse("symbols", fmt.Sprintf("must be a list of 1 to %d symbols", maxSweepSymbols))
 	default:
 		for _, s := range req.Symbols {
@@ -115,7 +114,7 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
 		refuse("initial_cash", "must be between 1 and 1e12")
 	}
-	if len(invalid) > 0 || !gridOK {
+	if len(invalid) > 0 {
 		return ns, invalid, nil
 	}
 	tooMany := fmt.Sprintf("must make at most %d runs (the grid's combinations times the symbols)", maxRuns)
@@ -129,16 +128,9 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 	}
 	if len(exp.Combinations) == 0 {
 		reason := "every combination is refused by the strategy"
-		var (
-			many backtest.ValidationErrors
-			one  *backtest.ValidationError
-		)
-		switch {
-		case errors.As(exp.FirstRefusal, &many):
-			reason += " (" + many[0].Field + " " + many[0].Message + ")"
-		case errors.As(exp.FirstRefusal, &one):
-			reason += " (" + one.Field + " " + one.Message + ")"
-		case exp.FirstRefusal != nil:
+		if refused, ok := invalidParamsOf(exp.FirstRefusal); ok {
+			reason += " (" + refused[0].Name + " " + refused[0].Reason + ")"
+		} else if exp.FirstRefusal != nil {
 			reason += " (" + exp.FirstRefusal.Error() + ")"
 		}
 		return ns, []InvalidParam{{Name: "params_grid", Reason: reason}}, nil
@@ -154,15 +146,6 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 		Kind: req.Kind, ParamsGrid: grid, Combinations: exp.Combinations, Skipped: exp.Skipped,
 		Symbols: symbols, Start: start, End: end, InitialCash: *req.InitialCash,
 	}, nil, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // sweepEnqueuedJSON is the answer to POST /sweeps.
@@ -286,7 +269,6 @@ type rankedJSON struct {
 // it is marked finished (every run final, finished_at set), then finished,
 // or cancelled when a cancel was asked of it.
 func sweepStatus(s store.Sweep, counts map[string]int) string {
-	unfinished := counts[store.StatusQueued] + counts[store.StatusRunning] + counts[store.StatusRetrying]
 	switch {
 	// Final once marked (finished_at, with its sweep_finished line), not
 	// merely once the counts say so: the one who ended the last run marks
@@ -296,7 +278,7 @@ func sweepStatus(s store.Sweep, counts map[string]int) string {
 		return store.StatusCancelled
 	case s.FinishedAt != nil:
 		return "finished"
-	case unfinished == s.RunCount && counts[store.StatusQueued] == s.RunCount:
+	case counts[store.StatusQueued] == s.RunCount:
 		return store.StatusQueued
 	default:
 		return store.StatusRunning

@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -63,6 +64,7 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 		body   string
 		status int
 		field  string
+		reason string // the first refused field's, when given
 	}{
 		{
 			name: "more runs than MAX_SWEEP_RUNS", status: http.StatusUnprocessableEntity, field: "params_grid",
@@ -76,6 +78,7 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 		},
 		{
 			name: "every combination refused", status: http.StatusUnprocessableEntity, field: "params_grid",
+			reason: "every combination is refused by the strategy (params.fast_window must be less than slow_window)",
 			body: `{"kind": "sma_crossover", "params_grid": {"fast_window": [50], "slow_window": [10, 20]},
 				"symbols": ["ACME"], "start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
 		},
@@ -85,7 +88,20 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 				"symbols": ["ACME"], "start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
 		},
 		{
+			name: "no symbols", status: http.StatusUnprocessableEntity, field: "symbols",
+			reason: "must be a list of 1 to 100 symbols",
+			body: `{"kind": "buy_and_hold", "params_grid": {}, "symbols": [],
+				"start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
+		},
+		{
+			name: "101 symbols", status: http.StatusUnprocessableEntity, field: "symbols",
+			reason: "must be a list of 1 to 100 symbols",
+			body: `{"kind": "buy_and_hold", "params_grid": {}, "symbols": ["S` + strings.Repeat(`", "S`, 100) + `"],
+				"start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
+		},
+		{
 			name: "a symbol twice", status: http.StatusUnprocessableEntity, field: "symbols",
+			reason: "must not name a symbol twice (ACME)",
 			body: `{"kind": "buy_and_hold", "params_grid": {}, "symbols": ["ACME", "acme"],
 				"start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
 		},
@@ -112,6 +128,9 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 					require.NotEmpty(t, params, r.raw)
 					first, _ := params[0].(map[string]any)
 					require.Equal(t, tt.field, first["name"], r.raw)
+					if tt.reason != "" {
+						require.Equal(t, tt.reason, first["reason"], r.raw)
+					}
 				}
 			})
 		}
