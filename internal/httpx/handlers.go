@@ -182,13 +182,18 @@ func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 }
 
 // resourceID reads the request on one resource: no query parameters, and
-// the resource's {id} in the path. An ID that is not a UUID in the form the
-// API writes (parseID) cannot name anything, so it is a 404 like any unknown
-// ID.
+// the resource's pathID.
 func resourceID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
 	if _, ok := queryParams(w, r); !ok {
 		return uuid.UUID{}, false
 	}
+	return pathID(w, r)
+}
+
+// pathID reads the resource's {id} in the path. An ID that is not a UUID in
+// the form the API writes (parseID) cannot name anything, so it is a 404
+// like any unknown ID.
+func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
 	id, ok := parseID(mux.Vars(r)["id"])
 	if !ok {
 		writeProblem(w, r, http.StatusNotFound, "No such resource.")

@@ -9,12 +9,10 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gorilla/mux"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
@@ -313,16 +311,6 @@ func writeSweep(logger *slog.Logger, w http.ResponseWriter, r *http.Request, q *
 	writeJSON(w, "application/json", http.StatusOK, out)
 }
 
-// sweepID reads the {id} of a sweep's path; an ID that cannot name a
-// sweep is a 404.
-func sweepID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
-	id, ok := parseID(mux.Vars(r)["id"])
-	if !ok {
-		writeProblem(w, r, http.StatusNotFound, "No such sweep.")
-	}
-	return id, ok
-}
-
 func handleGetSweep(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		query, ok := queryParams(w, r, "rank_by", "top")
@@ -330,26 +318,12 @@ func handleGetSweep(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		qr := queryReader{query: query}
-		rankBy, top := defaultRankBy, defaultTop
-		if v, ok := qr.one("rank_by"); ok {
-			if slices.Contains(rankMetrics, v) {
-				rankBy = v
-			} else {
-				qr.fail("rank_by", "must be one of "+strings.Join(rankMetrics, ", "))
-			}
-		}
-		if v, ok := qr.one("top"); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxTop {
-				qr.fail("top", fmt.Sprintf("must be a whole number from 1 to %d", maxTop))
-			} else {
-				top = n
-			}
-		}
+		rankBy := qr.oneOf("rank_by", rankMetrics, defaultRankBy)
+		top := qr.intIn("top", 1, maxTop, defaultTop)
 		if qr.answered(w, r) {
 			return
 		}
-		id, ok := sweepID(w, r)
+		id, ok := pathID(w, r)
 		if !ok {
 			return
 		}
@@ -371,10 +345,7 @@ func handleGetSweep(logger *slog.Logger, q *store.Queries) http.Handler {
 // asked of it before, is past cancelling (409).
 func handleCancelSweep(logger *slog.Logger, q *store.Queries, c SweepEnqueuer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := queryParams(w, r); !ok {
-			return
-		}
-		id, ok := sweepID(w, r)
+		id, ok := resourceID(w, r)
 		if !ok {
 			return
 		}

@@ -54,6 +54,16 @@ func TestCreateSweep(t *testing.T) {
 
 	other := b.call(t, http.MethodGet, "/sweeps/"+id, b.bobKey, "", "")
 	requireProblem(t, other, http.StatusNotFound)
+	require.Equal(t, "No such sweep.", other.body["detail"])
+	// An ID not written as the API writes it names nothing, like any
+	// resource's.
+	for _, req := range []struct{ method, path string }{
+		{http.MethodGet, "/sweeps/NOPE?top=1"}, {http.MethodPost, "/sweeps/NOPE/cancel"},
+	} {
+		notAnID := b.call(t, req.method, req.path, b.aliceKey, "", "")
+		requireProblem(t, notAnID, http.StatusNotFound)
+		require.Equal(t, "No such resource.", notAnID.body["detail"], req.path)
+	}
 }
 
 // A refused sweep writes nothing and says which field is wrong.
