@@ -99,8 +99,9 @@ func TestDeletedUsersCachedKey(t *testing.T) {
 	require.Nil(t, b.logs.Find(t, obs.EventRequestFailed), "a gone user is no server fault")
 }
 
-// Past the bound of unfinished runs POST /backtests answers 429 with
-// Retry-After and writes nothing, also when a user's requests race.
+// Past the bound of unfinished runs POST /backtests, and POST /sweeps,
+// answer 429 with Retry-After and write nothing, also when a user's
+// requests race.
 func TestUnfinishedRunsBound(t *testing.T) {
 	t.Parallel()
 	const bound = 2
@@ -131,7 +132,15 @@ func TestUnfinishedRunsBound(t *testing.T) {
 	require.Equal(t, "/problems/too_many_unfinished", r.body["type"])
 	require.Equal(t, "60", r.header.Get("Retry-After"))
 	require.Contains(t, r.body["detail"], strconv.Itoa(bound)+" backtests queued or running")
+	require.Equal(t, "You have 2 backtests queued or running, the most allowed: start more once some have finished.", r.body["detail"])
 	require.Equal(t, before, b.rows(t), "a refused backtest writes nothing")
+	sweep := b.post(t, "/sweeps", b.aliceKey, sweepBody)
+	requireProblem(t, sweep, http.StatusTooManyRequests)
+	require.Equal(t, "/problems/too_many_unfinished", sweep.body["type"])
+	require.Equal(t, "60", sweep.header.Get("Retry-After"))
+	require.Equal(t, "You have 2 backtests queued or running; this sweep's 10 more would pass the most allowed, 2: "+
+		"start it once some have finished, or make it smaller.", sweep.body["detail"])
+	require.Equal(t, before, b.rows(t), "a refused sweep writes nothing")
 
 	// At once, another user: exactly the bound gets in.
 	bobs := strategyOf(b.bobKey)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -210,20 +209,10 @@ type createBacktestRequest struct {
 	InitialCash *float64 `json:"initial_cash"`
 }
 
-// Bounds on a backtest request. Below 1 the engine's arithmetic loses
-// meaning (a subnormal cash of 5e-324 reported a 100% loss).
-const (
-	maxSpanYears   = 100
-	minInitialCash = 1
-	maxInitialCash = 1e12
-)
-
 // strategyGone refuses a strategy_id that names none of the user's
 // strategies: an answer of the database's, which the stored response of an
 // Idempotency-Key wins over.
 var strategyGone = InvalidParam{Name: "strategy_id", Reason: "no such strategy"}
-
-var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
 
 // strategyLookup returns the caller's strategy id, parsed, or an error
 // wrapping store.ErrNotFound when the caller has none of that ID.
@@ -242,7 +231,7 @@ func (req createBacktestRequest) validate(ctx context.Context, lookup strategyLo
 	)
 	refuse := func(name, reason string) { invalid = append(invalid, InvalidParam{Name: name, Reason: reason}) }
 	if id, ok := parseID(req.StrategyID); !ok {
-		refuse("strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase")
+		refuse("strategy_id", idReason("strategy"))
 	} else {
 		s, err := lookup(ctx, id)
 		switch {
@@ -254,37 +243,21 @@ func (req createBacktestRequest) validate(ctx context.Context, lookup strategyLo
 			strategy, nb.StrategyID = &s, id
 		}
 	}
-	if !symbolPattern.MatchString(req.Symbol) {
-		refuse("symbol", "must be 1 to 16 letters, digits, '.' or '-'")
+	symbol, ok := parseSymbol(req.Symbol)
+	if !ok {
+		refuse("symbol", symbolReason)
 	}
-	start, startErr := time.Parse(time.DateOnly, req.Start)
-	if startErr != nil {
-		refuse("start", "must be a date, YYYY-MM-DD")
-	}
-	end, endErr := time.Parse(time.DateOnly, req.End)
-	switch {
-	case endErr != nil:
-		refuse("end", "must be a date, YYYY-MM-DD")
-	case startErr != nil: // end cannot be compared with it
-	case !end.After(start):
-		refuse("end", "must be after start")
-	case end.After(start.AddDate(maxSpanYears, 0, 0)):
-		refuse("end", "must be at most 100 years after start")
-	case strategy != nil:
+	start, end, ok := validateRange(refuse, req.Start, req.End)
+	if ok && strategy != nil {
 		if err := strategy.CheckBars(backtest.TradingDays(start, end)); err != nil {
 			refuse("end", err.Error()+" (weekdays from start to end): move end later or start earlier")
 		}
 	}
-	switch {
-	case req.InitialCash == nil:
-		refuse("initial_cash", "is required")
-	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
-		refuse("initial_cash", "must be between 1 and 1e12")
-	}
+	cash := validateCash(refuse, req.InitialCash)
 	if len(invalid) > 0 {
 		return enqueue.NewBacktest{}, invalid, nil
 	}
-	nb.Symbol, nb.Start, nb.End, nb.InitialCash = strings.ToUpper(req.Symbol), start, end, *req.InitialCash
+	nb.Symbol, nb.Start, nb.End, nb.InitialCash = symbol, start, end, cash
 	return nb, nil, nil
 }
 
@@ -315,6 +288,39 @@ func lookupStrategy(q *store.Queries, userID uuid.UUID) strategyLookup {
 // unfinished runs, in seconds: when some of a full queue may have finished.
 const unfinishedRetryAfter = "60"
 
+// origin is who asked for what a request creates, and where: the user, the
+// request's correlation ID, and its span's traceparent, if it has one.
+func origin(ctx context.Context) (userID uuid.UUID, correlationID, traceparent string) {
+	if span, ok := tracecontext.From(ctx); ok {
+		traceparent = span.String()
+	}
+	return userFrom(ctx).ID, obs.CorrelationID(ctx), traceparent
+}
+
+// answeredCreate answers a creating request that failed, and reports
+// whether err was a failure: a replay or a reused key of the request's
+// Idempotency-Key, the bound of unfinished runs (429, with Retry-After and
+// the detail tooMany writes), a user deleted since the key was cached, or a
+// fault of ours. tooMany is nil where the bound cannot be met.
+func answeredCreate(logger *slog.Logger, w http.ResponseWriter, r *http.Request, idem *idempotency, err error,
+	tooMany func(*enqueue.TooManyUnfinishedError) string,
+) bool {
+	var limit *enqueue.TooManyUnfinishedError
+	switch {
+	case err == nil:
+		return false
+	case idem.answered(w, r, err):
+	case tooMany != nil && errors.As(err, &limit):
+		w.Header().Set("Retry-After", unfinishedRetryAfter)
+		writeKindProblem(w, r, ProblemTooManyUnfinished, tooMany(limit))
+	case errors.Is(err, store.ErrUserGone):
+		userGone(w, r)
+	default:
+		serverError(logger, w, r, err)
+	}
+	return true
+}
+
 type enqueuedJSON struct {
 	RunID         uuid.UUID `json:"run_id"`
 	Status        string    `json:"status"`
@@ -336,61 +342,26 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, k
 		}
 		ctx := r.Context()
 		nb, invalid, err := req.validate(ctx, lookupStrategy(q, userFrom(ctx).ID))
-		if errors.Is(err, store.ErrUserGone) {
-			userGone(w, r)
-			return
-		}
-		if err != nil {
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, nil, err, nil) { // a lookup of the strategy's that failed
 			return
 		}
 		if len(invalid) > 0 {
-			if slices.Contains(invalid, strategyGone) {
-				err := idem.held(ctx, q)
-				if idem.answered(w, r, err) {
-					return
-				}
-				if errors.Is(err, store.ErrUserGone) {
-					userGone(w, r)
-					return
-				}
-				if err != nil {
-					serverError(logger, w, r, err)
-					return
-				}
+			if slices.Contains(invalid, strategyGone) && answeredCreate(logger, w, r, idem, idem.held(ctx, q), nil) {
+				return
 			}
 			writeInvalidParams(w, r, invalid)
 			return
 		}
-		nb.UserID = userFrom(ctx).ID
-		nb.CorrelationID = obs.CorrelationID(ctx)
-		if span, ok := tracecontext.From(ctx); ok {
-			nb.Traceparent = span.String()
-		}
-		if idem != nil {
-			nb.Hook = idempotentHook[store.Run]{idem: idem, render: backtestAccepted}
-		}
+		nb.UserID, nb.CorrelationID, nb.Traceparent = origin(ctx)
+		nb.Hook = txHook(idem, backtestAccepted)
 		run, err := enq.Enqueue(ctx, nb)
-		if idem.answered(w, r, err) {
-			return
-		}
-		var tooMany *enqueue.TooManyUnfinishedError
-		if errors.As(err, &tooMany) {
-			w.Header().Set("Retry-After", unfinishedRetryAfter)
-			writeKindProblem(w, r, ProblemTooManyUnfinished, fmt.Sprintf(
-				"You have %d backtests queued or running, the most allowed: start more once some have finished.", tooMany.Limit))
-			return
-		}
-		if errors.Is(err, store.ErrUserGone) {
-			userGone(w, r)
-			return
-		}
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) { // deleted since validate
 			writeInvalidParams(w, r, []InvalidParam{strategyGone})
 			return
 		}
-		if err != nil {
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, idem, err, func(e *enqueue.TooManyUnfinishedError) string {
+			return fmt.Sprintf("You have %d backtests queued or running, the most allowed: start more once some have finished.", e.Limit)
+		}) {
 			return
 		}
 		logger.InfoContext(ctx, obs.EventBacktestEnqueued,

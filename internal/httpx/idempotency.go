@@ -14,6 +14,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
@@ -218,6 +219,15 @@ func writeCreated(w http.ResponseWriter, idem *idempotency, status int, location
 	}
 	w.Header().Set("Location", location)
 	writeJSON(w, "application/json", status, body)
+}
+
+// txHook is the enqueue's hook of a request with an Idempotency-Key,
+// render writing the response from what was created; nil without a key.
+func txHook[T any](idem *idempotency, render func(T) (status int, location string, body any)) enqueue.TxHook[T] {
+	if idem == nil {
+		return nil
+	}
+	return idempotentHook[T]{idem: idem, render: render}
 }
 
 // idempotentHook runs an idempotent POST inside the transaction of what it

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -221,4 +222,60 @@ func (qr *queryReader) answered(w http.ResponseWriter, r *http.Request) bool {
 		writeProblem(w, r, http.StatusBadRequest, "The query has bad values: see invalid_params.", qr.invalid...)
 	}
 	return true
+}
+
+// Bounds on a backtest's or a sweep's request. Below 1 the engine's
+// arithmetic loses meaning (a subnormal cash of 5e-324 reported a 100% loss).
+const (
+	maxSpanYears   = 100
+	minInitialCash = 1
+	maxInitialCash = 1e12
+)
+
+var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
+
+// symbolReason is the rule of a symbol, in a body or a query.
+const symbolReason = "must be 1 to 16 letters, digits, '.' or '-'"
+
+// parseSymbol reads a symbol as the API stores it: in capitals.
+func parseSymbol(s string) (string, bool) {
+	if !symbolPattern.MatchString(s) {
+		return "", false
+	}
+	return strings.ToUpper(s), true
+}
+
+// validateRange reads a body's start and end, refusing what is not a date
+// range of at most maxSpanYears; ok when it is one.
+func validateRange(refuse func(name, reason string), startText, endText string) (start, end time.Time, ok bool) {
+	start, startErr := time.Parse(time.DateOnly, startText)
+	if startErr != nil {
+		refuse("start", "must be a date, YYYY-MM-DD")
+	}
+	end, endErr := time.Parse(time.DateOnly, endText)
+	switch {
+	case endErr != nil:
+		refuse("end", "must be a date, YYYY-MM-DD")
+	case startErr != nil: // end cannot be compared with it
+	case !end.After(start):
+		refuse("end", "must be after start")
+	case end.After(start.AddDate(maxSpanYears, 0, 0)):
+		refuse("end", fmt.Sprintf("must be at most %d years after start", maxSpanYears))
+	default:
+		return start, end, true
+	}
+	return start, end, false
+}
+
+// validateCash reads a body's initial_cash, refusing none or one out of
+// bounds.
+func validateCash(refuse func(name, reason string), cash *float64) float64 {
+	switch {
+	case cash == nil:
+		refuse("initial_cash", "is required")
+		return 0
+	case !(*cash >= minInitialCash && *cash <= maxInitialCash):
+		refuse("initial_cash", "must be between 1 and 1e12")
+	}
+	return *cash
 }

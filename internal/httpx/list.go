@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,10 +97,10 @@ func (qr *queryReader) runFilter() store.RunFilter {
 	f.Status = qr.oneOf("status", runStatuses, "")
 	f.StrategyID = qr.id("strategy_id", "strategy")
 	if v, ok := qr.one("symbol"); ok {
-		if symbolPattern.MatchString(v) {
-			f.Symbol = strings.ToUpper(v) // as POST /backtests stores it
+		if symbol, valid := parseSymbol(v); valid {
+			f.Symbol = symbol
 		} else {
-			qr.fail("symbol", "must be 1 to 16 letters, digits, '.' or '-'")
+			qr.fail("symbol", symbolReason)
 		}
 	}
 	if values, ok := qr.query["correlation_id"]; ok {

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,7 +17,6 @@ import (
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
-	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
 // SweepEnqueuer creates sweeps and cancels them: an *enqueue.Enqueuer.
@@ -80,11 +78,11 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 		refuse("symbols", fmt.Sprintf("must be a list of 1 to %d symbols", maxSweepSymbols))
 	default:
 		for _, s := range req.Symbols {
-			if !symbolPattern.MatchString(s) {
-				refuse("symbols", "each must be 1 to 16 letters, digits, '.' or '-'")
+			s, ok := parseSymbol(s)
+			if !ok {
+				refuse("symbols", "each "+symbolReason)
 				break
 			}
-			s = strings.ToUpper(s) // as POST /backtests stores it
 			if slices.Contains(symbols, s) {
 				refuse("symbols", "must not name a symbol twice ("+s+")")
 				break
@@ -92,26 +90,8 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 			symbols = append(symbols, s)
 		}
 	}
-	start, startErr := time.Parse(time.DateOnly, req.Start)
-	if startErr != nil {
-		refuse("start", "must be a date, YYYY-MM-DD")
-	}
-	end, endErr := time.Parse(time.DateOnly, req.End)
-	switch {
-	case endErr != nil:
-		refuse("end", "must be a date, YYYY-MM-DD")
-	case startErr != nil:
-	case !end.After(start):
-		refuse("end", "must be after start")
-	case end.After(start.AddDate(maxSpanYears, 0, 0)):
-		refuse("end", "must be at most 100 years after start")
-	}
-	switch {
-	case req.InitialCash == nil:
-		refuse("initial_cash", "is required")
-	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
-		refuse("initial_cash", "must be between 1 and 1e12")
-	}
+	start, end, _ := validateRange(refuse, req.Start, req.End)
+	cash := validateCash(refuse, req.InitialCash)
 	if len(invalid) > 0 {
 		return ns, invalid, nil
 	}
@@ -142,7 +122,7 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 	}
 	return enqueue.NewSweep{
 		Kind: req.Kind, ParamsGrid: grid, Combinations: exp.Combinations, Skipped: exp.Skipped,
-		Symbols: symbols, Start: start, End: end, InitialCash: *req.InitialCash,
+		Symbols: symbols, Start: start, End: end, InitialCash: cash,
 	}, nil, nil
 }
 
@@ -186,31 +166,13 @@ func handleCreateSweep(logger *slog.Logger, enq SweepEnqueuer, keyTTL time.Durat
 			return
 		}
 		ctx := r.Context()
-		ns.UserID = userFrom(ctx).ID
-		ns.CorrelationID = obs.CorrelationID(ctx)
-		if span, ok := tracecontext.From(ctx); ok {
-			ns.Traceparent = span.String()
-		}
-		if idem != nil {
-			ns.Hook = idempotentHook[store.Sweep]{idem: idem, render: sweepAccepted}
-		}
+		ns.UserID, ns.CorrelationID, ns.Traceparent = origin(ctx)
+		ns.Hook = txHook(idem, sweepAccepted)
 		sweep, err := enq.EnqueueSweep(ctx, ns)
-		if idem.answered(w, r, err) {
-			return
-		}
-		var tooMany *enqueue.TooManyUnfinishedError
-		switch {
-		case errors.As(err, &tooMany):
-			w.Header().Set("Retry-After", unfinishedRetryAfter)
-			writeKindProblem(w, r, ProblemTooManyUnfinished, fmt.Sprintf(
-				"You have %d backtests queued or running; this sweep's %d more would pass the most allowed, %d: "+
-					"start it once some have finished, or make it smaller.", tooMany.Unfinished, tooMany.Requested, tooMany.Limit))
-			return
-		case errors.Is(err, store.ErrUserGone):
-			userGone(w, r)
-			return
-		case err != nil:
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, idem, err, func(e *enqueue.TooManyUnfinishedError) string {
+			return fmt.Sprintf("You have %d backtests queued or running; this sweep's %d more would pass the most allowed, %d: "+
+				"start it once some have finished, or make it smaller.", e.Unfinished, e.Requested, e.Limit)
+		}) {
 			return
 		}
 		logger.InfoContext(ctx, obs.EventSweepEnqueued,
