@@ -113,15 +113,7 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Dur
 		}
 		user := userFrom(r.Context())
 		s, err := createStrategy(r.Context(), q, idem, store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
-		if idem.answered(w, r, err) {
-			return
-		}
-		if errors.Is(err, store.ErrUserGone) {
-			userGone(w, r)
-			return
-		}
-		if err != nil {
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, idem, err, nil) {
 			return
 		}
 		logger.InfoContext(r.Context(), obs.EventStrategyCreated, slog.String(obs.KeyStrategyID, s.ID.String()))

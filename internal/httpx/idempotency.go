@@ -120,9 +120,6 @@ func requestHash(method, path string, body any) ([]byte, error) {
 // writes anything. It returns errReplay or errKeyReused when an earlier
 // request holds the key; either rolls the transaction back.
 func (i *idempotency) claim(ctx context.Context, tx pgx.Tx) error {
-	if i == nil {
-		return nil
-	}
 	held, err := store.New(tx).ClaimIdempotencyKey(ctx, i.req)
 	switch {
 	case err != nil:
@@ -141,9 +138,6 @@ func (i *idempotency) claim(ctx context.Context, tx pgx.Tx) error {
 // keeps it to be written once that commits: the first answer and every
 // replay are the same bytes.
 func (i *idempotency) save(ctx context.Context, tx pgx.Tx, status int, location string, v any) error {
-	if i == nil {
-		return nil
-	}
 	body, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode the response: %w", err)
@@ -223,6 +217,8 @@ func writeCreated(w http.ResponseWriter, idem *idempotency, status int, location
 
 // txHook is the enqueue's hook of a request with an Idempotency-Key,
 // render writing the response from what was created; nil without a key.
+// It is where a request without a key is told apart: claim and save take
+// the key as given.
 func txHook[T any](idem *idempotency, render func(T) (status int, location string, body any)) enqueue.TxHook[T] {
 	if idem == nil {
 		return nil
