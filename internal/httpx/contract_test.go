@@ -123,9 +123,7 @@ func invalidNames(t *testing.T, r response) []string {
 func TestEveryInvalidFieldAtOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	mine := b.post(t, "/strategies", b.aliceKey, `{"kind":"buy_and_hold"}`)
-	require.Equal(t, http.StatusCreated, mine.status, mine.raw)
-	sid, _ := mine.body["id"].(string)
+	sid := b.strategy(t, b.aliceKey)
 	tests := []struct {
 		name, path, body string
 		want             []string

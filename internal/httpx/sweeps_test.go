@@ -152,15 +152,12 @@ func TestCreateSweepIdempotent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	send := func(body string) response {
-		return b.send(t, http.MethodPost, "/sweeps", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: {"sweep-1"}}, body)
+		return b.postWith(t, "/sweeps", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: {"sweep-1"}}, body)
 	}
 	first := send(sweepBody)
 	require.Equal(t, http.StatusAccepted, first.status, first.raw)
 	again := send(sweepBody)
-	require.Equal(t, http.StatusAccepted, again.status, again.raw)
-	require.Equal(t, "true", again.header.Get(httpx.HeaderIdempotentReplayed))
-	require.Equal(t, first.raw, again.raw)
-	require.Equal(t, first.header.Get("Location"), again.header.Get("Location"))
+	requireSameResponse(t, first, again)
 	require.Equal(t, 1, b.sweepRows(t)["sweeps"], "a replay creates nothing")
 	require.Equal(t, 10, b.sweepRows(t)["backtest_runs"])
 
@@ -178,8 +175,7 @@ func TestSweepProgressRankingAndList(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, r.raw)
 	id, _ := r.body["sweep_id"].(string)
 	// A single backtest of alice's is in no sweep's list.
-	single := b.post(t, "/strategies", b.aliceKey, `{"kind":"buy_and_hold"}`)
-	sid, _ := single.body["id"].(string)
+	sid := b.strategy(t, b.aliceKey)
 	one := b.post(t, "/backtests", b.aliceKey, `{"strategy_id":"`+sid+`","symbol":"ACME","start":"2020-01-01","end":"2020-06-01","initial_cash":1000}`)
 	require.Equal(t, http.StatusAccepted, one.status, one.raw)
 
@@ -227,23 +223,12 @@ func TestSweepProgressRankingAndList(t *testing.T) {
 	requireProblem(t, b.call(t, http.MethodGet, "/sweeps/"+id+"?rank_by=luck", b.aliceKey, "", ""), http.StatusBadRequest)
 	requireProblem(t, b.call(t, http.MethodGet, "/sweeps/"+id+"?top=101", b.aliceKey, "", ""), http.StatusBadRequest)
 
+	ids, pages := b.walk(t, "/backtests?limit=4&sweep_id="+id, "runs")
+	require.Equal(t, 3, pages, "10 runs, 4 a page")
 	seen := map[string]bool{}
-	path := "/backtests?limit=4&sweep_id=" + id
-	for pages := 0; path != ""; pages++ {
-		require.Less(t, pages, 3)
-		page := b.call(t, http.MethodGet, path, b.aliceKey, "", "")
-		require.Equal(t, http.StatusOK, page.status, page.raw)
-		runs, _ := page.body["runs"].([]any)
-		for _, x := range runs {
-			m, _ := x.(map[string]any)
-			runID, _ := m["id"].(string)
-			require.False(t, seen[runID], "no run twice")
-			seen[runID] = true
-		}
-		path = ""
-		if next, ok := page.body["next_cursor"].(string); ok {
-			path = "/backtests?limit=4&sweep_id=" + id + "&cursor=" + next
-		}
+	for _, runID := range ids {
+		require.False(t, seen[runID], "no run twice")
+		seen[runID] = true
 	}
 	require.Len(t, seen, 10)
 	require.False(t, seen[one.body["run_id"].(string)]) //nolint:forcetypeassert // a 202's body has it
