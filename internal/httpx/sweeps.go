@@ -56,8 +56,8 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 	refuse := func(name, reason string) { invalid = append(invalid, InvalidParam{Name: name, Reason: reason}) }
 	// The kind alone: the grid's values are checked by combination.
 	if _, err := backtest.ParseStrategy(req.Kind, nil); err != nil {
-		invalid, _ := invalidParamsOf(err)
-		for _, p := range invalid {
+		refused, _ := invalidParamsOf(err)
+		for _, p := range refused {
 			if p.Name == "kind" {
 				refuse(p.Name, p.Reason)
 			}
@@ -73,10 +73,9 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 		}
 	}
 	symbols := make([]string, 0, len(req.Symbols))
-	switch {
-	case len(req.Symbols) == 0 || len(req.Symbols) > maxSweepSymbols:
+	if len(req.Symbols) == 0 || len(req.Symbols) > maxSweepSymbols {
 		refuse("symbols", fmt.Sprintf("must be a list of 1 to %d symbols", maxSweepSymbols))
-	default:
+	} else {
 		for _, s := range req.Symbols {
 			s, ok := parseSymbol(s)
 			if !ok {
