@@ -2,9 +2,7 @@ package httpx_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,26 +39,14 @@ func TestTwoAuthorizationHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/backtests", nil)
-			for _, v := range tt.values {
-				req.Header.Add("Authorization", v)
-			}
-			rec := httptest.NewRecorder()
-			b.handler.ServeHTTP(rec, req)
+			r := b.send(t, http.MethodGet, "/backtests", "", map[string][]string{"Authorization": tt.values}, "")
 			if tt.want != http.StatusOK {
-				requireProblem(t, toResponse(t, rec), tt.want)
+				requireProblem(t, r, tt.want)
 				return
 			}
-			require.Equal(t, tt.want, rec.Code, rec.Body.String())
+			require.Equal(t, tt.want, r.status, r.raw)
 		})
 	}
-}
-
-func toResponse(t *testing.T, rec *httptest.ResponseRecorder) response {
-	t.Helper()
-	r := response{status: rec.Code, header: rec.Header(), raw: rec.Body.String()}
-	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), r.raw)
-	return r
 }
 
 // A user deleted while a server still has their key cached: the writes
@@ -70,9 +56,7 @@ func toResponse(t *testing.T, rec *httptest.ResponseRecorder) response {
 func TestDeletedUsersCachedKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	created := b.post(t, "/strategies", b.bobKey, `{"kind":"buy_and_hold"}`)
-	require.Equal(t, http.StatusCreated, created.status, created.raw)
-	bobStrategy, _ := created.body["id"].(string)
+	bobStrategy := b.strategy(t, b.bobKey)
 
 	tests := []struct {
 		name, key, user, path, body string
@@ -99,8 +83,9 @@ func TestDeletedUsersCachedKey(t *testing.T) {
 	require.Nil(t, b.logs.Find(t, obs.EventRequestFailed), "a gone user is no server fault")
 }
 
-// Past the bound of unfinished runs POST /backtests answers 429 with
-// Retry-After and writes nothing, also when a user's requests race.
+// Past the bound of unfinished runs POST /backtests, and POST /sweeps,
+// answer 429 with Retry-After and write nothing, also when a user's
+// requests race.
 func TestUnfinishedRunsBound(t *testing.T) {
 	t.Parallel()
 	const bound = 2
@@ -109,18 +94,12 @@ func TestUnfinishedRunsBound(t *testing.T) {
 		require.True(t, ok)
 		enq.WithMaxUnfinished(bound)
 	})
-	strategyOf := func(key string) string {
-		r := b.post(t, "/strategies", key, `{"kind":"buy_and_hold"}`)
-		require.Equal(t, http.StatusCreated, r.status, r.raw)
-		id, _ := r.body["id"].(string)
-		return id
-	}
 	body := func(strategy string) string {
 		return `{"strategy_id":"` + strategy + `","symbol":"ACME","start":"2020-01-01","end":"2021-01-01","initial_cash":1000}`
 	}
 
 	// One after the other.
-	alices := strategyOf(b.aliceKey)
+	alices := b.strategy(t, b.aliceKey)
 	for range bound {
 		r := b.post(t, "/backtests", b.aliceKey, body(alices))
 		require.Equal(t, http.StatusAccepted, r.status, r.raw)
@@ -131,10 +110,18 @@ func TestUnfinishedRunsBound(t *testing.T) {
 	require.Equal(t, "/problems/too_many_unfinished", r.body["type"])
 	require.Equal(t, "60", r.header.Get("Retry-After"))
 	require.Contains(t, r.body["detail"], strconv.Itoa(bound)+" backtests queued or running")
+	require.Equal(t, "You have 2 backtests queued or running, the most allowed: start more once some have finished.", r.body["detail"])
 	require.Equal(t, before, b.rows(t), "a refused backtest writes nothing")
+	sweep := b.post(t, "/sweeps", b.aliceKey, sweepBody)
+	requireProblem(t, sweep, http.StatusTooManyRequests)
+	require.Equal(t, "/problems/too_many_unfinished", sweep.body["type"])
+	require.Equal(t, "60", sweep.header.Get("Retry-After"))
+	require.Equal(t, "You have 2 backtests queued or running; this sweep's 10 more would pass the most allowed, 2: "+
+		"start it once some have finished, or make it smaller.", sweep.body["detail"])
+	require.Equal(t, before, b.rows(t), "a refused sweep writes nothing")
 
 	// At once, another user: exactly the bound gets in.
-	bobs := strategyOf(b.bobKey)
+	bobs := b.strategy(t, b.bobKey)
 	before = b.rows(t)
 	const racers = 12
 	statuses := make(chan int, racers)

@@ -81,27 +81,68 @@ type response struct {
 	raw    string
 }
 
+// call makes a request with the API key and the Content-Type, each if
+// given.
 func (b *testBundle) call(t *testing.T, method, path, key, contentType, body string) response {
+	t.Helper()
+	header := http.Header{}
+	if contentType != "" {
+		header.Set("Content-Type", contentType)
+	}
+	return b.send(t, method, path, key, header, body)
+}
+
+func (b *testBundle) post(t *testing.T, path, key, body string) response {
+	t.Helper()
+	return b.postWith(t, path, key, nil, body)
+}
+
+// postWith posts a JSON body with headers of its own (each value its own
+// header line).
+func (b *testBundle) postWith(t *testing.T, path, key string, headers map[string][]string, body string) response {
+	t.Helper()
+	header := http.Header{"Content-Type": {"application/json"}}
+	for name, values := range headers {
+		header[name] = values
+	}
+	return b.send(t, http.MethodPost, path, key, header, body)
+}
+
+// send is the one request builder: a request with the API key, if any, and
+// headers (each value its own header line), served and read.
+func (b *testBundle) send(t *testing.T, method, path, key string, headers map[string][]string, body string) response {
 	t.Helper()
 	req := httptest.NewRequestWithContext(t.Context(), method, path, strings.NewReader(body))
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	for name, values := range headers {
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
 	}
 	rec := httptest.NewRecorder()
 	b.handler.ServeHTTP(rec, req)
+	return toResponse(t, rec)
+}
+
+// toResponse reads a recorded response, its body parsed when it has one.
+func toResponse(t *testing.T, rec *httptest.ResponseRecorder) response {
+	t.Helper()
 	r := response{status: rec.Code, header: rec.Header(), raw: rec.Body.String()}
 	if rec.Body.Len() > 0 {
-		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), rec.Body.String())
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), r.raw)
 	}
 	return r
 }
 
-func (b *testBundle) post(t *testing.T, path, key, body string) response {
+// strategy creates a buy_and_hold strategy of key's user and returns its ID.
+func (b *testBundle) strategy(t *testing.T, key string) string {
 	t.Helper()
-	return b.call(t, http.MethodPost, path, key, "application/json", body)
+	r := b.post(t, "/strategies", key, `{"kind":"buy_and_hold"}`)
+	require.Equal(t, http.StatusCreated, r.status, r.raw)
+	id, _ := r.body["id"].(string)
+	return id
 }
 
 func (b *testBundle) rows(t *testing.T) map[string]int {
@@ -143,9 +184,7 @@ func TestBadInputWritesNothing(t *testing.T) { //nolint:tparallel // the "cases"
 	created := b.post(t, "/strategies", b.aliceKey, `{"name":"s","kind":"sma_crossover","params":{"fast_window":5,"slow_window":20}}`)
 	require.Equal(t, http.StatusCreated, created.status, created.raw)
 	sid, _ := created.body["id"].(string)
-	bobs := b.post(t, "/strategies", b.bobKey, `{"kind":"buy_and_hold"}`)
-	require.Equal(t, http.StatusCreated, bobs.status)
-	bobSID, _ := bobs.body["id"].(string)
+	bobSID := b.strategy(t, b.bobKey)
 	backtest := func(fields string) string {
 		return `{"strategy_id":"` + sid + `","symbol":"ACME",` + fields + `}`
 	}
@@ -237,11 +276,8 @@ func TestAuthAndIsolation(t *testing.T) {
 	b := setup(t)
 	lower := b.call(t, http.MethodGet, "/backtests", "", "", "")
 	require.Equal(t, http.StatusUnauthorized, lower.status)
-	req0 := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/backtests", nil)
-	req0.Header.Set("Authorization", "bearer "+b.aliceKey)
-	rec0 := httptest.NewRecorder()
-	b.handler.ServeHTTP(rec0, req0)
-	require.Equal(t, http.StatusOK, rec0.Code, "the scheme is case-insensitive")
+	lowerScheme := b.send(t, http.MethodGet, "/backtests", "", map[string][]string{"Authorization": {"bearer " + b.aliceKey}}, "")
+	require.Equal(t, http.StatusOK, lowerScheme.status, "the scheme is case-insensitive")
 	for _, key := range []string{"", "bt_not-a-key"} {
 		r := b.call(t, http.MethodGet, "/backtests", key, "", "")
 		requireProblem(t, r, http.StatusUnauthorized)
@@ -254,19 +290,13 @@ func TestAuthAndIsolation(t *testing.T) {
 	require.Equal(t, "/strategies/"+sid, s.header.Get("Location"))
 	require.JSONEq(t, `{"period":10,"oversold":30,"overbought":70}`, mustJSON(t, s.body["params"]), "defaults are filled in")
 
-	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/backtests",
-		strings.NewReader(`{"strategy_id":"`+sid+`","symbol":"acme","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`))
-	req.Header.Set("Authorization", "Bearer "+b.aliceKey)
-	req.Header.Set(httpx.HeaderCorrelationID, "ticket-42")
-	rec := httptest.NewRecorder()
-	b.handler.ServeHTTP(rec, req)
-	require.Equal(t, http.StatusAccepted, rec.Code, rec.Body.String())
-	var accepted map[string]any
-	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &accepted))
-	require.Equal(t, "queued", accepted["status"])
-	require.Equal(t, "ticket-42", accepted["correlation_id"])
-	runID, _ := accepted["run_id"].(string)
-	require.Equal(t, "/backtests/"+runID, rec.Header().Get("Location"))
+	r := b.postWith(t, "/backtests", b.aliceKey, map[string][]string{httpx.HeaderCorrelationID: {"ticket-42"}},
+		`{"strategy_id":"`+sid+`","symbol":"acme","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.raw)
+	require.Equal(t, "queued", r.body["status"])
+	require.Equal(t, "ticket-42", r.body["correlation_id"])
+	runID, _ := r.body["run_id"].(string)
+	require.Equal(t, "/backtests/"+runID, r.header.Get("Location"))
 
 	got := b.call(t, http.MethodGet, "/backtests/"+runID, b.aliceKey, "", "")
 	require.Equal(t, http.StatusOK, got.status)

@@ -58,7 +58,7 @@ func newFailureLimiter(limit AuthLimit) *failureLimiter {
 
 // now is the limit's time.
 func (l *failureLimiter) now() time.Time {
-	if l == nil || l.limit.Now == nil {
+	if l.limit.Now == nil {
 		return time.Now()
 	}
 	return l.limit.Now()
@@ -69,10 +69,11 @@ func (l *failureLimiter) now() time.Time {
 // it returns ok false and how long until one more attempt is allowed.
 // Otherwise refund gives the failure back, for an attempt that succeeded
 // (or could not be checked): only failures count.
-func (l *failureLimiter) take(addr netip.Addr, now time.Time) (refund func(), retryAfter time.Duration, ok bool) {
+func (l *failureLimiter) take(addr netip.Addr) (refund func(), retryAfter time.Duration, ok bool) {
 	if l == nil {
 		return func() {}, 0, true
 	}
+	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucketFor(limitKey(addr), now)

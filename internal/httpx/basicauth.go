@@ -40,7 +40,7 @@ func basicAuth(realm, user, password string, failures *failureLimiter, next http
 			challenge(w, r) // no guess made, none counted: a browser asks first
 			return
 		}
-		refund, retryAfter, allowed := failures.take(clientAddrOf(r), failures.now())
+		refund, retryAfter, allowed := failures.take(clientAddrOf(r))
 		if !allowed {
 			tooManyFailures(w, r, retryAfter)
 			return

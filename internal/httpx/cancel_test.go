@@ -16,6 +16,7 @@ import (
 
 	"github.com/backtestd/backtestd/internal/jobargs"
 	"github.com/backtestd/backtestd/internal/obs"
+	"github.com/backtestd/backtestd/internal/store"
 )
 
 // waitBound is how long a test waits for River before failing rather than
@@ -31,10 +32,7 @@ type cancelBundle struct {
 func setupCancel(t *testing.T) *cancelBundle {
 	t.Helper()
 	b := setup(t)
-	s := b.post(t, "/strategies", b.aliceKey, `{"kind":"buy_and_hold"}`)
-	require.Equal(t, http.StatusCreated, s.status, s.raw)
-	sid, _ := s.body["id"].(string)
-	return &cancelBundle{testBundle: b, strategyID: sid}
+	return &cancelBundle{testBundle: b, strategyID: b.strategy(t, b.aliceKey)}
 }
 
 // enqueue starts one of alice's backtests and returns its run and job.
@@ -75,8 +73,8 @@ func (b *cancelBundle) exec(t *testing.T, sql string, args ...any) {
 }
 
 // holder is a backtest worker that holds each job until River cancels its
-// context. When it marks runs running, it writes what the service's worker
-// writes when an attempt starts.
+// context. When it marks runs running, it starts the attempt as the
+// service's worker does (store's StartWork).
 type holder struct {
 	river.WorkerDefaults[jobargs.Backtest]
 	b           *cancelBundle
@@ -91,14 +89,7 @@ type holder struct {
 
 func (h *holder) Work(ctx context.Context, j *river.Job[jobargs.Backtest]) error {
 	if h.markRunning {
-		_, err := h.b.db.Pool.Exec(ctx, `
-			WITH run AS (
-			    UPDATE backtest_runs SET status = 'running', attempt = $2, started_at = now(), updated_at = now()
-			    WHERE id = $1 RETURNING id
-			)
-			INSERT INTO backtest_run_attempts (run_id, attempt, started_at) SELECT id, $2, now() FROM run`,
-			j.Args.RunID, j.Attempt)
-		if err != nil {
+		if _, _, err := store.New(h.b.db.Pool).StartWork(ctx, j.Args.RunID, j.Attempt); err != nil {
 			return err
 		}
 	}

@@ -23,6 +23,7 @@ func TestOpenAPIServed(t *testing.T) {
 	r := b.call(t, http.MethodGet, httpx.OpenAPIPath, "", "", "")
 	require.Equal(t, http.StatusOK, r.status, r.raw)
 	require.Equal(t, "application/json", r.header.Get("Content-Type"))
+	require.Equal(t, "nosniff", r.header.Get("X-Content-Type-Options"))
 	require.Equal(t, string(api.JSON()), r.raw)
 	require.Equal(t, "3.1.0", r.body["openapi"])
 	requireProblem(t, b.call(t, http.MethodGet, httpx.OpenAPIPath+"?format=yaml", "", "", ""), http.StatusBadRequest)
@@ -122,39 +123,63 @@ func invalidNames(t *testing.T, r response) []string {
 func TestEveryInvalidFieldAtOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	mine := b.post(t, "/strategies", b.aliceKey, `{"kind":"buy_and_hold"}`)
-	require.Equal(t, http.StatusCreated, mine.status, mine.raw)
-	sid, _ := mine.body["id"].(string)
+	sid := b.strategy(t, b.aliceKey)
 	tests := []struct {
 		name, path, body string
 		want             []string
+		wantDetail       string // when given, the whole detail
 	}{
 		{
 			"the issue's backtest", "/backtests",
 			`{"strategy_id":"x","symbol":"","start":"2020-13-01","end":"yesterday"}`,
 			[]string{"strategy_id", "symbol", "start", "end", "initial_cash"},
+			"",
+		},
+		{
+			"docs/api.md's example", "/backtests",
+			`{"strategy_id":"x","symbol":"","start":"2020-13-01","end":"yesterday","initial_cash":0}`,
+			[]string{"strategy_id", "symbol", "start", "end", "initial_cash"},
+			"strategy_id: must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase; " +
+				"symbol: must be 1 to 16 letters, digits, '.' or '-'; start: must be a date, YYYY-MM-DD; " +
+				"end: must be a date, YYYY-MM-DD; initial_cash: must be between 1 and 1e12",
+		},
+		{
+			"a range too long, a strategy gone", "/backtests",
+			`{"strategy_id":"01a2175f-0000-7000-8000-000000000000","symbol":"ACME","start":"2000-01-01","end":"2100-01-02","initial_cash":1}`,
+			[]string{"strategy_id", "end"},
+			"strategy_id: no such strategy; end: must be at most 100 years after start",
+		},
+		{
+			"a sweep's symbols, dates and cash", "/sweeps",
+			`{"kind":"buy_and_hold","params_grid":{},"symbols":["A B"],"start":"2020-01-01","end":"2020-01-01"}`,
+			[]string{"symbols", "end", "initial_cash"},
+			"symbols: each must be 1 to 16 letters, digits, '.' or '-'; end: must be after start; initial_cash: is required",
 		},
 		{
 			"unknown strategy and a range backwards", "/backtests",
 			`{"strategy_id":"01a2175f-0000-7000-8000-000000000000","symbol":"ACME","start":"2021-01-01","end":"2020-01-01","initial_cash":0}`,
 			[]string{"strategy_id", "end", "initial_cash"},
+			"",
 		},
 		{
 			"a good strategy, the rest wrong", "/backtests",
 			`{"strategy_id":"` + sid + `","symbol":"A B","start":"2020-01-01","end":"2200-01-01","initial_cash":1e13}`,
 			[]string{"symbol", "end", "initial_cash"},
+			"",
 		},
 		{
 			"a strategy's name and every parameter", "/strategies",
 			`{"name":"\u001b[31m","kind":"rsi_reversion","params":{"period":1,"oversold":0,"overbought":100}}`,
 			[]string{"name", "params.period", "params.oversold", "params.overbought"},
+			"",
 		},
 		{
 			"both windows", "/strategies",
 			`{"kind":"sma_crossover","params":{"fast_window":0,"slow_window":20000}}`,
 			[]string{"params.fast_window", "params.slow_window"},
+			"",
 		},
-		{"a name and no kind", "/strategies", `{"name":"\u202e","kind":""}`, []string{"name", "kind"}},
+		{"a name and no kind", "/strategies", `{"name":"\u202e","kind":""}`, []string{"name", "kind"}, ""},
 	}
 	before := b.rows(t)
 	for _, tt := range tests {
@@ -162,6 +187,9 @@ func TestEveryInvalidFieldAtOnce(t *testing.T) {
 		requireProblem(t, r, http.StatusUnprocessableEntity)
 		require.Equal(t, "/problems/unprocessable", r.body["type"], tt.name)
 		require.Equal(t, tt.want, invalidNames(t, r), tt.name)
+		if tt.wantDetail != "" {
+			require.Equal(t, tt.wantDetail, r.body["detail"], tt.name)
+		}
 	}
 	require.Equal(t, before, b.rows(t), "no refused request wrote anything")
 }

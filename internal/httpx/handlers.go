@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,15 +113,7 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Dur
 		}
 		user := userFrom(r.Context())
 		s, err := createStrategy(r.Context(), q, idem, store.NewStrategy{UserID: user.ID, Name: name, Kind: spec.Kind, Params: spec.Params()})
-		if idem.answered(w, r, err) {
-			return
-		}
-		if errors.Is(err, store.ErrUserGone) {
-			userGone(w, r)
-			return
-		}
-		if err != nil {
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, idem, err, nil) {
 			return
 		}
 		logger.InfoContext(r.Context(), obs.EventStrategyCreated, slog.String(obs.KeyStrategyID, s.ID.String()))
@@ -136,23 +128,30 @@ func handleCreateStrategy(logger *slog.Logger, q *store.Queries, keyTTL time.Dur
 // else would be a fault of ours, not a reason to go on with an empty
 // strategy: it answers 500, logged, and returns false.
 func strategyInvalid(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) ([]InvalidParam, bool) {
-	var (
-		many backtest.ValidationErrors
-		one  *backtest.ValidationError
-	)
-	switch {
-	case errors.As(err, &many):
+	invalid, ok := invalidParamsOf(err)
+	if !ok {
+		serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
+	}
+	return invalid, ok
+}
+
+// invalidParamsOf returns the refused fields err names, in order, when it
+// is a strategy's refusal: a *backtest.ValidationError, or several
+// (backtest.ValidationErrors). It returns false for any other error.
+func invalidParamsOf(err error) ([]InvalidParam, bool) {
+	var many backtest.ValidationErrors
+	if errors.As(err, &many) && len(many) > 0 {
 		out := make([]InvalidParam, len(many))
 		for i, ve := range many {
 			out[i] = InvalidParam{Name: ve.Field, Reason: ve.Message}
 		}
 		return out, true
-	case errors.As(err, &one):
-		return []InvalidParam{{Name: one.Field, Reason: one.Message}}, true
-	default:
-		serverError(logger, w, r, fmt.Errorf("parse strategy: %w", err))
-		return nil, false
 	}
+	var one *backtest.ValidationError
+	if errors.As(err, &one) {
+		return []InvalidParam{{Name: one.Field, Reason: one.Message}}, true
+	}
+	return nil, false
 }
 
 func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
@@ -174,13 +173,18 @@ func handleGetStrategy(logger *slog.Logger, q *store.Queries) http.Handler {
 }
 
 // resourceID reads the request on one resource: no query parameters, and
-// the resource's {id} in the path. An ID that is not a UUID in the form the
-// API writes (parseID) cannot name anything, so it is a 404 like any unknown
-// ID.
+// the resource's pathID.
 func resourceID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
 	if _, ok := queryParams(w, r); !ok {
 		return uuid.UUID{}, false
 	}
+	return pathID(w, r)
+}
+
+// pathID reads the resource's {id} in the path. An ID that is not a UUID in
+// the form the API writes (parseID) cannot name anything, so it is a 404
+// like any unknown ID.
+func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
 	id, ok := parseID(mux.Vars(r)["id"])
 	if !ok {
 		writeProblem(w, r, http.StatusNotFound, "No such resource.")
@@ -197,15 +201,10 @@ type createBacktestRequest struct {
 	InitialCash *float64 `json:"initial_cash"`
 }
 
-// Bounds on a backtest request. Below 1 the engine's arithmetic loses
-// meaning (a subnormal cash of 5e-324 reported a 100% loss).
-const (
-	maxSpanYears   = 100
-	minInitialCash = 1
-	maxInitialCash = 1e12
-)
-
-var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
+// strategyGone refuses a strategy_id that names none of the user's
+// strategies: an answer of the database's, which the stored response of an
+// Idempotency-Key wins over.
+var strategyGone = InvalidParam{Name: "strategy_id", Reason: "no such strategy"}
 
 // strategyLookup returns the caller's strategy id, parsed, or an error
 // wrapping store.ErrNotFound when the caller has none of that ID.
@@ -224,49 +223,33 @@ func (req createBacktestRequest) validate(ctx context.Context, lookup strategyLo
 	)
 	refuse := func(name, reason string) { invalid = append(invalid, InvalidParam{Name: name, Reason: reason}) }
 	if id, ok := parseID(req.StrategyID); !ok {
-		refuse("strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase")
+		refuse("strategy_id", idReason("strategy"))
 	} else {
 		s, err := lookup(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			refuse("strategy_id", "no such strategy")
+			invalid = append(invalid, strategyGone)
 		case err != nil:
 			return nb, nil, err
 		default:
 			strategy, nb.StrategyID = &s, id
 		}
 	}
-	if !symbolPattern.MatchString(req.Symbol) {
-		refuse("symbol", "must be 1 to 16 letters, digits, '.' or '-'")
+	symbol, ok := parseSymbol(req.Symbol)
+	if !ok {
+		refuse("symbol", symbolReason)
 	}
-	start, startErr := time.Parse(time.DateOnly, req.Start)
-	if startErr != nil {
-		refuse("start", "must be a date, YYYY-MM-DD")
-	}
-	end, endErr := time.Parse(time.DateOnly, req.End)
-	switch {
-	case endErr != nil:
-		refuse("end", "must be a date, YYYY-MM-DD")
-	case startErr != nil: // end cannot be compared with it
-	case !end.After(start):
-		refuse("end", "must be after start")
-	case end.After(start.AddDate(maxSpanYears, 0, 0)):
-		refuse("end", "must be at most 100 years after start")
-	case strategy != nil:
+	start, end, ok := validateRange(refuse, req.Start, req.End)
+	if ok && strategy != nil {
 		if err := strategy.CheckBars(backtest.TradingDays(start, end)); err != nil {
 			refuse("end", err.Error()+" (weekdays from start to end): move end later or start earlier")
 		}
 	}
-	switch {
-	case req.InitialCash == nil:
-		refuse("initial_cash", "is required")
-	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
-		refuse("initial_cash", "must be between 1 and 1e12")
-	}
+	cash := validateCash(refuse, req.InitialCash)
 	if len(invalid) > 0 {
 		return enqueue.NewBacktest{}, invalid, nil
 	}
-	nb.Symbol, nb.Start, nb.End, nb.InitialCash = strings.ToUpper(req.Symbol), start, end, *req.InitialCash
+	nb.Symbol, nb.Start, nb.End, nb.InitialCash = symbol, start, end, cash
 	return nb, nil, nil
 }
 
@@ -297,6 +280,39 @@ func lookupStrategy(q *store.Queries, userID uuid.UUID) strategyLookup {
 // unfinished runs, in seconds: when some of a full queue may have finished.
 const unfinishedRetryAfter = "60"
 
+// origin is who asked for what a request creates, and where: the user, the
+// request's correlation ID, and its span's traceparent, if it has one.
+func origin(ctx context.Context) (userID uuid.UUID, correlationID, traceparent string) {
+	if span, ok := tracecontext.From(ctx); ok {
+		traceparent = span.String()
+	}
+	return userFrom(ctx).ID, obs.CorrelationID(ctx), traceparent
+}
+
+// answeredCreate answers a creating request that failed, and reports
+// whether err was a failure: a replay or a reused key of the request's
+// Idempotency-Key, the bound of unfinished runs (429, with Retry-After and
+// the detail tooMany writes), a user deleted since the key was cached, or a
+// fault of ours. tooMany is nil where the bound cannot be met.
+func answeredCreate(logger *slog.Logger, w http.ResponseWriter, r *http.Request, idem *idempotency, err error,
+	tooMany func(*enqueue.TooManyUnfinishedError) string,
+) bool {
+	var limit *enqueue.TooManyUnfinishedError
+	switch {
+	case err == nil:
+		return false
+	case idem.answered(w, r, err):
+	case tooMany != nil && errors.As(err, &limit):
+		w.Header().Set("Retry-After", unfinishedRetryAfter)
+		writeKindProblem(w, r, ProblemTooManyUnfinished, tooMany(limit))
+	case errors.Is(err, store.ErrUserGone):
+		userGone(w, r)
+	default:
+		serverError(logger, w, r, err)
+	}
+	return true
+}
+
 type enqueuedJSON struct {
 	RunID         uuid.UUID `json:"run_id"`
 	Status        string    `json:"status"`
@@ -318,47 +334,26 @@ func handleCreateBacktest(logger *slog.Logger, q *store.Queries, enq Enqueuer, k
 		}
 		ctx := r.Context()
 		nb, invalid, err := req.validate(ctx, lookupStrategy(q, userFrom(ctx).ID))
-		if errors.Is(err, store.ErrUserGone) {
-			userGone(w, r)
-			return
-		}
-		if err != nil {
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, nil, err, nil) { // a lookup of the strategy's that failed
 			return
 		}
 		if len(invalid) > 0 {
+			if slices.Contains(invalid, strategyGone) && answeredCreate(logger, w, r, idem, idem.held(ctx, q), nil) {
+				return
+			}
 			writeInvalidParams(w, r, invalid)
 			return
 		}
-		nb.UserID = userFrom(ctx).ID
-		nb.CorrelationID = obs.CorrelationID(ctx)
-		if span, ok := tracecontext.From(ctx); ok {
-			nb.Traceparent = span.String()
-		}
-		if idem != nil {
-			nb.Hook = idempotentHook[store.Run]{idem: idem, render: backtestAccepted}
-		}
+		nb.UserID, nb.CorrelationID, nb.Traceparent = origin(ctx)
+		nb.Hook = txHook(idem, backtestAccepted)
 		run, err := enq.Enqueue(ctx, nb)
-		if idem.answered(w, r, err) {
+		if errors.Is(err, store.ErrNotFound) { // deleted since validate
+			writeInvalidParams(w, r, []InvalidParam{strategyGone})
 			return
 		}
-		var tooMany *enqueue.TooManyUnfinishedError
-		if errors.As(err, &tooMany) {
-			w.Header().Set("Retry-After", unfinishedRetryAfter)
-			writeKindProblem(w, r, ProblemTooManyUnfinished, fmt.Sprintf(
-				"You have %d backtests queued or running, the most allowed: start more once some have finished.", tooMany.Limit))
-			return
-		}
-		if errors.Is(err, store.ErrUserGone) {
-			userGone(w, r)
-			return
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			writeInvalid(w, r, "strategy_id", "no such strategy")
-			return
-		}
-		if err != nil {
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, idem, err, func(e *enqueue.TooManyUnfinishedError) string {
+			return fmt.Sprintf("You have %d backtests queued or running, the most allowed: start more once some have finished.", e.Limit)
+		}) {
 			return
 		}
 		logger.InfoContext(ctx, obs.EventBacktestEnqueued,

@@ -14,6 +14,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
 )
@@ -119,9 +120,6 @@ func requestHash(method, path string, body any) ([]byte, error) {
 // writes anything. It returns errReplay or errKeyReused when an earlier
 // request holds the key; either rolls the transaction back.
 func (i *idempotency) claim(ctx context.Context, tx pgx.Tx) error {
-	if i == nil {
-		return nil
-	}
 	held, err := store.New(tx).ClaimIdempotencyKey(ctx, i.req)
 	switch {
 	case err != nil:
@@ -140,15 +138,39 @@ func (i *idempotency) claim(ctx context.Context, tx pgx.Tx) error {
 // keeps it to be written once that commits: the first answer and every
 // replay are the same bytes.
 func (i *idempotency) save(ctx context.Context, tx pgx.Tx, status int, location string, v any) error {
-	if i == nil {
-		return nil
-	}
 	body, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode the response: %w", err)
 	}
 	i.response = store.StoredResponse{Status: status, Location: location, Body: append(body, '\n')}
 	return store.New(tx).SaveIdempotentResponse(ctx, i.req.UserID, i.req.Key, i.response)
+}
+
+// errNotHeld rolls back the claim of a request refused all the same: it
+// claimed the key only to learn whether an earlier request holds it.
+var errNotHeld = errors.New("no earlier request holds the idempotency key")
+
+// held returns errReplay or errKeyReused, for answered, when an earlier
+// request holds the key, and nil when none does. A request about to be
+// refused for what the database holds now (a strategy deleted since the
+// request first succeeded) asks first: the stored response wins over an
+// answer the database would now give. It claims the key as the creating
+// transaction does, waiting as that does for a request with the key in
+// flight, and rolls the claim back: a refusal stores nothing.
+func (i *idempotency) held(ctx context.Context, q *store.Queries) error {
+	if i == nil {
+		return nil
+	}
+	err := q.InTx(ctx, func(tx pgx.Tx) error {
+		if err := i.claim(ctx, tx); err != nil {
+			return err
+		}
+		return errNotHeld
+	})
+	if errors.Is(err, errNotHeld) {
+		return nil
+	}
+	return err
 }
 
 // answered writes the response when err is the outcome of a replay or of a
@@ -175,14 +197,10 @@ func (i *idempotency) answered(w http.ResponseWriter, r *http.Request, err error
 
 // write writes the stored response, as writeJSON would have.
 func (i *idempotency) write(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
 	if i.response.Location != "" {
-		h.Set("Location", i.response.Location)
+		w.Header().Set("Location", i.response.Location)
 	}
-	w.WriteHeader(i.response.Status)
-	_, _ = w.Write(i.response.Body)
+	writeBody(w, "application/json", i.response.Status, i.response.Body)
 }
 
 // writeCreated answers a request that created something: with the response
@@ -195,6 +213,17 @@ func writeCreated(w http.ResponseWriter, idem *idempotency, status int, location
 	}
 	w.Header().Set("Location", location)
 	writeJSON(w, "application/json", status, body)
+}
+
+// txHook is the enqueue's hook of a request with an Idempotency-Key,
+// render writing the response from what was created; nil without a key.
+// It is where a request without a key is told apart: claim and save take
+// the key as given.
+func txHook[T any](idem *idempotency, render func(T) (status int, location string, body any)) enqueue.TxHook[T] {
+	if idem == nil {
+		return nil
+	}
+	return idempotentHook[T]{idem: idem, render: render}
 }
 
 // idempotentHook runs an idempotent POST inside the transaction of what it

@@ -3,7 +3,6 @@ package httpx_test
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -17,41 +16,10 @@ import (
 	"github.com/backtestd/backtestd/internal/obs"
 )
 
-// send makes a request with the given headers (each value its own header
-// line) and the API key.
-func (b *testBundle) send(t *testing.T, method, path, key string, headers map[string][]string, body string) response {
-	t.Helper()
-	req := httptest.NewRequestWithContext(t.Context(), method, path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for name, values := range headers {
-		for _, v := range values {
-			req.Header.Add(name, v)
-		}
-	}
-	rec := httptest.NewRecorder()
-	b.handler.ServeHTTP(rec, req)
-	r := response{status: rec.Code, header: rec.Header(), raw: rec.Body.String()}
-	if rec.Body.Len() > 0 {
-		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), rec.Body.String())
-	}
-	return r
-}
-
 // withKey is the headers of a request with an Idempotency-Key and a
 // correlation ID of its own.
 func withKey(key, correlationID string) map[string][]string {
 	return map[string][]string{httpx.HeaderIdempotencyKey: {key}, httpx.HeaderCorrelationID: {correlationID}}
-}
-
-func (b *testBundle) strategy(t *testing.T, key string) string {
-	t.Helper()
-	r := b.post(t, "/strategies", key, `{"kind":"buy_and_hold"}`)
-	require.Equal(t, http.StatusCreated, r.status, r.raw)
-	id, _ := r.body["id"].(string)
-	return id
 }
 
 // requireSameResponse checks that a replay answered what the first request
@@ -61,6 +29,10 @@ func requireSameResponse(t *testing.T, first, replay response) {
 	require.Equal(t, first.status, replay.status)
 	require.Equal(t, first.raw, replay.raw)
 	require.Equal(t, first.header.Get("Location"), replay.header.Get("Location"))
+	for _, h := range []string{"Content-Type", "X-Content-Type-Options"} {
+		require.NotEmpty(t, replay.header.Get(h), h)
+		require.Equal(t, first.header.Get(h), replay.header.Get(h), h)
+	}
 	require.Empty(t, first.header.Get(httpx.HeaderIdempotentReplayed))
 	require.Equal(t, "true", replay.header.Get(httpx.HeaderIdempotentReplayed))
 }
@@ -86,12 +58,12 @@ func TestIdempotentReplay(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		first := b.send(t, http.MethodPost, tt.path, b.aliceKey, withKey("key-"+tt.path, "first"+strings.ReplaceAll(tt.path, "/", "-")), tt.first)
+		first := b.postWith(t, tt.path, b.aliceKey, withKey("key-"+tt.path, "first"+strings.ReplaceAll(tt.path, "/", "-")), tt.first)
 		require.Equal(t, tt.wantStatus, first.status, first.raw)
 		before := b.rows(t)
 
 		replayCID := "replay" + strings.ReplaceAll(tt.path, "/", "-")
-		replay := b.send(t, http.MethodPost, tt.path, b.aliceKey, withKey("key-"+tt.path, replayCID), tt.replay)
+		replay := b.postWith(t, tt.path, b.aliceKey, withKey("key-"+tt.path, replayCID), tt.replay)
 		requireSameResponse(t, first, replay)
 		require.Equal(t, replayCID, replay.header.Get(httpx.HeaderCorrelationID), "the replay keeps its own correlation ID")
 		require.Equal(t, before, b.rows(t), "%s: a replay creates nothing", tt.path)
@@ -115,7 +87,7 @@ func TestIdempotentReplay(t *testing.T) {
 	// The stored body names the original request: a client quoting the
 	// replayed run's correlation ID finds the request that created it.
 	var replayed map[string]any
-	r := b.send(t, http.MethodPost, "/backtests", b.aliceKey, withKey("key-/backtests", "third"), body)
+	r := b.postWith(t, "/backtests", b.aliceKey, withKey("key-/backtests", "third"), body)
 	require.NoError(t, json.Unmarshal([]byte(r.raw), &replayed))
 	require.Equal(t, "first-backtests", replayed["correlation_id"])
 }
@@ -137,11 +109,11 @@ func TestIdempotencyKeyRules(t *testing.T) {
 	t.Run("another body, or another endpoint: 422, nothing created", func(t *testing.T) {
 		t.Parallel()
 		b, backtest := setup(t)
-		first := b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k1"), backtest("ACME"))
+		first := b.postWith(t, "/backtests", b.aliceKey, keyed("k1"), backtest("ACME"))
 		require.Equal(t, http.StatusAccepted, first.status, first.raw)
 		before := b.rows(t)
 		for path, body := range map[string]string{"/backtests": backtest("BETA"), "/strategies": `{"kind":"buy_and_hold"}`} {
-			r := b.send(t, http.MethodPost, path, b.aliceKey, keyed("k1"), body)
+			r := b.postWith(t, path, b.aliceKey, keyed("k1"), body)
 			requireProblem(t, r, http.StatusUnprocessableEntity)
 			require.Equal(t, "/problems/idempotency_key_reused", r.body["type"])
 			require.Contains(t, r.body["detail"], "Idempotency-Key")
@@ -153,10 +125,10 @@ func TestIdempotencyKeyRules(t *testing.T) {
 	t.Run("keys are per user", func(t *testing.T) {
 		t.Parallel()
 		b, backtest := setup(t)
-		alices := b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k1"), backtest("ACME"))
+		alices := b.postWith(t, "/backtests", b.aliceKey, keyed("k1"), backtest("ACME"))
 		require.Equal(t, http.StatusAccepted, alices.status, alices.raw)
 		bobSID := b.strategy(t, b.bobKey)
-		r := b.send(t, http.MethodPost, "/backtests", b.bobKey, keyed("k1"),
+		r := b.postWith(t, "/backtests", b.bobKey, keyed("k1"),
 			`{"strategy_id":"`+bobSID+`","symbol":"ACME","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`)
 		require.Equal(t, http.StatusAccepted, r.status, r.raw)
 		require.Empty(t, r.header.Get(httpx.HeaderIdempotentReplayed))
@@ -167,13 +139,13 @@ func TestIdempotencyKeyRules(t *testing.T) {
 		t.Parallel()
 		b, backtest := setup(t)
 		unknown := `{"strategy_id":"01a2175f-0000-7000-8000-000000000000","symbol":"ACME","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`
-		requireProblem(t, b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k2"), unknown), http.StatusUnprocessableEntity)
-		requireProblem(t, b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k2"), backtest("AC ME")), http.StatusUnprocessableEntity)
-		requireProblem(t, b.send(t, http.MethodPost, "/strategies", b.aliceKey, keyed("k2"), `{"kind":"martingale"}`), http.StatusUnprocessableEntity)
+		requireProblem(t, b.postWith(t, "/backtests", b.aliceKey, keyed("k2"), unknown), http.StatusUnprocessableEntity)
+		requireProblem(t, b.postWith(t, "/backtests", b.aliceKey, keyed("k2"), backtest("AC ME")), http.StatusUnprocessableEntity)
+		requireProblem(t, b.postWith(t, "/strategies", b.aliceKey, keyed("k2"), `{"kind":"martingale"}`), http.StatusUnprocessableEntity)
 		var n int
 		require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM idempotency_keys WHERE key = 'k2'`).Scan(&n))
 		require.Zero(t, n)
-		r := b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k2"), backtest("ACME"))
+		r := b.postWith(t, "/backtests", b.aliceKey, keyed("k2"), backtest("ACME"))
 		require.Equal(t, http.StatusAccepted, r.status, r.raw)
 		require.Empty(t, r.header.Get(httpx.HeaderIdempotentReplayed))
 	})
@@ -181,11 +153,11 @@ func TestIdempotencyKeyRules(t *testing.T) {
 	t.Run("an expired key is used afresh", func(t *testing.T) {
 		t.Parallel()
 		b, backtest := setup(t)
-		first := b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k3"), backtest("ACME"))
+		first := b.postWith(t, "/backtests", b.aliceKey, keyed("k3"), backtest("ACME"))
 		require.Equal(t, http.StatusAccepted, first.status, first.raw)
 		_, err := b.db.Pool.Exec(t.Context(), `UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'k3'`)
 		require.NoError(t, err)
-		again := b.send(t, http.MethodPost, "/backtests", b.aliceKey, keyed("k3"), backtest("ACME"))
+		again := b.postWith(t, "/backtests", b.aliceKey, keyed("k3"), backtest("ACME"))
 		require.Equal(t, http.StatusAccepted, again.status, again.raw)
 		require.Empty(t, again.header.Get(httpx.HeaderIdempotentReplayed))
 		require.NotEqual(t, first.body["run_id"], again.body["run_id"])
@@ -204,7 +176,7 @@ func TestIdempotencyKeyRules(t *testing.T) {
 			"sent twice":      {"a", "b"},
 			"sent twice, one": {"a", "a"},
 		} {
-			r := b.send(t, http.MethodPost, "/backtests", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: values}, backtest("ACME"))
+			r := b.postWith(t, "/backtests", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: values}, backtest("ACME"))
 			requireProblem(t, r, http.StatusBadRequest)
 			params, _ := r.body["invalid_params"].([]any)
 			require.Len(t, params, 1, name)
@@ -221,9 +193,9 @@ func TestIdempotencyKeyRules(t *testing.T) {
 		t.Parallel()
 		b, _ := setup(t)
 		key := "a " + strings.Repeat("~", 253)
-		r := b.send(t, http.MethodPost, "/strategies", b.aliceKey, keyed(key), `{"kind":"buy_and_hold"}`)
+		r := b.postWith(t, "/strategies", b.aliceKey, keyed(key), `{"kind":"buy_and_hold"}`)
 		require.Equal(t, http.StatusCreated, r.status, r.raw)
-		replay := b.send(t, http.MethodPost, "/strategies", b.aliceKey, keyed(key), `{"kind":"buy_and_hold"}`)
+		replay := b.postWith(t, "/strategies", b.aliceKey, keyed(key), `{"kind":"buy_and_hold"}`)
 		requireSameResponse(t, r, replay)
 	})
 }
@@ -231,7 +203,7 @@ func TestIdempotencyKeyRules(t *testing.T) {
 func TestIdempotencyKeyTTLIsTheSetting(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(d *httpx.Deps) { d.IdempotencyKeyTTL = 90 * time.Minute })
-	r := b.send(t, http.MethodPost, "/strategies", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: {"k"}}, `{"kind":"buy_and_hold"}`)
+	r := b.postWith(t, "/strategies", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: {"k"}}, `{"kind":"buy_and_hold"}`)
 	require.Equal(t, http.StatusCreated, r.status, r.raw)
 	var ttl time.Duration
 	require.NoError(t, b.db.Pool.QueryRow(t.Context(),
@@ -264,7 +236,7 @@ func TestIdempotencyKeyUnderConcurrency(t *testing.T) {
 	for i := range clients {
 		wg.Go(func() {
 			<-start
-			responses[i] = b.send(t, http.MethodPost, "/backtests", b.aliceKey,
+			responses[i] = b.postWith(t, "/backtests", b.aliceKey,
 				map[string][]string{httpx.HeaderIdempotencyKey: {"one-key"}}, body)
 		})
 	}
@@ -290,4 +262,38 @@ func TestIdempotencyKeyUnderConcurrency(t *testing.T) {
 		require.NotEqual(t, "error", l[obs.KeyLevel], "%v", l)
 	}
 	require.Equal(t, clients-1, replays)
+}
+
+// A retry is answered the stored response even when what the first
+// request used is gone: its strategy, deleted once the run finished. The
+// stored response wins over any answer the database would now give.
+func TestIdempotentReplayOutlivesTheStrategy(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sid := b.strategy(t, b.aliceKey)
+	body := `{"strategy_id":"` + sid + `","symbol":"ACME","start":"2020-01-01","end":"2020-06-01","initial_cash":500}`
+	first := b.postWith(t, "/backtests", b.aliceKey, withKey("order-42", "first"), body)
+	require.Equal(t, http.StatusAccepted, first.status, first.raw)
+	_, err := b.db.Pool.Exec(t.Context(), `UPDATE backtest_runs SET status = 'succeeded', finished_at = now()`)
+	require.NoError(t, err)
+	deleted := b.call(t, http.MethodDelete, "/strategies/"+sid, b.aliceKey, "", "")
+	require.Equal(t, http.StatusNoContent, deleted.status, deleted.raw)
+	before := b.rows(t)
+
+	replay := b.postWith(t, "/backtests", b.aliceKey, withKey("order-42", "replay"), body)
+	requireSameResponse(t, first, replay)
+	other := b.postWith(t, "/backtests", b.aliceKey, withKey("order-42", "other"),
+		strings.Replace(body, "ACME", "BETA", 1))
+	requireProblem(t, other, http.StatusUnprocessableEntity)
+	require.Equal(t, "/problems/idempotency_key_reused", other.body["type"])
+	require.Equal(t, before, b.rows(t), "neither created anything")
+
+	// Without the key's earlier request, the strategy is refused as ever,
+	// and the refusal stores nothing.
+	fresh := b.postWith(t, "/backtests", b.aliceKey, withKey("order-43", "fresh"), body)
+	requireProblem(t, fresh, http.StatusUnprocessableEntity)
+	require.Equal(t, []string{"strategy_id"}, invalidNames(t, fresh))
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM idempotency_keys WHERE key = 'order-43'`).Scan(&n))
+	require.Zero(t, n)
 }

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -116,4 +119,163 @@ func printable(s string) string {
 		}
 	}
 	return s
+}
+
+// queryReader reads the parameters of a list's query, collecting every
+// invalid one so that a client hears of all of them at once.
+type queryReader struct {
+	query   url.Values
+	invalid []InvalidParam
+}
+
+func (qr *queryReader) fail(name, reason string) {
+	qr.invalid = append(qr.invalid, InvalidParam{Name: name, Reason: reason})
+}
+
+// one returns the value of a parameter given once; a parameter given more
+// than once is invalid.
+func (qr *queryReader) one(name string) (string, bool) {
+	values, ok := qr.query[name]
+	if !ok {
+		return "", false
+	}
+	if len(values) != 1 {
+		qr.fail(name, "must be given once")
+		return "", false
+	}
+	return values[0], true
+}
+
+// oneOf reads a parameter that must be one of values; def when it is
+// absent or refused.
+func (qr *queryReader) oneOf(name string, values []string, def string) string {
+	v, ok := qr.one(name)
+	if !ok {
+		return def
+	}
+	if !slices.Contains(values, v) {
+		qr.fail(name, "must be one of "+strings.Join(values, ", "))
+		return def
+	}
+	return v
+}
+
+// intIn reads a whole number from lo to hi; def when it is absent or
+// refused.
+func (qr *queryReader) intIn(name string, lo, hi, def int) int {
+	v, ok := qr.one(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		qr.fail(name, fmt.Sprintf("must be a whole number from %d to %d", lo, hi))
+		return def
+	}
+	return n
+}
+
+// id reads the ID of a resource of the given kind ("strategy"), as parseID
+// reads it; the zero UUID when it is absent or refused.
+func (qr *queryReader) id(name, kind string) uuid.UUID {
+	v, ok := qr.one(name)
+	if !ok {
+		return uuid.UUID{}
+	}
+	id, valid := parseID(v)
+	if !valid {
+		qr.fail(name, idReason(kind))
+		return uuid.UUID{}
+	}
+	return id
+}
+
+// idReason refuses what is not the ID of a resource of the given kind.
+func idReason(kind string) string {
+	return "must be a " + kind + "'s id: a UUID as the API writes it, 36 characters, lowercase"
+}
+
+// time reads an RFC 3339 time.
+func (qr *queryReader) time(name string) time.Time {
+	v, ok := qr.one(name)
+	if !ok {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil || t.Year() < 1 || t.Year() > 9999 {
+		qr.fail(name, "must be an RFC 3339 time, such as 2026-01-02T15:04:05Z "+
+			"(in a query, + means a space: write an offset's + as %2B)")
+		return time.Time{}
+	}
+	return t
+}
+
+// answered writes the 400 problem listing every invalid parameter, if there
+// is any, and reports whether it did.
+func (qr *queryReader) answered(w http.ResponseWriter, r *http.Request) bool {
+	switch len(qr.invalid) {
+	case 0:
+		return false
+	case 1:
+		writeProblem(w, r, http.StatusBadRequest, qr.invalid[0].Name+" "+qr.invalid[0].Reason, qr.invalid...)
+	default:
+		writeProblem(w, r, http.StatusBadRequest, "The query has bad values: see invalid_params.", qr.invalid...)
+	}
+	return true
+}
+
+// Bounds on a backtest's or a sweep's request. Below 1 the engine's
+// arithmetic loses meaning (a subnormal cash of 5e-324 reported a 100% loss).
+const (
+	maxSpanYears   = 100
+	minInitialCash = 1
+	maxInitialCash = 1e12
+)
+
+var symbolPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$`)
+
+// symbolReason is the rule of a symbol, in a body or a query.
+const symbolReason = "must be 1 to 16 letters, digits, '.' or '-'"
+
+// parseSymbol reads a symbol as the API stores it: in capitals.
+func parseSymbol(s string) (string, bool) {
+	if !symbolPattern.MatchString(s) {
+		return "", false
+	}
+	return strings.ToUpper(s), true
+}
+
+// validateRange reads a body's start and end, refusing what is not a date
+// range of at most maxSpanYears; ok when it is one.
+func validateRange(refuse func(name, reason string), startText, endText string) (start, end time.Time, ok bool) {
+	start, startErr := time.Parse(time.DateOnly, startText)
+	if startErr != nil {
+		refuse("start", "must be a date, YYYY-MM-DD")
+	}
+	end, endErr := time.Parse(time.DateOnly, endText)
+	switch {
+	case endErr != nil:
+		refuse("end", "must be a date, YYYY-MM-DD")
+	case startErr != nil: // end cannot be compared with it
+	case !end.After(start):
+		refuse("end", "must be after start")
+	case end.After(start.AddDate(maxSpanYears, 0, 0)):
+		refuse("end", fmt.Sprintf("must be at most %d years after start", maxSpanYears))
+	default:
+		return start, end, true
+	}
+	return start, end, false
+}
+
+// validateCash reads a body's initial_cash, refusing none or one out of
+// bounds.
+func validateCash(refuse func(name, reason string), cash *float64) float64 {
+	switch {
+	case cash == nil:
+		refuse("initial_cash", "is required")
+		return 0
+	case !(*cash >= minInitialCash && *cash <= maxInitialCash):
+		refuse("initial_cash", "must be between 1 and 1e12")
+	}
+	return *cash
 }

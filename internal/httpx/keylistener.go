@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -33,18 +34,18 @@ type KeyListener struct {
 	Cache *KeyCache
 	// CheckEvery is how long the listener waits for a notification before
 	// it pings its connection, so a connection lost without a word is
-	// found. Defaults to 5 seconds.
+	// found. Zero means 5 seconds.
 	CheckEvery time.Duration
 	// RetryMin and RetryMax bound the wait before reconnecting, doubled
-	// after each failed attempt. Default to 1 second and 30 seconds.
+	// after each failed attempt. Zero means 1 second and 30 seconds.
 	RetryMin, RetryMax time.Duration
 }
 
 // Run listens until ctx ends, reconnecting whenever the connection is lost.
 // It logs nothing once ctx has ended, and leaves the cache suspended.
 func (l *KeyListener) Run(ctx context.Context) {
-	check := cmpOr(l.CheckEvery, 5*time.Second)
-	retryMin, retryMax := cmpOr(l.RetryMin, time.Second), cmpOr(l.RetryMax, 30*time.Second)
+	check := cmp.Or(l.CheckEvery, 5*time.Second)
+	retryMin, retryMax := cmp.Or(l.RetryMin, time.Second), cmp.Or(l.RetryMax, 30*time.Second)
 	l.Cache.Suspend()
 	defer l.Cache.Suspend()
 	delay := retryMin
@@ -122,10 +123,3 @@ func (l *KeyListener) invalidate(ctx context.Context, payload string) {
 // pingTimeout is the least time a ping of the listening connection gets: a
 // busy database is not a dead one, and every reconnection empties the cache.
 const pingTimeout = 5 * time.Second
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}

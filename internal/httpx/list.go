@@ -3,13 +3,9 @@ package httpx
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -69,42 +65,9 @@ func decodeCursor(list byte, s string) (store.Position, bool) {
 	return store.Position{CreatedAt: at, ID: id}, true
 }
 
-// queryReader reads the parameters of a list's query, collecting every
-// invalid one so that a client hears of all of them at once.
-type queryReader struct {
-	query   url.Values
-	invalid []InvalidParam
-}
-
-func (qr *queryReader) fail(name, reason string) {
-	qr.invalid = append(qr.invalid, InvalidParam{Name: name, Reason: reason})
-}
-
-// one returns the value of a parameter given once; a parameter given more
-// than once is invalid.
-func (qr *queryReader) one(name string) (string, bool) {
-	values, ok := qr.query[name]
-	if !ok {
-		return "", false
-	}
-	if len(values) != 1 {
-		qr.fail(name, "must be given once")
-		return "", false
-	}
-	return values[0], true
-}
-
 // page reads limit and cursor.
 func (qr *queryReader) page(list byte) store.Page {
-	p := store.Page{Limit: DefaultPageLimit}
-	if v, ok := qr.one("limit"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxPageLimit {
-			qr.fail("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageLimit))
-		} else {
-			p.Limit = n
-		}
-	}
+	p := store.Page{Limit: qr.intIn("limit", 1, MaxPageLimit, DefaultPageLimit)}
 	if v, ok := qr.one("cursor"); ok {
 		pos, valid := decodeCursor(list, v)
 		if !valid {
@@ -131,25 +94,13 @@ var runStatuses = []string{
 // runFilter reads the filters of GET /backtests.
 func (qr *queryReader) runFilter() store.RunFilter {
 	var f store.RunFilter
-	if v, ok := qr.one("status"); ok {
-		if slices.Contains(runStatuses, v) {
-			f.Status = v
-		} else {
-			qr.fail("status", "must be one of "+strings.Join(runStatuses, ", "))
-		}
-	}
-	if v, ok := qr.one("strategy_id"); ok {
-		if id, valid := parseID(v); valid {
-			f.StrategyID = id
-		} else {
-			qr.fail("strategy_id", "must be a strategy's id: a UUID as the API writes it, 36 characters, lowercase")
-		}
-	}
+	f.Status = qr.oneOf("status", runStatuses, "")
+	f.StrategyID = qr.id("strategy_id", "strategy")
 	if v, ok := qr.one("symbol"); ok {
-		if symbolPattern.MatchString(v) {
-			f.Symbol = strings.ToUpper(v) // as POST /backtests stores it
+		if symbol, valid := parseSymbol(v); valid {
+			f.Symbol = symbol
 		} else {
-			qr.fail("symbol", "must be 1 to 16 letters, digits, '.' or '-'")
+			qr.fail("symbol", symbolReason)
 		}
 	}
 	if values, ok := qr.query["correlation_id"]; ok {
@@ -159,45 +110,10 @@ func (qr *queryReader) runFilter() store.RunFilter {
 			qr.fail("correlation_id", correlationIDReason)
 		}
 	}
-	if v, ok := qr.one("sweep_id"); ok {
-		if id, valid := parseID(v); valid {
-			f.SweepID = id
-		} else {
-			qr.fail("sweep_id", "must be a sweep's id: a UUID as the API writes it, 36 characters, lowercase")
-		}
-	}
+	f.SweepID = qr.id("sweep_id", "sweep")
 	f.CreatedAfter = qr.time("created_after")
 	f.CreatedBefore = qr.time("created_before")
 	return f
-}
-
-// time reads an RFC 3339 time.
-func (qr *queryReader) time(name string) time.Time {
-	v, ok := qr.one(name)
-	if !ok {
-		return time.Time{}
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil || t.Year() < 1 || t.Year() > 9999 {
-		qr.fail(name, "must be an RFC 3339 time, such as 2026-01-02T15:04:05Z "+
-			"(in a query, + means a space: write an offset's + as %2B)")
-		return time.Time{}
-	}
-	return t
-}
-
-// answered writes the 400 problem listing every invalid parameter, if there
-// is any, and reports whether it did.
-func (qr *queryReader) answered(w http.ResponseWriter, r *http.Request) bool {
-	switch len(qr.invalid) {
-	case 0:
-		return false
-	case 1:
-		writeProblem(w, r, http.StatusBadRequest, qr.invalid[0].Name+" "+qr.invalid[0].Reason, qr.invalid...)
-	default:
-		writeProblem(w, r, http.StatusBadRequest, "The query has bad values: see invalid_params.", qr.invalid...)
-	}
-	return true
 }
 
 // nextPage sets the Link header to the next page, the request's own query

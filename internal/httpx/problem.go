@@ -3,6 +3,7 @@ package httpx
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -68,120 +69,115 @@ type ProblemKindInfo struct {
 	Description string      `json:"description"`
 }
 
-// ProblemKinds returns every kind of problem the API answers with.
-func ProblemKinds() []ProblemKindInfo {
-	kinds := []ProblemKindInfo{
-		{
-			Kind: ProblemValidation, Status: http.StatusBadRequest, Title: "Invalid request",
-			Description: "The request does not follow the API's document: a body that is not the JSON object described, " +
-				"an unknown field, a query parameter the path does not take or a bad value of one, two Authorization headers. " +
-				"invalid_params names the query parameters refused.",
-		},
-		{
-			Kind: ProblemUnauthorized, Status: http.StatusUnauthorized, Title: "Unauthorized",
-			Description: "No API key, or one that is not valid (revoked, mistyped, or its user deleted): " +
-				"send Authorization: Bearer <key>.",
-		},
-		{
-			Kind: ProblemForbidden, Status: http.StatusForbidden, Title: "Forbidden",
-			Description: "A cross-origin request that would change something in River UI.",
-		},
-		{
-			Kind: ProblemNotFound, Status: http.StatusNotFound, Title: "Not found",
-			Description: "No such resource, or it is not yours: the API does not tell the two apart.",
-		},
-		{
-			Kind: ProblemMethodNotAllowed, Status: http.StatusMethodNotAllowed, Title: "Method not allowed",
-			Description: "The path does not take this method; Allow lists those it takes.",
-		},
-		{
-			Kind: ProblemConflict, Status: http.StatusConflict, Title: "Conflict",
-			Description: "The resource's state does not allow the request: a finished run cannot be cancelled, " +
-				"a strategy with unfinished runs cannot be deleted.",
-		},
-		{
-			Kind: ProblemPayloadTooLarge, Status: http.StatusRequestEntityTooLarge, Title: "Payload too large",
-			Description: "The body is larger than the API reads (1 MiB).",
-		},
-		{
-			Kind: ProblemUnsupportedMediaType, Status: http.StatusUnsupportedMediaType, Title: "Unsupported media type",
-			Description: "The body is not application/json.",
-		},
-		{
-			Kind: ProblemUnprocessable, Status: http.StatusUnprocessableEntity, Title: "Unprocessable request",
-			Description: "The body is well-formed but some of its values cannot be used, or the request could not succeed " +
-				"(a date range with fewer bars than the strategy needs); invalid_params lists every one at once.",
-		},
-		{
-			Kind: ProblemIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Title: "Idempotency key reused",
-			Description: "The Idempotency-Key was first used with another request body: a key names one request.",
-		},
-		{
-			Kind: ProblemRateLimited, Status: http.StatusTooManyRequests, Title: "Too many requests",
-			Description: "Too many failed authentications from this address; Retry-After says when to try again.",
-		},
-		{
-			Kind: ProblemTooManyUnfinished, Status: http.StatusTooManyRequests, Title: "Too many unfinished backtests",
-			Description: "You have as many backtests queued, running or retrying as allowed; start more once some have finished " +
-				"(Retry-After is a hint).",
-		},
-		{
-			Kind: ProblemInternal, Status: http.StatusInternalServerError, Title: "Internal server error",
-			Description: "A fault of the service. Nothing of it is shown; quote the correlation_id to its operators.",
-		},
-		{
-			Kind: ProblemUnavailable, Status: http.StatusServiceUnavailable, Title: "Service unavailable",
-			Description: "The database is out of reach, or not at the schema this server needs; try again after Retry-After.",
-		},
-	}
+// problemKinds is every kind of problem the API answers with, built once
+// and never written after. Of kinds that share a status, the first listed
+// is the one the status stands for (kindOfStatus).
+var problemKinds = withTypes([]ProblemKindInfo{
+	{
+		Kind: ProblemValidation, Status: http.StatusBadRequest, Title: "Invalid request",
+		Description: "The request does not follow the API's document: a body that is not the JSON object described, " +
+			"an unknown field, a query parameter the path does not take or a bad value of one, two Authorization headers. " +
+			"invalid_params names the query parameters refused.",
+	},
+	{
+		Kind: ProblemUnauthorized, Status: http.StatusUnauthorized, Title: "Unauthorized",
+		Description: "No API key, or one that is not valid (revoked, mistyped, or its user deleted): " +
+			"send Authorization: Bearer <key>.",
+	},
+	{
+		Kind: ProblemForbidden, Status: http.StatusForbidden, Title: "Forbidden",
+		Description: "A cross-origin request that would change something in River UI.",
+	},
+	{
+		Kind: ProblemNotFound, Status: http.StatusNotFound, Title: "Not found",
+		Description: "No such resource, or it is not yours: the API does not tell the two apart.",
+	},
+	{
+		Kind: ProblemMethodNotAllowed, Status: http.StatusMethodNotAllowed, Title: "Method not allowed",
+		Description: "The path does not take this method; Allow lists those it takes.",
+	},
+	{
+		Kind: ProblemConflict, Status: http.StatusConflict, Title: "Conflict",
+		Description: "The resource's state does not allow the request: a finished run cannot be cancelled, " +
+			"a strategy with unfinished runs cannot be deleted.",
+	},
+	{
+		Kind: ProblemPayloadTooLarge, Status: http.StatusRequestEntityTooLarge, Title: "Payload too large",
+		Description: "The body is larger than the API reads (1 MiB).",
+	},
+	{
+		Kind: ProblemUnsupportedMediaType, Status: http.StatusUnsupportedMediaType, Title: "Unsupported media type",
+		Description: "The body is not application/json.",
+	},
+	{
+		Kind: ProblemUnprocessable, Status: http.StatusUnprocessableEntity, Title: "Unprocessable request",
+		Description: "The body is well-formed but some of its values cannot be used, or the request could not succeed " +
+			"(a date range with fewer bars than the strategy needs); invalid_params lists every one at once.",
+	},
+	{
+		Kind: ProblemIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Title: "Idempotency key reused",
+		Description: "The Idempotency-Key was first used with another request body: a key names one request.",
+	},
+	{
+		Kind: ProblemRateLimited, Status: http.StatusTooManyRequests, Title: "Too many requests",
+		Description: "Too many failed authentications from this address; Retry-After says when to try again.",
+	},
+	{
+		Kind: ProblemTooManyUnfinished, Status: http.StatusTooManyRequests, Title: "Too many unfinished backtests",
+		Description: "You have as many backtests queued, running or retrying as allowed; start more once some have finished " +
+			"(Retry-After is a hint).",
+	},
+	{
+		Kind: ProblemInternal, Status: http.StatusInternalServerError, Title: "Internal server error",
+		Description: "A fault of the service. Nothing of it is shown; quote the correlation_id to its operators.",
+	},
+	{
+		Kind: ProblemUnavailable, Status: http.StatusServiceUnavailable, Title: "Service unavailable",
+		Description: "The database is out of reach, or not at the schema this server needs; try again after Retry-After.",
+	},
+})
+
+func withTypes(kinds []ProblemKindInfo) []ProblemKindInfo {
 	for i := range kinds {
 		kinds[i].Type = kinds[i].Kind.Type()
 	}
 	return kinds
 }
 
+// problemKindsByName indexes problemKinds by kind; read only.
+var problemKindsByName = func() map[ProblemKind]ProblemKindInfo {
+	m := make(map[ProblemKind]ProblemKindInfo, len(problemKinds))
+	for _, k := range problemKinds {
+		m[k.Kind] = k
+	}
+	return m
+}()
+
+// problemKindsByStatus is the kind each status stands for, derived from
+// problemKinds; read only.
+var problemKindsByStatus = func() map[int]ProblemKind {
+	m := make(map[int]ProblemKind, len(problemKinds))
+	for _, k := range slices.Backward(problemKinds) { // the first listed wins
+		m[k.Status] = k.Kind
+	}
+	return m
+}()
+
+// ProblemKinds returns every kind of problem the API answers with: a copy,
+// the caller's to change.
+func ProblemKinds() []ProblemKindInfo { return slices.Clone(problemKinds) }
+
 // problemKindInfo returns what kind means, if it is one.
 func problemKindInfo(kind ProblemKind) (ProblemKindInfo, bool) {
-	for _, k := range ProblemKinds() {
-		if k.Kind == kind {
-			return k, true
-		}
-	}
-	return ProblemKindInfo{}, false
+	info, ok := problemKindsByName[kind]
+	return info, ok
 }
 
-// kindOfStatus is the kind of problem a status stands for, when it has one
-// kind, or the most common of its kinds (writeKindProblem answers the
-// others).
+// kindOfStatus is the kind of problem a status stands for: its only kind,
+// or the first listed of its kinds (writeKindProblem answers the others).
 func kindOfStatus(status int) (ProblemKind, bool) {
-	switch status {
-	case http.StatusBadRequest:
-		return ProblemValidation, true
-	case http.StatusUnauthorized:
-		return ProblemUnauthorized, true
-	case http.StatusForbidden:
-		return ProblemForbidden, true
-	case http.StatusNotFound:
-		return ProblemNotFound, true
-	case http.StatusMethodNotAllowed:
-		return ProblemMethodNotAllowed, true
-	case http.StatusConflict:
-		return ProblemConflict, true
-	case http.StatusRequestEntityTooLarge:
-		return ProblemPayloadTooLarge, true
-	case http.StatusUnsupportedMediaType:
-		return ProblemUnsupportedMediaType, true
-	case http.StatusUnprocessableEntity:
-		return ProblemUnprocessable, true
-	case http.StatusTooManyRequests:
-		return ProblemRateLimited, true
-	case http.StatusInternalServerError:
-		return ProblemInternal, true
-	case http.StatusServiceUnavailable:
-		return ProblemUnavailable, true
-	default:
-		return "", false
-	}
+	kind, ok := problemKindsByStatus[status]
+	return kind, ok
 }
 
 // writeProblem answers with a problem of the kind the status stands for.
@@ -219,11 +215,6 @@ func writeProblemBody(w http.ResponseWriter, r *http.Request, typ, title string,
 	})
 }
 
-// writeInvalid answers 422 for input that is well-formed but wrong.
-func writeInvalid(w http.ResponseWriter, r *http.Request, name, reason string) {
-	writeInvalidParams(w, r, []InvalidParam{{Name: name, Reason: reason}})
-}
-
 // writeInvalidParams answers 422 naming every refused input at once; the
 // detail repeats them for a reader of the body alone.
 func writeInvalidParams(w http.ResponseWriter, r *http.Request, invalid []InvalidParam) {
@@ -234,18 +225,24 @@ func writeInvalidParams(w http.ResponseWriter, r *http.Request, invalid []Invali
 	writeProblem(w, r, http.StatusUnprocessableEntity, strings.Join(parts, "; "), invalid...)
 }
 
-// writeJSON sets the headers before the status: once WriteHeader is called,
-// later header changes are lost.
+// writeJSON answers with v as JSON, a line of it.
 func writeJSON(w http.ResponseWriter, contentType string, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil { // our own response types always marshal
 		status, body = http.StatusInternalServerError, []byte(`{"title":"Internal Server Error","status":500}`)
 	}
+	writeBody(w, contentType, status, append(body, '\n'))
+}
+
+// writeBody answers with a body already encoded. It sets the headers
+// before the status: once WriteHeader is called, later header changes are
+// lost.
+func writeBody(w http.ResponseWriter, contentType string, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 // statusHandler answers with a problem: the router's 404.

@@ -4,6 +4,7 @@
 package httpx
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -67,7 +68,7 @@ type Deps struct {
 	// without authentication.
 	Metrics *Metrics
 	// IdempotencyKeyTTL is how long an Idempotency-Key is remembered with
-	// its response. Defaults to config.DefaultIdempotencyKeyTTL.
+	// its response. Zero means config.DefaultIdempotencyKeyTTL.
 	IdempotencyKeyTTL time.Duration
 
 	// Canceller cancels runs (POST /backtests/{id}/cancel). Defaults to the
@@ -77,7 +78,7 @@ type Deps struct {
 	// Sweeps creates and cancels sweeps (POST /sweeps). Defaults to the
 	// Enqueuer when it is one, as an *enqueue.Enqueuer is.
 	Sweeps SweepEnqueuer
-	// MaxSweepRuns is the most runs one sweep may make. Defaults to
+	// MaxSweepRuns is the most runs one sweep may make. Zero means
 	// config.DefaultMaxSweepRuns.
 	MaxSweepRuns int
 }
@@ -117,10 +118,7 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 		keys = NewKeyCache(KeyCacheTTL, KeyCacheEntries)
 	}
 	api.Use(authenticate(logger, deps.Queries, keys, newFailureLimiter(deps.AuthLimit)))
-	keyTTL := deps.IdempotencyKeyTTL
-	if keyTTL <= 0 {
-		keyTTL = config.DefaultIdempotencyKeyTTL
-	}
+	keyTTL := cmp.Or(deps.IdempotencyKeyTTL, config.DefaultIdempotencyKeyTTL)
 	api.Handle("/strategies", handleCreateStrategy(logger, deps.Queries, keyTTL)).Methods(http.MethodPost)
 	api.Handle("/strategies", handleListStrategies(logger, deps.Queries)).Methods(http.MethodGet)
 	api.Handle("/strategies/{id}", handleGetStrategy(logger, deps.Queries)).Methods(http.MethodGet)
@@ -140,7 +138,7 @@ func addRoutes(r *mux.Router, logger *slog.Logger, deps Deps) {
 		sweeps = s
 	}
 	if sweeps != nil {
-		api.Handle("/sweeps", handleCreateSweep(logger, sweeps, keyTTL, maxSweepRuns(deps))).Methods(http.MethodPost)
+		api.Handle("/sweeps", handleCreateSweep(logger, sweeps, keyTTL, cmp.Or(deps.MaxSweepRuns, config.DefaultMaxSweepRuns))).Methods(http.MethodPost)
 		api.Handle("/sweeps/{id}", handleGetSweep(logger, deps.Queries)).Methods(http.MethodGet)
 		api.Handle("/sweeps/{id}/cancel", handleCancelSweep(logger, deps.Queries, sweeps)).Methods(http.MethodPost)
 	}
@@ -163,11 +161,7 @@ func handleOpenAPI() http.Handler {
 		if _, ok := queryParams(w, r); !ok {
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Type", "application/json")
-		h.Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(api.JSON())
+		writeBody(w, "application/json", http.StatusOK, api.JSON())
 	})
 }
 
@@ -263,7 +257,7 @@ func authenticate(logger *slog.Logger, q *store.Queries, cache *KeyCache, failur
 			hash, now := HashAPIKey(key), time.Now()
 			user, gen, ok := cache.get(hash, now)
 			if !ok {
-				refund, retryAfter, allowed := failures.take(clientAddrOf(r), failures.now())
+				refund, retryAfter, allowed := failures.take(clientAddrOf(r))
 				if !allowed {
 					tooManyFailures(w, r, retryAfter)
 					return

@@ -13,22 +13,23 @@ import (
 )
 
 // createStrategy saves a strategy; for a request with an Idempotency-Key,
-// in a transaction that claims the key first and stores the response last.
+// in a transaction its hook opens and closes, as an enqueue's does: the key
+// claimed first, the response stored last.
 func createStrategy(ctx context.Context, q *store.Queries, idem *idempotency, ns store.NewStrategy) (store.Strategy, error) {
-	if idem == nil {
+	hook := txHook(idem, strategyCreated)
+	if hook == nil {
 		return q.CreateStrategy(ctx, ns)
 	}
 	var s store.Strategy
 	err := q.InTx(ctx, func(tx pgx.Tx) error {
-		if err := idem.claim(ctx, tx); err != nil {
+		if err := hook.Before(ctx, tx); err != nil {
 			return err
 		}
 		var err error
 		if s, err = store.New(tx).CreateStrategy(ctx, ns); err != nil {
 			return err
 		}
-		status, location, body := strategyCreated(s)
-		return idem.save(ctx, tx, status, location, body)
+		return hook.After(ctx, tx, s)
 	})
 	return s, err
 }

@@ -6,21 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gorilla/mux"
 
 	"github.com/backtestd/backtestd/internal/backtest"
-	"github.com/backtestd/backtestd/internal/config"
 	"github.com/backtestd/backtestd/internal/enqueue"
 	"github.com/backtestd/backtestd/internal/obs"
 	"github.com/backtestd/backtestd/internal/store"
-	"github.com/backtestd/backtestd/internal/tracecontext"
 )
 
 // SweepEnqueuer creates sweeps and cancels them: an *enqueue.Enqueuer.
@@ -58,37 +54,34 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 		invalid []InvalidParam
 	)
 	refuse := func(name, reason string) { invalid = append(invalid, InvalidParam{Name: name, Reason: reason}) }
+	// The kind alone: the grid's values are checked by combination.
 	if _, err := backtest.ParseStrategy(req.Kind, nil); err != nil {
-		var ve *backtest.ValidationError
-		if errors.As(err, &ve) && ve.Field == "kind" {
-			refuse("kind", ve.Message)
+		refused, _ := invalidParamsOf(err)
+		for _, p := range refused {
+			if p.Name == "kind" {
+				refuse(p.Name, p.Reason)
+			}
 		}
 	}
-	gridOK := true
 	if req.ParamsGrid == nil {
 		refuse("params_grid", "is required: an object of parameter names to lists of values ({} for none)")
-		gridOK = false
 	} else {
-		for _, name := range sortedKeys(*req.ParamsGrid) {
+		for _, name := range slices.Sorted(maps.Keys(*req.ParamsGrid)) {
 			if len((*req.ParamsGrid)[name]) == 0 {
 				refuse("params_grid."+name, "must be a list of at least one value")
-				gridOK = false
 			}
 		}
 	}
 	symbols := make([]string, 0, len(req.Symbols))
-	switch {
-	case len(req.Symbols) == 0:
-		refuse("symbols", "must be a list of 1 to 100 symbols")
-	case len(req.Symbols) > maxSweepSymbols:
+	if len(req.Symbols) == 0 || len(req.Symbols) > maxSweepSymbols {
 		refuse("symbols", fmt.Sprintf("must be a list of 1 to %d symbols", maxSweepSymbols))
-	default:
+	} else {
 		for _, s := range req.Symbols {
-			if !symbolPattern.MatchString(s) {
-				refuse("symbols", "each must be 1 to 16 letters, digits, '.' or '-'")
+			s, ok := parseSymbol(s)
+			if !ok {
+				refuse("symbols", "each "+symbolReason)
 				break
 			}
-			s = strings.ToUpper(s) // as POST /backtests stores it
 			if slices.Contains(symbols, s) {
 				refuse("symbols", "must not name a symbol twice ("+s+")")
 				break
@@ -96,27 +89,9 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 			symbols = append(symbols, s)
 		}
 	}
-	start, startErr := time.Parse(time.DateOnly, req.Start)
-	if startErr != nil {
-		refuse("start", "must be a date, YYYY-MM-DD")
-	}
-	end, endErr := time.Parse(time.DateOnly, req.End)
-	switch {
-	case endErr != nil:
-		refuse("end", "must be a date, YYYY-MM-DD")
-	case startErr != nil:
-	case !end.After(start):
-		refuse("end", "must be after start")
-	case end.After(start.AddDate(maxSpanYears, 0, 0)):
-		refuse("end", "must be at most 100 years after start")
-	}
-	switch {
-	case req.InitialCash == nil:
-		refuse("initial_cash", "is required")
-	case !(*req.InitialCash >= minInitialCash && *req.InitialCash <= maxInitialCash):
-		refuse("initial_cash", "must be between 1 and 1e12")
-	}
-	if len(invalid) > 0 || !gridOK {
+	start, end, _ := validateRange(refuse, req.Start, req.End)
+	cash := validateCash(refuse, req.InitialCash)
+	if len(invalid) > 0 {
 		return ns, invalid, nil
 	}
 	tooMany := fmt.Sprintf("must make at most %d runs (the grid's combinations times the symbols)", maxRuns)
@@ -130,16 +105,9 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 	}
 	if len(exp.Combinations) == 0 {
 		reason := "every combination is refused by the strategy"
-		var (
-			many backtest.ValidationErrors
-			one  *backtest.ValidationError
-		)
-		switch {
-		case errors.As(exp.FirstRefusal, &many):
-			reason += " (" + many[0].Field + " " + many[0].Message + ")"
-		case errors.As(exp.FirstRefusal, &one):
-			reason += " (" + one.Field + " " + one.Message + ")"
-		case exp.FirstRefusal != nil:
+		if refused, ok := invalidParamsOf(exp.FirstRefusal); ok {
+			reason += " (" + refused[0].Name + " " + refused[0].Reason + ")"
+		} else if exp.FirstRefusal != nil {
 			reason += " (" + exp.FirstRefusal.Error() + ")"
 		}
 		return ns, []InvalidParam{{Name: "params_grid", Reason: reason}}, nil
@@ -153,17 +121,8 @@ func (req createSweepRequest) validate(maxRuns int) (enqueue.NewSweep, []Invalid
 	}
 	return enqueue.NewSweep{
 		Kind: req.Kind, ParamsGrid: grid, Combinations: exp.Combinations, Skipped: exp.Skipped,
-		Symbols: symbols, Start: start, End: end, InitialCash: *req.InitialCash,
+		Symbols: symbols, Start: start, End: end, InitialCash: cash,
 	}, nil, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // sweepEnqueuedJSON is the answer to POST /sweeps.
@@ -206,31 +165,13 @@ func handleCreateSweep(logger *slog.Logger, enq SweepEnqueuer, keyTTL time.Durat
 			return
 		}
 		ctx := r.Context()
-		ns.UserID = userFrom(ctx).ID
-		ns.CorrelationID = obs.CorrelationID(ctx)
-		if span, ok := tracecontext.From(ctx); ok {
-			ns.Traceparent = span.String()
-		}
-		if idem != nil {
-			ns.Hook = idempotentHook[store.Sweep]{idem: idem, render: sweepAccepted}
-		}
+		ns.UserID, ns.CorrelationID, ns.Traceparent = origin(ctx)
+		ns.Hook = txHook(idem, sweepAccepted)
 		sweep, err := enq.EnqueueSweep(ctx, ns)
-		if idem.answered(w, r, err) {
-			return
-		}
-		var tooMany *enqueue.TooManyUnfinishedError
-		switch {
-		case errors.As(err, &tooMany):
-			w.Header().Set("Retry-After", unfinishedRetryAfter)
-			writeKindProblem(w, r, ProblemTooManyUnfinished, fmt.Sprintf(
-				"You have %d backtests queued or running; this sweep's %d more would pass the most allowed, %d: "+
-					"start it once some have finished, or make it smaller.", tooMany.Unfinished, tooMany.Requested, tooMany.Limit))
-			return
-		case errors.Is(err, store.ErrUserGone):
-			userGone(w, r)
-			return
-		case err != nil:
-			serverError(logger, w, r, err)
+		if answeredCreate(logger, w, r, idem, err, func(e *enqueue.TooManyUnfinishedError) string {
+			return fmt.Sprintf("You have %d backtests queued or running; this sweep's %d more would pass the most allowed, %d: "+
+				"start it once some have finished, or make it smaller.", e.Unfinished, e.Requested, e.Limit)
+		}) {
 			return
 		}
 		logger.InfoContext(ctx, obs.EventSweepEnqueued,
@@ -287,7 +228,6 @@ type rankedJSON struct {
 // it is marked finished (every run final, finished_at set), then finished,
 // or cancelled when a cancel was asked of it.
 func sweepStatus(s store.Sweep, counts map[string]int) string {
-	unfinished := counts[store.StatusQueued] + counts[store.StatusRunning] + counts[store.StatusRetrying]
 	switch {
 	// Final once marked (finished_at, with its sweep_finished line), not
 	// merely once the counts say so: the one who ended the last run marks
@@ -297,7 +237,7 @@ func sweepStatus(s store.Sweep, counts map[string]int) string {
 		return store.StatusCancelled
 	case s.FinishedAt != nil:
 		return "finished"
-	case unfinished == s.RunCount && counts[store.StatusQueued] == s.RunCount:
+	case counts[store.StatusQueued] == s.RunCount:
 		return store.StatusQueued
 	default:
 		return store.StatusRunning
@@ -332,16 +272,6 @@ func writeSweep(logger *slog.Logger, w http.ResponseWriter, r *http.Request, q *
 	writeJSON(w, "application/json", http.StatusOK, out)
 }
 
-// sweepID reads the {id} of a sweep's path; an ID that cannot name a
-// sweep is a 404.
-func sweepID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
-	id, ok := parseID(mux.Vars(r)["id"])
-	if !ok {
-		writeProblem(w, r, http.StatusNotFound, "No such sweep.")
-	}
-	return id, ok
-}
-
 func handleGetSweep(logger *slog.Logger, q *store.Queries) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		query, ok := queryParams(w, r, "rank_by", "top")
@@ -349,26 +279,12 @@ func handleGetSweep(logger *slog.Logger, q *store.Queries) http.Handler {
 			return
 		}
 		qr := queryReader{query: query}
-		rankBy, top := defaultRankBy, defaultTop
-		if v, ok := qr.one("rank_by"); ok {
-			if slices.Contains(rankMetrics, v) {
-				rankBy = v
-			} else {
-				qr.fail("rank_by", "must be one of "+strings.Join(rankMetrics, ", "))
-			}
-		}
-		if v, ok := qr.one("top"); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxTop {
-				qr.fail("top", fmt.Sprintf("must be a whole number from 1 to %d", maxTop))
-			} else {
-				top = n
-			}
-		}
+		rankBy := qr.oneOf("rank_by", rankMetrics, defaultRankBy)
+		top := qr.intIn("top", 1, maxTop, defaultTop)
 		if qr.answered(w, r) {
 			return
 		}
-		id, ok := sweepID(w, r)
+		id, ok := pathID(w, r)
 		if !ok {
 			return
 		}
@@ -390,10 +306,7 @@ func handleGetSweep(logger *slog.Logger, q *store.Queries) http.Handler {
 // asked of it before, is past cancelling (409).
 func handleCancelSweep(logger *slog.Logger, q *store.Queries, c SweepEnqueuer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := queryParams(w, r); !ok {
-			return
-		}
-		id, ok := sweepID(w, r)
+		id, ok := resourceID(w, r)
 		if !ok {
 			return
 		}
@@ -416,12 +329,4 @@ func handleCancelSweep(logger *slog.Logger, q *store.Queries, c SweepEnqueuer) h
 		}
 		writeSweep(logger, w, r, q, res.Sweep, defaultRankBy, defaultTop)
 	})
-}
-
-// maxSweepRuns is the bound of deps, or its default.
-func maxSweepRuns(deps Deps) int {
-	if deps.MaxSweepRuns > 0 {
-		return deps.MaxSweepRuns
-	}
-	return config.DefaultMaxSweepRuns
 }

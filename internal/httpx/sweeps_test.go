@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -53,6 +54,16 @@ func TestCreateSweep(t *testing.T) {
 
 	other := b.call(t, http.MethodGet, "/sweeps/"+id, b.bobKey, "", "")
 	requireProblem(t, other, http.StatusNotFound)
+	require.Equal(t, "No such sweep.", other.body["detail"])
+	// An ID not written as the API writes it names nothing, like any
+	// resource's.
+	for _, req := range []struct{ method, path string }{
+		{http.MethodGet, "/sweeps/NOPE?top=1"}, {http.MethodPost, "/sweeps/NOPE/cancel"},
+	} {
+		notAnID := b.call(t, req.method, req.path, b.aliceKey, "", "")
+		requireProblem(t, notAnID, http.StatusNotFound)
+		require.Equal(t, "No such resource.", notAnID.body["detail"], req.path)
+	}
 }
 
 // A refused sweep writes nothing and says which field is wrong.
@@ -63,6 +74,7 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 		body   string
 		status int
 		field  string
+		reason string // the first refused field's, when given
 	}{
 		{
 			name: "more runs than MAX_SWEEP_RUNS", status: http.StatusUnprocessableEntity, field: "params_grid",
@@ -76,6 +88,7 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 		},
 		{
 			name: "every combination refused", status: http.StatusUnprocessableEntity, field: "params_grid",
+			reason: "every combination is refused by the strategy (params.fast_window must be less than slow_window)",
 			body: `{"kind": "sma_crossover", "params_grid": {"fast_window": [50], "slow_window": [10, 20]},
 				"symbols": ["ACME"], "start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
 		},
@@ -85,7 +98,20 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 				"symbols": ["ACME"], "start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
 		},
 		{
+			name: "no symbols", status: http.StatusUnprocessableEntity, field: "symbols",
+			reason: "must be a list of 1 to 100 symbols",
+			body: `{"kind": "buy_and_hold", "params_grid": {}, "symbols": [],
+				"start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
+		},
+		{
+			name: "101 symbols", status: http.StatusUnprocessableEntity, field: "symbols",
+			reason: "must be a list of 1 to 100 symbols",
+			body: `{"kind": "buy_and_hold", "params_grid": {}, "symbols": ["S` + strings.Repeat(`", "S`, 100) + `"],
+				"start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
+		},
+		{
 			name: "a symbol twice", status: http.StatusUnprocessableEntity, field: "symbols",
+			reason: "must not name a symbol twice (ACME)",
 			body: `{"kind": "buy_and_hold", "params_grid": {}, "symbols": ["ACME", "acme"],
 				"start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`,
 		},
@@ -112,6 +138,9 @@ func TestCreateSweepRefused(t *testing.T) { //nolint:tparallel // the "cases" gr
 					require.NotEmpty(t, params, r.raw)
 					first, _ := params[0].(map[string]any)
 					require.Equal(t, tt.field, first["name"], r.raw)
+					if tt.reason != "" {
+						require.Equal(t, tt.reason, first["reason"], r.raw)
+					}
 				}
 			})
 		}
@@ -123,15 +152,12 @@ func TestCreateSweepIdempotent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	send := func(body string) response {
-		return b.send(t, http.MethodPost, "/sweeps", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: {"sweep-1"}}, body)
+		return b.postWith(t, "/sweeps", b.aliceKey, map[string][]string{httpx.HeaderIdempotencyKey: {"sweep-1"}}, body)
 	}
 	first := send(sweepBody)
 	require.Equal(t, http.StatusAccepted, first.status, first.raw)
 	again := send(sweepBody)
-	require.Equal(t, http.StatusAccepted, again.status, again.raw)
-	require.Equal(t, "true", again.header.Get(httpx.HeaderIdempotentReplayed))
-	require.Equal(t, first.raw, again.raw)
-	require.Equal(t, first.header.Get("Location"), again.header.Get("Location"))
+	requireSameResponse(t, first, again)
 	require.Equal(t, 1, b.sweepRows(t)["sweeps"], "a replay creates nothing")
 	require.Equal(t, 10, b.sweepRows(t)["backtest_runs"])
 
@@ -149,8 +175,7 @@ func TestSweepProgressRankingAndList(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, r.raw)
 	id, _ := r.body["sweep_id"].(string)
 	// A single backtest of alice's is in no sweep's list.
-	single := b.post(t, "/strategies", b.aliceKey, `{"kind":"buy_and_hold"}`)
-	sid, _ := single.body["id"].(string)
+	sid := b.strategy(t, b.aliceKey)
 	one := b.post(t, "/backtests", b.aliceKey, `{"strategy_id":"`+sid+`","symbol":"ACME","start":"2020-01-01","end":"2020-06-01","initial_cash":1000}`)
 	require.Equal(t, http.StatusAccepted, one.status, one.raw)
 
@@ -198,23 +223,12 @@ func TestSweepProgressRankingAndList(t *testing.T) {
 	requireProblem(t, b.call(t, http.MethodGet, "/sweeps/"+id+"?rank_by=luck", b.aliceKey, "", ""), http.StatusBadRequest)
 	requireProblem(t, b.call(t, http.MethodGet, "/sweeps/"+id+"?top=101", b.aliceKey, "", ""), http.StatusBadRequest)
 
+	ids, pages := b.walk(t, "/backtests?limit=4&sweep_id="+id, "runs")
+	require.Equal(t, 3, pages, "10 runs, 4 a page")
 	seen := map[string]bool{}
-	path := "/backtests?limit=4&sweep_id=" + id
-	for pages := 0; path != ""; pages++ {
-		require.Less(t, pages, 3)
-		page := b.call(t, http.MethodGet, path, b.aliceKey, "", "")
-		require.Equal(t, http.StatusOK, page.status, page.raw)
-		runs, _ := page.body["runs"].([]any)
-		for _, x := range runs {
-			m, _ := x.(map[string]any)
-			runID, _ := m["id"].(string)
-			require.False(t, seen[runID], "no run twice")
-			seen[runID] = true
-		}
-		path = ""
-		if next, ok := page.body["next_cursor"].(string); ok {
-			path = "/backtests?limit=4&sweep_id=" + id + "&cursor=" + next
-		}
+	for _, runID := range ids {
+		require.False(t, seen[runID], "no run twice")
+		seen[runID] = true
 	}
 	require.Len(t, seen, 10)
 	require.False(t, seen[one.body["run_id"].(string)]) //nolint:forcetypeassert // a 202's body has it
