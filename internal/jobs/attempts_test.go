@@ -402,6 +402,9 @@ func TestRiverSideActionsKeepTheRunInStep(t *testing.T) {
 				waitEvent(t, events, run.JobID, rivertype.JobStateCompleted)
 			}
 			require.Equal(t, tt.wantCode, got.ErrorCode)
+			if tt.wantCode != "" {
+				require.Equal(t, tt.wantReason, got.ErrorType, "what River did is the error's type")
+			}
 			require.Equal(t, tt.wantAttempts, b.attempts(t, run.ID))
 			if tt.wantReason != "" {
 				var lines []map[string]any

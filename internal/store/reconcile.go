@@ -40,7 +40,8 @@ type Reconciled struct {
 	Status string
 	// Reason is one of the Reason constants.
 	Reason string
-	// ErrorCode, Error and ErrorType are the run's error now, if it has one.
+	// ErrorCode, Error and ErrorType are the run's error now, if it has one:
+	// its ErrorType is the Reason.
 	ErrorCode string
 	Error     string
 	ErrorType string
@@ -172,17 +173,17 @@ func decide(row reconcileRow) (Reconciled, openAttempt, bool) {
 	switch {
 	case row.jobState == "":
 		rec.Status, rec.Reason = StatusCancelled, ReasonJobDeleted
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeJobDeleted, "its River job was deleted", "job_deleted"
+		rec.ErrorCode, rec.Error = ErrorCodeJobDeleted, "its River job was deleted"
 	case row.jobState == "cancelled" && failedByWorker:
 		rec.Status, rec.Reason = StatusFailed, ReasonJobCancelled
-		rec.ErrorCode, rec.Error, rec.ErrorType = row.outputCode, row.outputMessage, "job_cancelled"
+		rec.ErrorCode, rec.Error = row.outputCode, row.outputMessage
 		lost = openAttempt{outcome: OutcomeFailed, code: row.outputCode, message: row.outputMessage}
 	case row.jobState == "cancelled":
 		rec.Status, rec.Reason = StatusCancelled, ReasonJobCancelled
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeCancelled, "its River job was cancelled", "job_cancelled"
+		rec.ErrorCode, rec.Error = ErrorCodeCancelled, "its River job was cancelled"
 	case row.jobState == "discarded":
 		rec.Status, rec.Reason = StatusFailed, ReasonJobDiscarded
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeJobDiscarded, row.lastError, "job_discarded"
+		rec.ErrorCode, rec.Error = ErrorCodeJobDiscarded, row.lastError
 		if failedByWorker {
 			rec.ErrorCode, rec.Error = row.outputCode, row.outputMessage
 			lost = openAttempt{outcome: OutcomeFailed, code: row.outputCode, message: row.outputMessage}
@@ -194,7 +195,7 @@ func decide(row reconcileRow) (Reconciled, openAttempt, bool) {
 		// The attempt's error is on the job, not on the run: its worker
 		// never reported it.
 		rec.Status, rec.Reason = StatusRetrying, ReasonJobRescued
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeWorkerLost, row.lastError, "job_rescued"
+		rec.ErrorCode, rec.Error = ErrorCodeWorkerLost, row.lastError
 	case row.runStatus == StatusRunning:
 		// A shutdown's interruption that the worker could not write: River
 		// took the attempt back.
@@ -203,6 +204,10 @@ func decide(row reconcileRow) (Reconciled, openAttempt, bool) {
 		rec.Status, rec.Reason = StatusQueued, ReasonJobRetried
 	default:
 		return Reconciled{}, openAttempt{}, false
+	}
+	if rec.ErrorCode != "" {
+		// What River did is the error's type, which no Go error has here.
+		rec.ErrorType = rec.Reason
 	}
 	return rec, lost, true
 }
