@@ -324,22 +324,11 @@ func (l *Lifecycle) logStale(ctx context.Context, stale *staleAttemptError) {
 		slog.String(obs.KeyError, stale.Error()))
 }
 
-// jobOutput is what River keeps as a job's output when its attempt ended
-// for good without completing (River UI shows it): why, in the run's
-// words. River records a permanent failure as a cancel, and the output
-// tells an operator it was not a person's; the reconciliation reads it
-// too, for a run whose worker could not write it.
-type jobOutput struct {
-	RunStatus string `json:"run_status"`
-	ErrorCode string `json:"error_code"`
-	Message   string `json:"message"`
-}
-
 // recordOutput records the run's end as the job's output.
 func recordOutput(ctx context.Context, status, code, message string) {
 	// It fails only outside a River worker (ctx without River's metadata),
 	// or for an output over River's 32 MB, which a capped message is not.
-	_ = river.RecordOutput(ctx, jobOutput{RunStatus: status, ErrorCode: code, Message: store.CapError(message)})
+	_ = river.RecordOutput(ctx, store.JobOutput{RunStatus: status, ErrorCode: code, Message: store.CapError(message)})
 }
 
 // cancelled reports whether the attempt ended by a cancel: River's remote

@@ -47,6 +47,19 @@ type Reconciled struct {
 	ErrorType string
 }
 
+// JobOutput is what the worker records as a job's output
+// (river.RecordOutput) when its attempt ended for good without completing:
+// why, in the run's words, which River UI shows. River records a permanent
+// failure as a cancel, and the output tells an operator it was not a
+// person's. Reconcile reads it back (reconcileCandidates) for a run whose
+// worker could not write it: the JSON names here and in that SQL go
+// together.
+type JobOutput struct {
+	RunStatus string `json:"run_status"`
+	ErrorCode string `json:"error_code"`
+	Message   string `json:"message"`
+}
+
 // reconcileRow is a run whose job may have moved without it, with what
 // River says of the job.
 type reconcileRow struct {
@@ -59,9 +72,8 @@ type reconcileRow struct {
 	lastError   string
 	// lastErrorAttempt is the attempt of the job's last error.
 	lastErrorAttempt int
-	// output is what the worker recorded as the job's output when the
-	// attempt ended for good (river.RecordOutput): the run's status and
-	// error, in case the worker could not write them to the run.
+	// output is the job's JobOutput: the run's status and error, in case
+	// the worker could not write them to the run.
 	outputStatus, outputCode, outputMessage string
 }
 
@@ -111,6 +123,7 @@ func (q *Queries) Reconcile(ctx context.Context) ([]Reconciled, error) {
 // worked (read through River's index on the job's state).
 func reconcileCandidates(ctx context.Context, tx pgx.Tx) ([]reconcileRow, error) {
 	const fields = `r.id, r.user_id, r.strategy_id, r.correlation_id, r.river_job_id, r.attempt, r.status`
+	// The job's JobOutput is in its metadata's output.
 	const jobFields = `j.state::text, j.attempt, j.scheduled_at,
 		COALESCE(j.errors[array_length(j.errors, 1)]->>'error', ''),
 		COALESCE((j.errors[array_length(j.errors, 1)]->>'attempt')::int, 0),
