@@ -63,18 +63,13 @@ func (e *Enqueuer) Cancel(ctx context.Context, userID, id uuid.UUID) (Cancellati
 			return &FinishedError{Status: run.Status}
 		}
 		c.Asked = true
-		job, err := e.river.JobCancelTx(ctx, tx, run.JobID)
+		now, err := e.cancelJob(ctx, tx, run.JobID)
 		switch {
-		case errors.Is(err, rivertype.ErrNotFound):
-			c.Run, err = q.CancelRun(ctx, id, CancelledMessage)
 		case err != nil:
-			return fmt.Errorf("cancel job %d: %w", run.JobID, err)
-		case job.State == rivertype.JobStateCancelled:
+			return err
+		case now:
 			c.Run, err = q.CancelRun(ctx, id, CancelledMessage)
 		default:
-			// Running: River's cancel reaches the worker once this commits.
-			// Completed or discarded: the attempt ended meanwhile, and its
-			// worker (or reconciliation) writes how the run ended.
 			c.Run, err = q.RequestRunCancel(ctx, id)
 		}
 		return err
@@ -83,4 +78,22 @@ func (e *Enqueuer) Cancel(ctx context.Context, userID, id uuid.UUID) (Cancellati
 		return Cancellation{}, fmt.Errorf("cancel backtest %s: %w", id, err)
 	}
 	return c, nil
+}
+
+// cancelJob cancels jobID in River, in tx, and says whether its run is to
+// be cancelled now: the job is gone, or River cancelled it, which it does
+// at once to a job waiting for an attempt. Otherwise the run is asked to
+// stop and ends with its attempt: a running job's worker gets River's
+// cancel once tx commits; a job that completed or was discarded meanwhile
+// has a worker (or the reconciliation) writing how its run ended.
+func (e *Enqueuer) cancelJob(ctx context.Context, tx pgx.Tx, jobID int64) (bool, error) {
+	job, err := e.river.JobCancelTx(ctx, tx, jobID)
+	switch {
+	case errors.Is(err, rivertype.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("cancel job %d: %w", jobID, err)
+	default:
+		return job.State == rivertype.JobStateCancelled, nil
+	}
 }

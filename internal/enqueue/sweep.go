@@ -14,7 +14,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/jobargs"
@@ -326,13 +325,11 @@ func (e *Enqueuer) CancelSweep(ctx context.Context, userID, id uuid.UUID) (Sweep
 				continue
 			}
 			// Few: only the jobs workers hold, or ones that ended meanwhile.
-			job, err := e.river.JobCancelTx(ctx, tx, r.JobID)
+			cancelNow, err := e.cancelJob(ctx, tx, r.JobID)
 			switch {
-			case errors.Is(err, rivertype.ErrNotFound):
-				now = append(now, r.ID)
 			case err != nil:
-				return fmt.Errorf("cancel job %d: %w", r.JobID, err)
-			case job.State == rivertype.JobStateCancelled:
+				return err
+			case cancelNow:
 				now = append(now, r.ID)
 			default:
 				later = append(later, r.ID)
