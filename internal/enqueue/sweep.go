@@ -76,6 +76,14 @@ func Expand(kind string, grid Grid, bars int) (Expansion, error) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	keys := make([][]byte, len(names))
+	for i, name := range names {
+		key, err := json.Marshal(name)
+		if err != nil {
+			return Expansion{}, fmt.Errorf("encode parameter name: %w", err)
+		}
+		keys[i] = key
+	}
 	var out Expansion
 	idx := make([]int, len(names))
 	for {
@@ -85,11 +93,7 @@ func Expand(kind string, grid Grid, bars int) (Expansion, error) {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			key, err := json.Marshal(name)
-			if err != nil {
-				return Expansion{}, fmt.Errorf("encode parameter name: %w", err)
-			}
-			b.Write(key)
+			b.Write(keys[i])
 			b.WriteByte(':')
 			b.Write(grid[name][idx[i]])
 		}
