@@ -38,13 +38,8 @@ func endOfSweepRun(ctx context.Context, logger *slog.Logger, sweeps sweepFinishe
 		logger.LogAttrs(ctx, slog.LevelWarn, obs.EventSweepFinishFailed,
 			slog.String(obs.KeyError, err.Error()), slog.String(obs.KeyErrorType, obs.ErrorType(err)))
 	case ok:
-		logSweepFinished(ctx, logger, f)
+		f.Log(ctx, logger)
 	}
-}
-
-// logSweepFinished logs sweep_finished for f, with the sweep's fields.
-func logSweepFinished(ctx context.Context, logger *slog.Logger, f store.SweepFinished) {
-	logger.LogAttrs(f.Context(ctx), slog.LevelInfo, obs.EventSweepFinished, f.Attrs()...)
 }
 
 // finishSettledSweeps is the reconciliation's part for sweeps: it finishes
@@ -55,7 +50,7 @@ func finishSettledSweeps(ctx context.Context, logger *slog.Logger, q *store.Quer
 		return err
 	}
 	for _, f := range done {
-		logSweepFinished(ctx, logger, f)
+		f.Log(ctx, logger)
 	}
 	return nil
 }
