@@ -326,8 +326,8 @@ func catalog() []EventSpec {
 				obs.KeyDurationMS:    "from the sweep's creation to its last run's end",
 			},
 			When: "the last run of a sweep reached a final status, once per sweep: logged by the worker that ended it, " +
-				"the reconciliation, or the server for a `POST /sweeps/{id}/cancel` that ended it; the counts add up to " +
-				"its `run_count`",
+				"the reconciliation, or the server for a `POST /sweeps/{id}/cancel` (or `POST /backtests/{id}/cancel` of its " +
+				"last run) that ended it; the counts add up to its `run_count`",
 		},
 		{
 			Name: obs.EventSweepFinishFailed, Services: worker, Levels: warn, Scope: ScopeJob,

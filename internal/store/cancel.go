@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // LockRun returns userID's run id, locked until the transaction ends, or
@@ -40,14 +41,20 @@ const requestCancelSQL = `UPDATE backtest_runs
 // CancelRun marks an unfinished run cancelled at once, with error code
 // cancelled and message: its job will not run again (cancelled in River, or
 // gone). An attempt still open is left to the worker that holds it. It
-// returns ErrNotFound when the run is missing or already finished.
-func (q *Queries) CancelRun(ctx context.Context, id uuid.UUID, message string) (Run, error) {
-	r, err := scanRun(q.db.QueryRow(ctx, cancelRunsSQL+` RETURNING `+runColumns,
-		[]uuid.UUID{id}, ErrorCodeCancelled, capText(message, MaxErrorBytes)))
+// returns the run and the ID of its sweep (uuid.Nil for a run of no sweep),
+// whose end the caller checks once this commits (FinishSweep), or
+// ErrNotFound when the run is missing or already finished.
+func (q *Queries) CancelRun(ctx context.Context, id uuid.UUID, message string) (Run, uuid.UUID, error) {
+	var sweepID *uuid.UUID
+	r, err := scanRun(withExtra(q.db.QueryRow(ctx, cancelRunsSQL+` RETURNING `+runColumns+`, sweep_id`,
+		[]uuid.UUID{id}, ErrorCodeCancelled, capText(message, MaxErrorBytes)), &sweepID))
 	if err != nil {
-		return Run{}, fmt.Errorf("cancel run %s: %w", id, notFound(err))
+		return Run{}, uuid.Nil, fmt.Errorf("cancel run %s: %w", id, notFound(err))
 	}
-	return r, nil
+	if sweepID == nil {
+		return r, uuid.Nil, nil
+	}
+	return r, *sweepID, nil
 }
 
 // RequestRunCancel records that a cancel was asked of an unfinished run whose
@@ -61,3 +68,14 @@ func (q *Queries) RequestRunCancel(ctx context.Context, id uuid.UUID) (Run, erro
 	}
 	return r, nil
 }
+
+// extraRow is a row with more columns than its scanner reads: the extra
+// ones go to extra.
+type extraRow struct {
+	row   pgx.Row
+	extra []any
+}
+
+func withExtra(row pgx.Row, extra ...any) pgx.Row { return extraRow{row: row, extra: extra} }
+
+func (r extraRow) Scan(dest ...any) error { return r.row.Scan(append(dest, r.extra...)...) }
