@@ -417,6 +417,7 @@ func TestRiverSideActionsKeepTheRunInStep(t *testing.T) {
 				require.Equal(t, tt.wantStatus, lines[0][obs.KeyStatus])
 				require.Equal(t, "info", lines[0][obs.KeyLevel])
 				require.Equal(t, "cid-river", lines[0][obs.KeyCorrelationID])
+				require.NotContains(t, lines[0], obs.KeySweepID, "a run of no sweep")
 			}
 			for _, l := range b.logs.Lines(t) {
 				if l[obs.KeyLevel] == "error" {

@@ -187,6 +187,17 @@ func TestSweepFinishedOnceWhenItsLastRunEnds(t *testing.T) {
 		}
 	}
 	require.Len(t, finished, 1)
+	// The run the reconciliation ended is found by the sweep too.
+	var reconciled []any
+	for _, l := range b.logs.Lines(t) {
+		if l[obs.KeyEvent] == obs.EventRunReconciled {
+			reconciled = append(reconciled, l[obs.KeySweepID])
+		}
+	}
+	require.NotEmpty(t, reconciled, "the run cancelled in River")
+	for _, got := range reconciled {
+		require.Equal(t, sweepID.String(), got)
+	}
 	line := finished[0]
 	require.GreaterOrEqual(t, line[obs.KeyDurationMS], float64(90_000), "from the sweep's created_at")
 	delete(line, obs.KeyTimestamp)

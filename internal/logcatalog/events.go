@@ -293,6 +293,7 @@ func catalog() []EventSpec {
 				obs.KeyCorrelationID, obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID,
 				obs.KeyAttempt, obs.KeyError, obs.KeyErrorType, obs.KeyErrorCode,
 			},
+			Optional: []string{obs.KeySweepID},
 			Notes: map[string]string{
 				obs.KeyCorrelationID: "the run's, like the run's other fields",
 				obs.KeyErrorType:     "`job_discarded`, or `job_cancelled` for a permanent failure the worker could not write",
@@ -306,7 +307,7 @@ func catalog() []EventSpec {
 				obs.KeyCorrelationID, obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID,
 				obs.KeyAttempt, obs.KeyStatus, obs.KeyRiverAction,
 			},
-			Optional: []string{obs.KeyErrorCode, obs.KeyError},
+			Optional: []string{obs.KeySweepID, obs.KeyErrorCode, obs.KeyError},
 			Notes: map[string]string{
 				obs.KeyCorrelationID: "the run's, like the run's other fields",
 				obs.KeyStatus:        "the run's status now",

@@ -36,6 +36,8 @@ type Reconciled struct {
 	CorrelationID string
 	JobID         int64
 	Attempt       int
+	// SweepID is the run's sweep, uuid.Nil for a run of no sweep.
+	SweepID uuid.UUID
 	// Status is the run's status now.
 	Status string
 	// Reason is one of the Reason constants.
@@ -122,7 +124,7 @@ func (q *Queries) Reconcile(ctx context.Context) ([]Reconciled, error) {
 // of unfinished runs), and runs running or finished whose job waits to be
 // worked (read through River's index on the job's state).
 func reconcileCandidates(ctx context.Context, tx pgx.Tx) ([]reconcileRow, error) {
-	const fields = `r.id, r.user_id, r.strategy_id, r.correlation_id, r.river_job_id, r.attempt, r.status`
+	const fields = `r.id, r.user_id, r.strategy_id, r.correlation_id, r.river_job_id, r.attempt, r.sweep_id, r.status`
 	// The job's JobOutput is in its metadata's output.
 	const jobFields = `j.state::text, j.attempt, j.scheduled_at,
 		COALESCE(j.errors[array_length(j.errors, 1)]->>'error', ''),
@@ -137,12 +139,19 @@ func reconcileCandidates(ctx context.Context, tx pgx.Tx) ([]reconcileRow, error)
 		}
 		got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (reconcileRow, error) {
 			var r reconcileRow
-			dest := []any{&r.RunID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Attempt, &r.runStatus}
+			var sweepID *uuid.UUID
+			dest := []any{&r.RunID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Attempt, &sweepID, &r.runStatus}
 			if withJob {
 				dest = append(dest, &r.jobState, &r.jobAttempt, &r.scheduledAt, &r.lastError, &r.lastErrorAttempt,
 					&r.outputStatus, &r.outputCode, &r.outputMessage)
 			}
-			return r, row.Scan(dest...)
+			if err := row.Scan(dest...); err != nil {
+				return r, err
+			}
+			if sweepID != nil {
+				r.SweepID = *sweepID
+			}
+			return r, nil
 		})
 		out = append(out, got...)
 		return err
