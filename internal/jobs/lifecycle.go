@@ -56,9 +56,10 @@ type Lifecycle struct {
 	// jobs, if set, learns each job's fields and whether its failure was
 	// logged, for the handler of River's own lines.
 	jobs *jobTracker
-	// retries, if set, is the client's retry policy, which gives River the
-	// instant the run was told. Without it the run is told what River's
-	// default policy says.
+	// retries plans when River retries a failed attempt: the client's retry
+	// policy (NewWorkerClient), which gives River the instant the run was
+	// told. NewLifecycle's own follows River's default policy, which is
+	// what a client without one uses.
 	retries *retrySchedule
 }
 
@@ -68,7 +69,7 @@ var _ rivertype.WorkerMiddleware = (*Lifecycle)(nil)
 // through db.
 func NewLifecycle(logger *slog.Logger, db store.DBTX) *Lifecycle {
 	q := store.New(db)
-	return &Lifecycle{logger: logger, runs: q, sweeps: q}
+	return &Lifecycle{logger: logger, runs: q, sweeps: q, retries: newRetrySchedule(nil)}
 }
 
 // failedAttempt is how an attempt failed: what job_failed says, and the
@@ -205,7 +206,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 	status := store.StatusFailed
 	var stale error
 	if f.willRetry {
-		next := l.nextRetry(job, f.retryAfter)
+		next := l.retries.plan(job, f.retryAfter)
 		stale = l.write(ctx, runID, store.StatusRetrying, func(ctx context.Context) error {
 			var err error
 			status, err = l.runs.RetryAttempt(ctx, runID, job.Attempt, next, failure)
@@ -243,18 +244,6 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 		recordOutput(ctx, status, f.code, f.message)
 	}
 	return nil
-}
-
-// nextRetry is when River will retry job's failed attempt: after the
-// given delay if positive, else when the retry policy says.
-func (l *Lifecycle) nextRetry(job *rivertype.JobRow, after time.Duration) time.Time {
-	if l.retries != nil {
-		return l.retries.plan(job, after)
-	}
-	if after > 0 {
-		return time.Now().Add(after)
-	}
-	return (&river.DefaultClientRetryPolicy{}).NextRetry(job)
 }
 
 // cancelled records an attempt ended by a cancel: River's JobCancel of the
