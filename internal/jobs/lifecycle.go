@@ -98,37 +98,54 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 
 	defer func() {
 		if r := recover(); r != nil {
-			_ = l.failed(ctx, job, args.RunID, failedAttempt{ // stale or not, the panic goes on to River
+			final, _ := l.failed(ctx, job, args.RunID, failedAttempt{ // stale or not, the panic goes on to River
 				began: began, code: store.ErrorCodePanic, message: fmt.Sprintf("panic: %v", r),
 				errorType: fmt.Sprintf("%T", r), traceback: obs.PanicStack(), panicked: true,
 				willRetry: job.Attempt < job.MaxAttempts,
 			})
-			endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
+			if final {
+				endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
+			}
 			l.jobs.finished(job.ID, true)
 			panic(r) // River records the panic and schedules the retry
 		}
 	}()
 	err = doInner(ctx)
 	defer l.jobs.finished(job.ID, err != nil) // after the lines below: River's come later still
-	// Deferred after the line above, so it runs first: once the attempt's
-	// end is written and logged (job_completed by the worker, the others
-	// below), whatever it was.
-	defer endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
-	var stale *staleAttemptError
-	switch {
-	case err == nil: // the worker logged job_completed, with its result
-	case errors.As(err, &stale):
-		l.logStale(ctx, stale)
-	case cancelled(ctx, err):
-		return l.cancelled(ctx, job, args.RunID, began, err)
-	case interrupted(ctx, err):
-		return l.interrupted(ctx, job, args.RunID, began, err)
-	default:
-		if stale := l.failed(ctx, job, args.RunID, returnedFailure(job, began, err)); stale != nil {
-			return stale
-		}
+	var final bool
+	final, err = l.ended(ctx, job, args.RunID, began, err)
+	if final {
+		// Once the run's end is written and logged (job_completed by the
+		// worker, the others by ended).
+		endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
 	}
 	return err
+}
+
+// ended records how an attempt that returned err ended, unless its worker
+// succeeded, and returns the error for River and whether the attempt left
+// its run final (succeeded, failed or cancelled): only such an end can
+// finish the run's sweep. A retrying, interrupted or stale attempt cannot.
+func (l *Lifecycle) ended(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, began time.Time, err error) (bool, error) {
+	var stale *staleAttemptError
+	switch {
+	case err == nil: // the worker wrote the success and logged job_completed, with its result
+		return true, nil
+	case errors.As(err, &stale):
+		l.logStale(ctx, stale)
+		return false, err
+	case cancelled(ctx, err):
+		err = l.cancelled(ctx, job, runID, began, err)
+		return !errors.As(err, &stale), err
+	case interrupted(ctx, err):
+		return false, l.interrupted(ctx, job, runID, began, err)
+	default:
+		final, staleErr := l.failed(ctx, job, runID, returnedFailure(job, began, err))
+		if staleErr != nil {
+			return false, staleErr
+		}
+		return final, err
+	}
 }
 
 // readArgs reads a backtest's arguments. Other kinds, and args that do not
@@ -199,9 +216,10 @@ func returnedFailure(job *rivertype.JobRow, began time.Time, err error) failedAt
 // River will retry) or failed, then logs job_failed; when River will not
 // try again, it also records why as the job's output, which River UI shows:
 // River marks a permanent failure cancelled, and it must not read as a
-// person's cancel. A stale attempt changes nothing and logs stale_attempt
-// instead; its error is returned.
-func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) error {
+// person's cancel. It reports whether the run is final now: failed, or
+// cancelled by a cancel its retry met. A stale attempt changes nothing and
+// logs stale_attempt instead; its error is returned.
+func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) (bool, error) {
 	failure := store.AttemptFailure{Code: f.code, Message: f.message, ErrorType: f.errorType}
 	status := store.StatusFailed
 	var stale error
@@ -220,7 +238,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 		})
 	}
 	if stale != nil {
-		return stale
+		return false, stale
 	}
 	level := slog.LevelError
 	if f.willRetry || status == store.StatusCancelled {
@@ -243,7 +261,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 	} else if !f.willRetry {
 		recordOutput(ctx, status, f.code, f.message)
 	}
-	return nil
+	return !f.willRetry, nil
 }
 
 // cancelled records an attempt ended by a cancel: River's JobCancel of the

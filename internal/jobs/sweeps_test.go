@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -229,7 +230,6 @@ func drain(chans ...<-chan *river.Event) {
 // the run to retry does not.
 func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 	t.Parallel()
-	panicking := func(context.Context, backtest.Input) (backtest.Result, error) { panic("engine exploded") }
 	tests := []struct {
 		name        string
 		days        int
@@ -239,41 +239,14 @@ func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 	}{
 		{name: "succeeded", days: 365, want: []int{1, 0, 0}},
 		{name: "failed for good", days: 20, want: []int{0, 1, 0}},
-		{name: "panic on the last attempt", days: 365, engine: panicking, maxAttempts: 1, want: []int{0, 1, 0}},
-		{name: "panic with attempts left", days: 365, engine: panicking, maxAttempts: 3},
+		{name: "panic on the last attempt", days: 365, engine: panickingEngine, maxAttempts: 1, want: []int{0, 1, 0}},
+		{name: "panic with attempts left", days: 365, engine: panickingEngine, maxAttempts: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			ctx := t.Context()
-			tx, err := b.db.Pool.Begin(ctx)
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
-			q := store.New(tx)
-			sma := fixture.Strategy(t, q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
-			sweepID := uuid.Must(uuid.NewV7())
-			_, err = tx.Exec(ctx, `
-				INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
-				                    initial_cash, run_count)
-				VALUES ($1, $2, 'cid-one', 'sma_crossover', '{}', '{ACME}', '2024-01-01', '2025-01-01', 10000, 1)`,
-				sweepID, b.user.ID)
-			require.NoError(t, err)
-			nb := fixture.Backtest(b.user.ID, sma.ID, "cid-one", "ACME", tt.days)
-			run, err := q.InsertRun(ctx, store.NewRun{
-				ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: sma.ID, CorrelationID: nb.CorrelationID,
-				Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
-			})
-			require.NoError(t, err)
-			_, err = tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, run.ID, sweepID)
-			require.NoError(t, err)
-
-			w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
-				Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
-			}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: tt.engine}))
-			_, _ = w.Work(ctx, t, tx, jobargs.Backtest{
-				RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: sma.ID, SweepID: sweepID,
-			}, &river.InsertOpts{MaxAttempts: tt.maxAttempts})
+			sweepID := b.workSweepRun(t, nil, nil, tt.days, tt.engine, tt.maxAttempts)
 
 			var finished []map[string]any
 			for _, l := range b.logs.Lines(t) {
@@ -295,4 +268,104 @@ func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 			require.Equal(t, "cid-one", finished[0][obs.KeyCorrelationID])
 		})
 	}
+}
+
+// TestOnlyAFinalAttemptChecksItsSweep works the one run of a sweep with a
+// trigger that counts the statements updating sweeps, as the check for a
+// sweep's end does (even when it marks none): an attempt that leaves the
+// run final checks once, one that leaves it to retry does not check.
+func TestOnlyAFinalAttemptChecksItsSweep(t *testing.T) {
+	t.Parallel()
+	failing := func(context.Context, backtest.Input) (backtest.Result, error) {
+		return backtest.Result{}, errors.New("market data unavailable")
+	}
+	tests := []struct {
+		name        string
+		days        int
+		engine      jobs.Engine
+		maxAttempts int
+		wantChecks  int
+	}{
+		{name: "succeeded", days: 365, wantChecks: 1},
+		{name: "failed for good", days: 20, wantChecks: 1},
+		{name: "failed with attempts left", days: 365, engine: failing, maxAttempts: 3},
+		{name: "panic on the last attempt", days: 365, engine: panickingEngine, maxAttempts: 1, wantChecks: 1},
+		{name: "panic with attempts left", days: 365, engine: panickingEngine, maxAttempts: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			var checks int
+			b.workSweepRun(t, func(tx pgx.Tx) {
+				_, err := tx.Exec(t.Context(), `
+					CREATE TABLE sweep_checks (at timestamptz NOT NULL DEFAULT clock_timestamp());
+					CREATE FUNCTION count_sweep_check() RETURNS trigger LANGUAGE plpgsql AS $$
+					BEGIN INSERT INTO sweep_checks DEFAULT VALUES; RETURN NULL; END $$;
+					CREATE TRIGGER count_sweep_check AFTER UPDATE ON sweeps
+					    FOR EACH STATEMENT EXECUTE FUNCTION count_sweep_check();`)
+				require.NoError(t, err)
+			}, func(tx pgx.Tx) {
+				require.NoError(t, tx.QueryRow(t.Context(), `SELECT count(*) FROM sweep_checks`).Scan(&checks))
+			}, tt.days, tt.engine, tt.maxAttempts)
+
+			var ended int
+			for _, l := range b.logs.Lines(t) {
+				if l[obs.KeyEvent] == obs.EventJobCompleted || l[obs.KeyEvent] == obs.EventJobFailed {
+					ended++
+				}
+			}
+			require.Equal(t, 1, ended, "the attempt ended")
+			require.Equal(t, tt.wantChecks, checks)
+		})
+	}
+}
+
+// panickingEngine is an engine that panics.
+func panickingEngine(context.Context, backtest.Input) (backtest.Result, error) {
+	panic("engine exploded")
+}
+
+// workSweepRun inserts a sweep of one run of days days and works its job
+// once through rivertest, with engine (backtest.Run if nil) and up to
+// maxAttempts attempts, all in one transaction: before, if set, changes it
+// first; after, if set, reads it last. It returns the sweep's id.
+func (b *testBundle) workSweepRun(t *testing.T, before, after func(pgx.Tx), days int, engine jobs.Engine, maxAttempts int,
+) uuid.UUID {
+	t.Helper()
+	ctx := t.Context()
+	tx, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+	q := store.New(tx)
+	sma := fixture.Strategy(t, q, b.user.ID, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`)
+	sweepID := uuid.Must(uuid.NewV7())
+	_, err = tx.Exec(ctx, `
+		INSERT INTO sweeps (id, user_id, correlation_id, kind, params_grid, symbols, start_date, end_date,
+		                    initial_cash, run_count)
+		VALUES ($1, $2, 'cid-one', 'sma_crossover', '{}', '{ACME}', '2024-01-01', '2025-01-01', 10000, 1)`,
+		sweepID, b.user.ID)
+	require.NoError(t, err)
+	nb := fixture.Backtest(b.user.ID, sma.ID, "cid-one", "ACME", days)
+	run, err := q.InsertRun(ctx, store.NewRun{
+		ID: uuid.Must(uuid.NewV7()), UserID: b.user.ID, StrategyID: sma.ID, CorrelationID: nb.CorrelationID,
+		Symbol: nb.Symbol, Start: nb.Start, End: nb.End, InitialCash: nb.InitialCash,
+	})
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `UPDATE backtest_runs SET sweep_id = $2 WHERE id = $1`, run.ID, sweepID)
+	require.NoError(t, err)
+	if before != nil {
+		before(tx)
+	}
+
+	w := rivertest.NewWorker(t, riverpgxv5.New(nil), &river.Config{
+		Middleware: []rivertype.Middleware{jobs.NewLifecycle(b.logger, tx)},
+	}, jobs.NewWorker(tx, b.logger, jobs.WorkerConfig{Engine: engine}))
+	_, _ = w.Work(ctx, t, tx, jobargs.Backtest{
+		RunID: run.ID, CorrelationID: nb.CorrelationID, UserID: b.user.ID, StrategyID: sma.ID, SweepID: sweepID,
+	}, &river.InsertOpts{MaxAttempts: maxAttempts})
+	if after != nil {
+		after(tx)
+	}
+	return sweepID
 }
