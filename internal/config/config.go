@@ -79,9 +79,10 @@ const (
 	// fetch queries (docs/benchmarks.md).
 	DefaultFetchCooldown = 2 * time.Millisecond
 	// DefaultFetchPollInterval is how often an idle worker polls the queue.
-	// River's insert sends at most one NOTIFY per queue per 100 ms from one
-	// process, so a backtest enqueued soon after another one is found by
-	// this poll, not woken: River's default of 1 s made it wait a second.
+	// LISTEN/NOTIFY wakes it for each backtest (the server's insert client
+	// notifies as often as DefaultFetchCooldown allows): the poll is the
+	// fallback for a NOTIFY that is missed (a listener reconnecting, say),
+	// and bounds the wait then to 100 ms where River's default is a second.
 	DefaultFetchPollInterval = 100 * time.Millisecond
 	// MinFetchCooldown is the shortest fetch cooldown River accepts.
 	MinFetchCooldown = time.Millisecond

@@ -57,8 +57,9 @@ func (e *Enqueuer) WithMaxUnfinished(n int) *Enqueuer {
 // when the user already has Limit runs queued or running.
 type TooManyUnfinishedError struct {
 	Limit int
-	// Unfinished and Requested are set for a sweep: the runs the user has
-	// unfinished, and the sweep's runs, which together pass Limit.
+	// Unfinished and Requested are the runs the user has unfinished, and
+	// the runs asked for (1 for a backtest, a sweep's runs), which together
+	// pass Limit.
 	Unfinished, Requested int
 }
 
@@ -115,7 +116,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 				return err
 			}
 		}
-		if err := e.checkRoom(ctx, q, nb.UserID); err != nil {
+		if err := e.checkRoomFor(ctx, q, nb.UserID, 1); err != nil {
 			return err
 		}
 		res, err := e.river.InsertTx(ctx, tx, jobargs.Backtest{
@@ -138,20 +139,4 @@ func (e *Enqueuer) Enqueue(ctx context.Context, nb NewBacktest) (store.Run, erro
 		return store.Run{}, fmt.Errorf("enqueue backtest: %w", err)
 	}
 	return run, nil
-}
-
-// checkRoom locks the user's row, then returns a *TooManyUnfinishedError
-// if the user is at the bound of unfinished runs.
-func (e *Enqueuer) checkRoom(ctx context.Context, q *store.Queries, userID uuid.UUID) error {
-	if err := q.LockUser(ctx, userID); err != nil {
-		return err
-	}
-	unfinished, err := q.CountUnfinishedRuns(ctx, userID, e.maxUnfinished)
-	if err != nil {
-		return err
-	}
-	if unfinished >= e.maxUnfinished {
-		return &TooManyUnfinishedError{Limit: e.maxUnfinished}
-	}
-	return nil
 }

@@ -176,6 +176,7 @@ func TestEnqueueBoundsUnfinishedRuns(t *testing.T) {
 	_, err = enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "over", "ACME", 30))
 	var tooMany *enqueue.TooManyUnfinishedError
 	require.ErrorAs(t, err, &tooMany)
+	require.Equal(t, enqueue.TooManyUnfinishedError{Limit: bound, Unfinished: bound, Requested: 1}, *tooMany)
 
 	gone, err := b.q.EnsureUser(ctx, "gone")
 	require.NoError(t, err)

@@ -14,7 +14,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/jobargs"
@@ -77,6 +76,14 @@ func Expand(kind string, grid Grid, bars int) (Expansion, error) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	keys := make([][]byte, len(names))
+	for i, name := range names {
+		key, err := json.Marshal(name)
+		if err != nil {
+			return Expansion{}, fmt.Errorf("encode parameter name: %w", err)
+		}
+		keys[i] = key
+	}
 	var out Expansion
 	idx := make([]int, len(names))
 	for {
@@ -86,11 +93,7 @@ func Expand(kind string, grid Grid, bars int) (Expansion, error) {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			key, err := json.Marshal(name)
-			if err != nil {
-				return Expansion{}, fmt.Errorf("encode parameter name: %w", err)
-			}
-			b.Write(key)
+			b.Write(keys[i])
 			b.WriteByte(':')
 			b.Write(grid[name][idx[i]])
 		}
@@ -326,13 +329,11 @@ func (e *Enqueuer) CancelSweep(ctx context.Context, userID, id uuid.UUID) (Sweep
 				continue
 			}
 			// Few: only the jobs workers hold, or ones that ended meanwhile.
-			job, err := e.river.JobCancelTx(ctx, tx, r.JobID)
+			cancelNow, err := e.cancelJob(ctx, tx, r.JobID)
 			switch {
-			case errors.Is(err, rivertype.ErrNotFound):
-				now = append(now, r.ID)
 			case err != nil:
-				return fmt.Errorf("cancel job %d: %w", r.JobID, err)
-			case job.State == rivertype.JobStateCancelled:
+				return err
+			case cancelNow:
 				now = append(now, r.ID)
 			default:
 				later = append(later, r.ID)

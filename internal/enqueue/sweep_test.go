@@ -16,6 +16,7 @@ import (
 
 	"github.com/backtestd/backtestd/internal/backtest"
 	"github.com/backtestd/backtestd/internal/enqueue"
+	"github.com/backtestd/backtestd/internal/fixture"
 	"github.com/backtestd/backtestd/internal/store"
 )
 
@@ -273,7 +274,7 @@ func TestCancelSweep(t *testing.T) {
 
 	// The attempt ends: the last cancel's request holds, a second one
 	// changes nothing.
-	_, err = b.q.CancelRun(ctx, running.ID, enqueue.CancelledMessage)
+	_, _, err = b.q.CancelRun(ctx, running.ID, enqueue.CancelledMessage)
 	require.NoError(t, err)
 	c, err = enq.CancelSweep(ctx, b.user.ID, sweep.ID)
 	require.NoError(t, err)
@@ -289,4 +290,57 @@ func TestCancelSweep(t *testing.T) {
 
 	_, err = enq.CancelSweep(ctx, uuid.Must(uuid.NewV7()), sweep.ID)
 	require.ErrorIs(t, err, store.ErrNotFound, "another user's sweep is not found")
+}
+
+// Cancelling a sweep's runs one by one over the run's own cancel finishes
+// the sweep with the last one, at once and once; a run of no sweep, or a
+// sweep with a run left, finishes nothing.
+func TestCancelOfASweepsLastRunFinishesIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	client, err := enqueue.NewInsertClient(b.db.Pool, b.handler)
+	require.NoError(t, err)
+	enq := enqueue.NewEnqueuer(b.db.Pool, client, 0)
+	sweep, err := enq.EnqueueSweep(ctx, newSweep(t, b.user.ID, grid3, "ACME", "BETA"))
+	require.NoError(t, err)
+	runs, _, err := b.q.ListRuns(ctx, b.user.ID, store.RunFilter{SweepID: sweep.ID}, store.Page{Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, runs, 4)
+	_, err = b.db.Pool.Exec(ctx, `UPDATE backtest_runs SET status = 'succeeded', finished_at = now() WHERE id = $1`, runs[0].ID)
+	require.NoError(t, err)
+	strategy := fixture.Strategy(t, b.q, b.user.ID, backtest.KindBuyAndHold, `{}`)
+	single, err := enq.Enqueue(ctx, fixture.Backtest(b.user.ID, strategy.ID, "single", "ACME", 30))
+	require.NoError(t, err)
+
+	c, err := enq.Cancel(ctx, b.user.ID, single.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusCancelled, c.Run.Status)
+	require.Nil(t, c.Finished, "a run of no sweep")
+	for _, r := range runs[1:3] {
+		c, err = enq.Cancel(ctx, b.user.ID, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, store.StatusCancelled, c.Run.Status)
+		require.Nil(t, c.Finished, "the sweep has a run left")
+	}
+	got, err := b.q.Sweep(ctx, b.user.ID, sweep.ID)
+	require.NoError(t, err)
+	require.Nil(t, got.FinishedAt)
+
+	c, err = enq.Cancel(ctx, b.user.ID, runs[3].ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusCancelled, c.Run.Status)
+	require.NotNil(t, c.Finished, "the cancel ended the sweep's last run")
+	got, err = b.q.Sweep(ctx, b.user.ID, sweep.ID)
+	require.NoError(t, err)
+	require.NotNil(t, got.FinishedAt, "marked finished by the cancel, not left to the reconciliation")
+	require.Equal(t, store.SweepFinished{
+		ID: sweep.ID, UserID: b.user.ID, CorrelationID: "sweep-cid", Succeeded: 1, Cancelled: 3,
+		CreatedAt: got.CreatedAt, FinishedAt: *got.FinishedAt,
+	}, *c.Finished)
+
+	c, err = enq.Cancel(ctx, b.user.ID, runs[3].ID)
+	require.NoError(t, err)
+	require.False(t, c.Asked)
+	require.Nil(t, c.Finished, "a second cancel finishes nothing")
 }

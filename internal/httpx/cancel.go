@@ -23,7 +23,8 @@ type Canceller interface {
 // handleCancelBacktest answers POST /backtests/{id}/cancel with the run as
 // the cancel left it: cancelled, or still running with cancel_requested_at
 // until its attempt ends. Cancelling a cancelled run is not an error; a run
-// that succeeded or failed is past cancelling (409). The request has no
+// that succeeded or failed is past cancelling (409). A cancel that ends the
+// last run of a sweep logs the sweep's sweep_finished. The request has no
 // body: one sent anyway is not read.
 func handleCancelBacktest(logger *slog.Logger, q *store.Queries, c Canceller) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +51,9 @@ func handleCancelBacktest(logger *slog.Logger, q *store.Queries, c Canceller) ht
 				slog.String(obs.KeyRunID, res.Run.ID.String()),
 				slog.Int64(obs.KeyJobID, res.Run.JobID),
 				slog.String(obs.KeyStatus, res.Run.Status))
+		}
+		if f := res.Finished; f != nil { // this cancel ended its sweep's last run
+			f.Log(ctx, logger)
 		}
 		writeRun(logger, w, r, q, http.StatusOK, res.Run)
 	})

@@ -325,7 +325,7 @@ func handleCancelSweep(logger *slog.Logger, q *store.Queries, c SweepEnqueuer) h
 			return
 		}
 		if f := res.Finished; f != nil { // this cancel ended its last run
-			logger.LogAttrs(f.Context(ctx), slog.LevelInfo, obs.EventSweepFinished, f.Attrs()...)
+			f.Log(ctx, logger)
 		}
 		writeSweep(logger, w, r, q, res.Sweep, defaultRankBy, defaultTop)
 	})

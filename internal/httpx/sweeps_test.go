@@ -277,3 +277,44 @@ func TestCancelSweepOverAPI(t *testing.T) {
 	require.NoError(t, err)
 	requireProblem(t, b.call(t, http.MethodPost, "/sweeps/"+doneID+"/cancel", b.aliceKey, "", ""), http.StatusConflict)
 }
+
+// Cancelling a sweep's last unfinished run over the run's own route ends
+// the sweep there and then: the server logs its sweep_finished, the
+// sweep's own line, after the run's backtest_cancelled.
+func TestCancelOfASweepsLastRunOverAPI(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.post(t, "/sweeps", b.aliceKey, `{"kind": "sma_crossover", "params_grid": {"fast_window": [5], "slow_window": [50]},
+		"symbols": ["ACME"], "start": "2018-01-01", "end": "2021-12-31", "initial_cash": 10000}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.raw)
+	id, _ := r.body["sweep_id"].(string)
+	var runID string
+	require.NoError(t, b.db.Pool.QueryRow(t.Context(), `SELECT id::text FROM backtest_runs WHERE sweep_id = $1`, id).Scan(&runID))
+
+	c := b.call(t, http.MethodPost, "/backtests/"+runID+"/cancel", b.aliceKey, "", "")
+	require.Equal(t, http.StatusOK, c.status, c.raw)
+	require.Equal(t, "cancelled", c.body["status"])
+	got := b.call(t, http.MethodGet, "/sweeps/"+id, b.aliceKey, "", "")
+	require.Equal(t, http.StatusOK, got.status, got.raw)
+	require.NotNil(t, got.body["finished_at"], "finished by the cancel, not left to the reconciliation")
+
+	var events []any
+	var finished []map[string]any
+	for _, l := range b.logs.Lines(t) {
+		switch l[obs.KeyEvent] {
+		case obs.EventBacktestCancelled, obs.EventSweepFinished:
+			events = append(events, l[obs.KeyEvent])
+		}
+		if l[obs.KeyEvent] == obs.EventSweepFinished {
+			delete(l, obs.KeyTimestamp)
+			delete(l, obs.KeyDurationMS)
+			finished = append(finished, l)
+		}
+	}
+	require.Equal(t, []any{obs.EventBacktestCancelled, obs.EventSweepFinished}, events)
+	require.Equal(t, []map[string]any{{
+		obs.KeyLevel: "info", obs.KeyEvent: obs.EventSweepFinished, obs.KeyService: "server",
+		obs.KeyCorrelationID: r.body["correlation_id"], obs.KeyUserID: b.aliceID(t), obs.KeySweepID: id,
+		obs.KeySucceededCount: 0.0, obs.KeyFailedCount: 0.0, obs.KeyCancelledCount: 1.0,
+	}}, finished)
+}

@@ -403,6 +403,9 @@ func TestRiverSideActionsKeepTheRunInStep(t *testing.T) {
 				waitEvent(t, events, run.JobID, rivertype.JobStateCompleted)
 			}
 			require.Equal(t, tt.wantCode, got.ErrorCode)
+			if tt.wantCode != "" {
+				require.Equal(t, tt.wantReason, got.ErrorType, "what River did is the error's type")
+			}
 			require.Equal(t, tt.wantAttempts, b.attempts(t, run.ID))
 			if tt.wantReason != "" {
 				var lines []map[string]any
@@ -415,6 +418,7 @@ func TestRiverSideActionsKeepTheRunInStep(t *testing.T) {
 				require.Equal(t, tt.wantStatus, lines[0][obs.KeyStatus])
 				require.Equal(t, "info", lines[0][obs.KeyLevel])
 				require.Equal(t, "cid-river", lines[0][obs.KeyCorrelationID])
+				require.NotContains(t, lines[0], obs.KeySweepID, "a run of no sweep")
 			}
 			for _, l := range b.logs.Lines(t) {
 				if l[obs.KeyLevel] == "error" {

@@ -56,9 +56,10 @@ type Lifecycle struct {
 	// jobs, if set, learns each job's fields and whether its failure was
 	// logged, for the handler of River's own lines.
 	jobs *jobTracker
-	// retries, if set, is the client's retry policy, which gives River the
-	// instant the run was told. Without it the run is told what River's
-	// default policy says.
+	// retries plans when River retries a failed attempt: the client's retry
+	// policy (NewWorkerClient), which gives River the instant the run was
+	// told. NewLifecycle's own follows River's default policy, which is
+	// what a client without one uses.
 	retries *retrySchedule
 }
 
@@ -68,7 +69,7 @@ var _ rivertype.WorkerMiddleware = (*Lifecycle)(nil)
 // through db.
 func NewLifecycle(logger *slog.Logger, db store.DBTX) *Lifecycle {
 	q := store.New(db)
-	return &Lifecycle{logger: logger, runs: q, sweeps: q}
+	return &Lifecycle{logger: logger, runs: q, sweeps: q, retries: newRetrySchedule(nil)}
 }
 
 // failedAttempt is how an attempt failed: what job_failed says, and the
@@ -97,37 +98,54 @@ func (l *Lifecycle) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 
 	defer func() {
 		if r := recover(); r != nil {
-			_ = l.failed(ctx, job, args.RunID, failedAttempt{ // stale or not, the panic goes on to River
+			final, _ := l.failed(ctx, job, args.RunID, failedAttempt{ // stale or not, the panic goes on to River
 				began: began, code: store.ErrorCodePanic, message: fmt.Sprintf("panic: %v", r),
 				errorType: fmt.Sprintf("%T", r), traceback: obs.PanicStack(), panicked: true,
 				willRetry: job.Attempt < job.MaxAttempts,
 			})
-			endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
+			if final {
+				endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
+			}
 			l.jobs.finished(job.ID, true)
 			panic(r) // River records the panic and schedules the retry
 		}
 	}()
 	err = doInner(ctx)
 	defer l.jobs.finished(job.ID, err != nil) // after the lines below: River's come later still
-	// Deferred after the line above, so it runs first: once the attempt's
-	// end is written and logged (job_completed by the worker, the others
-	// below), whatever it was.
-	defer endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
-	var stale *staleAttemptError
-	switch {
-	case err == nil: // the worker logged job_completed, with its result
-	case errors.As(err, &stale):
-		l.logStale(ctx, stale)
-	case cancelled(ctx, err):
-		return l.cancelled(ctx, job, args.RunID, began, err)
-	case interrupted(ctx, err):
-		return l.interrupted(ctx, job, args.RunID, began, err)
-	default:
-		if stale := l.failed(ctx, job, args.RunID, returnedFailure(job, began, err)); stale != nil {
-			return stale
-		}
+	var final bool
+	final, err = l.ended(ctx, job, args.RunID, began, err)
+	if final {
+		// Once the run's end is written and logged (job_completed by the
+		// worker, the others by ended).
+		endOfSweepRun(ctx, l.logger, l.sweeps, args.SweepID)
 	}
 	return err
+}
+
+// ended records how an attempt that returned err ended, unless its worker
+// succeeded, and returns the error for River and whether the attempt left
+// its run final (succeeded, failed or cancelled): only such an end can
+// finish the run's sweep. A retrying, interrupted or stale attempt cannot.
+func (l *Lifecycle) ended(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, began time.Time, err error) (bool, error) {
+	var stale *staleAttemptError
+	switch {
+	case err == nil: // the worker wrote the success and logged job_completed, with its result
+		return true, nil
+	case errors.As(err, &stale):
+		l.logStale(ctx, stale)
+		return false, err
+	case cancelled(ctx, err):
+		err = l.cancelled(ctx, job, runID, began, err)
+		return !errors.As(err, &stale), err
+	case interrupted(ctx, err):
+		return false, l.interrupted(ctx, job, runID, began, err)
+	default:
+		final, staleErr := l.failed(ctx, job, runID, returnedFailure(job, began, err))
+		if staleErr != nil {
+			return false, staleErr
+		}
+		return final, err
+	}
 }
 
 // readArgs reads a backtest's arguments. Other kinds, and args that do not
@@ -198,14 +216,15 @@ func returnedFailure(job *rivertype.JobRow, began time.Time, err error) failedAt
 // River will retry) or failed, then logs job_failed; when River will not
 // try again, it also records why as the job's output, which River UI shows:
 // River marks a permanent failure cancelled, and it must not read as a
-// person's cancel. A stale attempt changes nothing and logs stale_attempt
-// instead; its error is returned.
-func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) error {
+// person's cancel. It reports whether the run is final now: failed, or
+// cancelled by a cancel its retry met. A stale attempt changes nothing and
+// logs stale_attempt instead; its error is returned.
+func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uuid.UUID, f failedAttempt) (bool, error) {
 	failure := store.AttemptFailure{Code: f.code, Message: f.message, ErrorType: f.errorType}
 	status := store.StatusFailed
 	var stale error
 	if f.willRetry {
-		next := l.nextRetry(job, f.retryAfter)
+		next := l.retries.plan(job, f.retryAfter)
 		stale = l.write(ctx, runID, store.StatusRetrying, func(ctx context.Context) error {
 			var err error
 			status, err = l.runs.RetryAttempt(ctx, runID, job.Attempt, next, failure)
@@ -219,7 +238,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 		})
 	}
 	if stale != nil {
-		return stale
+		return false, stale
 	}
 	level := slog.LevelError
 	if f.willRetry || status == store.StatusCancelled {
@@ -242,19 +261,7 @@ func (l *Lifecycle) failed(ctx context.Context, job *rivertype.JobRow, runID uui
 	} else if !f.willRetry {
 		recordOutput(ctx, status, f.code, f.message)
 	}
-	return nil
-}
-
-// nextRetry is when River will retry job's failed attempt: after the
-// given delay if positive, else when the retry policy says.
-func (l *Lifecycle) nextRetry(job *rivertype.JobRow, after time.Duration) time.Time {
-	if l.retries != nil {
-		return l.retries.plan(job, after)
-	}
-	if after > 0 {
-		return time.Now().Add(after)
-	}
-	return (&river.DefaultClientRetryPolicy{}).NextRetry(job)
+	return !f.willRetry, nil
 }
 
 // cancelled records an attempt ended by a cancel: River's JobCancel of the
@@ -324,22 +331,11 @@ func (l *Lifecycle) logStale(ctx context.Context, stale *staleAttemptError) {
 		slog.String(obs.KeyError, stale.Error()))
 }
 
-// jobOutput is what River keeps as a job's output when its attempt ended
-// for good without completing (River UI shows it): why, in the run's
-// words. River records a permanent failure as a cancel, and the output
-// tells an operator it was not a person's; the reconciliation reads it
-// too, for a run whose worker could not write it.
-type jobOutput struct {
-	RunStatus string `json:"run_status"`
-	ErrorCode string `json:"error_code"`
-	Message   string `json:"message"`
-}
-
 // recordOutput records the run's end as the job's output.
 func recordOutput(ctx context.Context, status, code, message string) {
 	// It fails only outside a River worker (ctx without River's metadata),
 	// or for an output over River's 32 MB, which a capped message is not.
-	_ = river.RecordOutput(ctx, jobOutput{RunStatus: status, ErrorCode: code, Message: store.CapError(message)})
+	_ = river.RecordOutput(ctx, store.JobOutput{RunStatus: status, ErrorCode: code, Message: store.CapError(message)})
 }
 
 // cancelled reports whether the attempt ended by a cancel: River's remote

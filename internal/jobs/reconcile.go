@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 
 	"github.com/backtestd/backtestd/internal/obs"
@@ -69,13 +70,17 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	for _, r := range runs {
-		rctx := obs.WithAttrs(obs.ResetAttrs(ctx),
+		bound := []slog.Attr{
 			slog.String(obs.KeyCorrelationID, r.CorrelationID),
 			slog.String(obs.KeyUserID, r.UserID.String()),
 			slog.String(obs.KeyStrategyID, r.StrategyID.String()),
 			slog.String(obs.KeyRunID, r.RunID.String()),
 			slog.Int64(obs.KeyJobID, r.JobID),
-		)
+		}
+		if r.SweepID != uuid.Nil { // found by the sweep too, like its worker's lines
+			bound = append(bound, slog.String(obs.KeySweepID, r.SweepID.String()))
+		}
+		rctx := obs.WithAttrs(obs.ResetAttrs(ctx), bound...)
 		if r.Status == store.StatusFailed {
 			w.logger.ErrorContext(rctx, obs.EventRunFailed,
 				slog.Int(obs.KeyAttempt, r.Attempt),

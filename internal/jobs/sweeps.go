@@ -18,12 +18,12 @@ type sweepFinisher interface {
 }
 
 // endOfSweepRun is called when an attempt of a run of sweep sweepID has
-// ended and what it wrote has committed: if the run was the sweep's last
-// to become final, it marks the sweep finished and logs sweep_finished.
-// Any ended attempt may call it, final or not: the store finishes the
-// sweep only when none of its runs is left unfinished, and once. A failure
-// is logged and otherwise ignored: the reconciliation finishes the sweeps
-// that such a failure, or a crash, left unmarked.
+// left the run final and what it wrote has committed: if the run was the
+// sweep's last to become final, it marks the sweep finished and logs
+// sweep_finished. The store finishes the sweep only when none of its runs
+// is left unfinished, and once: two runs ending together may both call
+// it. A failure is logged and otherwise ignored: the reconciliation
+// finishes the sweeps that such a failure, or a crash, left unmarked.
 func endOfSweepRun(ctx context.Context, logger *slog.Logger, sweeps sweepFinisher, sweepID uuid.UUID) {
 	if sweepID == uuid.Nil {
 		return // a single run
@@ -38,13 +38,8 @@ func endOfSweepRun(ctx context.Context, logger *slog.Logger, sweeps sweepFinishe
 		logger.LogAttrs(ctx, slog.LevelWarn, obs.EventSweepFinishFailed,
 			slog.String(obs.KeyError, err.Error()), slog.String(obs.KeyErrorType, obs.ErrorType(err)))
 	case ok:
-		logSweepFinished(ctx, logger, f)
+		f.Log(ctx, logger)
 	}
-}
-
-// logSweepFinished logs sweep_finished for f, with the sweep's fields.
-func logSweepFinished(ctx context.Context, logger *slog.Logger, f store.SweepFinished) {
-	logger.LogAttrs(f.Context(ctx), slog.LevelInfo, obs.EventSweepFinished, f.Attrs()...)
 }
 
 // finishSettledSweeps is the reconciliation's part for sweeps: it finishes
@@ -55,7 +50,7 @@ func finishSettledSweeps(ctx context.Context, logger *slog.Logger, q *store.Quer
 		return err
 	}
 	for _, f := range done {
-		logSweepFinished(ctx, logger, f)
+		f.Log(ctx, logger)
 	}
 	return nil
 }

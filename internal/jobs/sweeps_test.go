@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -165,6 +166,17 @@ func TestSweepFinishedOnceWhenItsLastRunEnds(t *testing.T) {
 	waitLastAttemptsLogged(t, b.logs, held)
 	finished := b.linesOf(t, uuid.Nil, obs.EventSweepFinished)
 	require.Len(t, finished, 1)
+	// The run the reconciliation ended is found by the sweep too.
+	var reconciled []any
+	for _, l := range b.logs.Lines(t) {
+		if l[obs.KeyEvent] == obs.EventRunReconciled {
+			reconciled = append(reconciled, l[obs.KeySweepID])
+		}
+	}
+	require.NotEmpty(t, reconciled, "the run cancelled in River")
+	for _, got := range reconciled {
+		require.Equal(t, sweepID.String(), got)
+	}
 	line := finished[0]
 	require.GreaterOrEqual(t, line[obs.KeyDurationMS], float64(90_000), "from the sweep's created_at")
 	delete(line, obs.KeyTimestamp)
@@ -196,7 +208,6 @@ func drain(chans ...<-chan *river.Event) {
 // the run to retry does not.
 func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 	t.Parallel()
-	panicking := func(context.Context, backtest.Input) (backtest.Result, error) { panic("engine exploded") }
 	tests := []struct {
 		name        string
 		days        int
@@ -206,8 +217,8 @@ func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 	}{
 		{name: "succeeded", days: 365, want: []int{1, 0, 0}},
 		{name: "failed for good", days: 20, want: []int{0, 1, 0}},
-		{name: "panic on the last attempt", days: 365, engine: panicking, maxAttempts: 1, want: []int{0, 1, 0}},
-		{name: "panic with attempts left", days: 365, engine: panicking, maxAttempts: 3},
+		{name: "panic on the last attempt", days: 365, engine: panickingEngine, maxAttempts: 1, want: []int{0, 1, 0}},
+		{name: "panic with attempts left", days: 365, engine: panickingEngine, maxAttempts: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -233,4 +244,64 @@ func TestEndOfASweepsLastRunFinishesIt(t *testing.T) {
 			require.Equal(t, "cid-one", finished[0][obs.KeyCorrelationID])
 		})
 	}
+}
+
+// TestOnlyAFinalAttemptChecksItsSweep works the one run of a sweep with a
+// trigger that counts the statements updating sweeps, as the check for a
+// sweep's end does (even when it marks none): an attempt that leaves the
+// run final checks once, one that leaves it to retry does not check.
+func TestOnlyAFinalAttemptChecksItsSweep(t *testing.T) {
+	t.Parallel()
+	failing := func(context.Context, backtest.Input) (backtest.Result, error) {
+		return backtest.Result{}, errors.New("market data unavailable")
+	}
+	tests := []struct {
+		name        string
+		days        int
+		engine      jobs.Engine
+		maxAttempts int
+		wantChecks  int
+	}{
+		{name: "succeeded", days: 365, wantChecks: 1},
+		{name: "failed for good", days: 20, wantChecks: 1},
+		{name: "failed with attempts left", days: 365, engine: failing, maxAttempts: 3},
+		{name: "panic on the last attempt", days: 365, engine: panickingEngine, maxAttempts: 1, wantChecks: 1},
+		{name: "panic with attempts left", days: 365, engine: panickingEngine, maxAttempts: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			// A sequence counts the checks: nextval is not rolled back with
+			// the attempt's transaction, so the count is read outside it.
+			_, err := b.db.Pool.Exec(t.Context(), `
+				CREATE SEQUENCE sweep_checks;
+				CREATE FUNCTION count_sweep_check() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN PERFORM nextval('sweep_checks'); RETURN NULL; END $$;
+				CREATE TRIGGER count_sweep_check AFTER UPDATE ON sweeps
+				    FOR EACH STATEMENT EXECUTE FUNCTION count_sweep_check();`)
+			require.NoError(t, err)
+			nb := fixture.Backtest(b.user.ID, uuid.Nil, "cid-one", "ACME", tt.days)
+			_, _, _, _ = b.workOnceWith(t, backtest.KindSMACrossover, `{"fast_window":5,"slow_window":50}`, nb,
+				uuid.Must(uuid.NewV7()),
+				func(*store.Queries, store.Run) jobs.WorkerConfig { return jobs.WorkerConfig{Engine: tt.engine} }, tt.maxAttempts)
+			var checks int
+			require.NoError(t, b.db.Pool.QueryRow(t.Context(),
+				`SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sweep_checks`).Scan(&checks))
+
+			var ended int
+			for _, l := range b.logs.Lines(t) {
+				if l[obs.KeyEvent] == obs.EventJobCompleted || l[obs.KeyEvent] == obs.EventJobFailed {
+					ended++
+				}
+			}
+			require.Equal(t, 1, ended, "the attempt ended")
+			require.Equal(t, tt.wantChecks, checks)
+		})
+	}
+}
+
+// panickingEngine is an engine that panics.
+func panickingEngine(context.Context, backtest.Input) (backtest.Result, error) {
+	panic("engine exploded")
 }

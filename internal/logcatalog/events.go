@@ -293,6 +293,7 @@ func catalog() []EventSpec {
 				obs.KeyCorrelationID, obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID,
 				obs.KeyAttempt, obs.KeyError, obs.KeyErrorType, obs.KeyErrorCode,
 			},
+			Optional: []string{obs.KeySweepID},
 			Notes: map[string]string{
 				obs.KeyCorrelationID: "the run's, like the run's other fields",
 				obs.KeyErrorType:     "`job_discarded`, or `job_cancelled` for a permanent failure the worker could not write",
@@ -306,7 +307,7 @@ func catalog() []EventSpec {
 				obs.KeyCorrelationID, obs.KeyUserID, obs.KeyStrategyID, obs.KeyRunID, obs.KeyJobID,
 				obs.KeyAttempt, obs.KeyStatus, obs.KeyRiverAction,
 			},
-			Optional: []string{obs.KeyErrorCode, obs.KeyError},
+			Optional: []string{obs.KeySweepID, obs.KeyErrorCode, obs.KeyError},
 			Notes: map[string]string{
 				obs.KeyCorrelationID: "the run's, like the run's other fields",
 				obs.KeyStatus:        "the run's status now",
@@ -326,8 +327,8 @@ func catalog() []EventSpec {
 				obs.KeyDurationMS:    "from the sweep's creation to its last run's end",
 			},
 			When: "the last run of a sweep reached a final status, once per sweep: logged by the worker that ended it, " +
-				"the reconciliation, or the server for a `POST /sweeps/{id}/cancel` that ended it; the counts add up to " +
-				"its `run_count`",
+				"the reconciliation, or the server for a `POST /sweeps/{id}/cancel` (or `POST /backtests/{id}/cancel` of its " +
+				"last run) that ended it; the counts add up to its `run_count`",
 		},
 		{
 			Name: obs.EventSweepFinishFailed, Services: worker, Levels: warn, Scope: ScopeJob,

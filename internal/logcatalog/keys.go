@@ -74,6 +74,10 @@ var (
 	}
 )
 
+// aCorrelationID is a correlation ID: one the server reused of a client's
+// (obs.ValidCorrelationID), or made itself.
+var aCorrelationID = Value{Type: "string", Pattern: `^[A-Za-z0-9._:+=/@-]{1,128}$`}
+
 // Keys is every key a line of the service may carry, other than a library's
 // own fields on its lines (EventSpec.Library).
 var Keys = []KeySpec{
@@ -92,7 +96,7 @@ var Keys = []KeySpec{
 
 	{
 		obs.KeyCorrelationID,
-		Value{Type: "string", Pattern: `^[A-Za-z0-9._:+=/@-]{1,128}$`},
+		aCorrelationID,
 		"the request's correlation ID, on every line of the request and of the job it created",
 	},
 	{
@@ -183,7 +187,7 @@ var Keys = []KeySpec{
 	{obs.KeyDropped, aCount, "how many cached API keys the server forgot"},
 	{
 		obs.KeyOriginalCorrID,
-		Value{Type: "string", Pattern: `^[A-Za-z0-9._:+=/@-]{1,128}$`},
+		aCorrelationID,
 		"the correlation ID of the request whose response an idempotent replay returned",
 	},
 	{obs.KeyDeleted, aCount, "how many rows a maintenance job deleted"},

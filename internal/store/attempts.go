@@ -319,12 +319,9 @@ func (q *Queries) CancelAttempt(ctx context.Context, id uuid.UUID, attempt int, 
 	if !errors.Is(err, ErrAttemptNotStarted) {
 		return err
 	}
-	tag, uerr := q.db.Exec(ctx, `
-		UPDATE backtest_runs
-		SET status = 'cancelled', error_code = $3, error_message = $4, error_type = NULL, next_attempt_at = NULL,
-		    finished_at = now(), updated_at = now()
-		WHERE id = $1 AND attempt < $2 AND status IN ('queued', 'retrying')`,
-		id, attempt, ErrorCodeCancelled, capText(message, MaxErrorBytes))
+	tag, uerr := q.db.Exec(ctx, `UPDATE backtest_runs SET `+cancelledSet+`
+		WHERE id = $1 AND attempt < $4 AND status IN ('queued', 'retrying')`,
+		id, ErrorCodeCancelled, capText(message, MaxErrorBytes), attempt)
 	switch {
 	case uerr != nil:
 		return fmt.Errorf("cancel run %s before attempt %d started: %w", id, attempt, uerr)

@@ -244,6 +244,12 @@ func TestReconcile(t *testing.T) {
 	rescued := func(attempt int) string {
 		return `{"attempt": ` + strconv.Itoa(attempt) + `, "error": "Stuck job rescued by JobRescuer"}`
 	}
+	// withOutput is a job's metadata once the worker recorded output.
+	withOutput := func(output store.JobOutput) string {
+		b, err := json.Marshal(map[string]any{"output": output})
+		require.NoError(t, err)
+		return string(b)
+	}
 	tests := []struct {
 		name string
 		// The job as River has it; no state: deleted.
@@ -278,8 +284,10 @@ func TestReconcile(t *testing.T) {
 		},
 		{
 			name: "a permanent failure the worker could not write", jobState: "cancelled", jobAttempt: 1, runAttempts: 1,
-			jobMetadata: `{"output": {"run_status": "failed", "error_code": "insufficient_data", "message": "too few bars"}}`,
-			wantStatus:  store.StatusFailed, wantReason: store.ReasonJobCancelled, wantCode: store.ErrorCodeInsufficientData,
+			jobMetadata: withOutput(store.JobOutput{
+				RunStatus: store.StatusFailed, ErrorCode: store.ErrorCodeInsufficientData, Message: "too few bars",
+			}),
+			wantStatus: store.StatusFailed, wantReason: store.ReasonJobCancelled, wantCode: store.ErrorCodeInsufficientData,
 			wantAttempts: []string{"1:failed:insufficient_data"},
 		},
 		{

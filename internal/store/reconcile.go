@@ -36,14 +36,30 @@ type Reconciled struct {
 	CorrelationID string
 	JobID         int64
 	Attempt       int
+	// SweepID is the run's sweep, uuid.Nil for a run of no sweep.
+	SweepID uuid.UUID
 	// Status is the run's status now.
 	Status string
 	// Reason is one of the Reason constants.
 	Reason string
-	// ErrorCode, Error and ErrorType are the run's error now, if it has one.
+	// ErrorCode, Error and ErrorType are the run's error now, if it has one:
+	// its ErrorType is the Reason.
 	ErrorCode string
 	Error     string
 	ErrorType string
+}
+
+// JobOutput is what the worker records as a job's output
+// (river.RecordOutput) when its attempt ended for good without completing:
+// why, in the run's words, which River UI shows. River records a permanent
+// failure as a cancel, and the output tells an operator it was not a
+// person's. Reconcile reads it back (reconcileCandidates) for a run whose
+// worker could not write it: the JSON names here and in that SQL go
+// together.
+type JobOutput struct {
+	RunStatus string `json:"run_status"`
+	ErrorCode string `json:"error_code"`
+	Message   string `json:"message"`
 }
 
 // reconcileRow is a run whose job may have moved without it, with what
@@ -58,9 +74,8 @@ type reconcileRow struct {
 	lastError   string
 	// lastErrorAttempt is the attempt of the job's last error.
 	lastErrorAttempt int
-	// output is what the worker recorded as the job's output when the
-	// attempt ended for good (river.RecordOutput): the run's status and
-	// error, in case the worker could not write them to the run.
+	// output is the job's JobOutput: the run's status and error, in case
+	// the worker could not write them to the run.
 	outputStatus, outputCode, outputMessage string
 }
 
@@ -109,7 +124,8 @@ func (q *Queries) Reconcile(ctx context.Context) ([]Reconciled, error) {
 // of unfinished runs), and runs running or finished whose job waits to be
 // worked (read through River's index on the job's state).
 func reconcileCandidates(ctx context.Context, tx pgx.Tx) ([]reconcileRow, error) {
-	const fields = `r.id, r.user_id, r.strategy_id, r.correlation_id, r.river_job_id, r.attempt, r.status`
+	const fields = `r.id, r.user_id, r.strategy_id, r.correlation_id, r.river_job_id, r.attempt, r.sweep_id, r.status`
+	// The job's JobOutput is in its metadata's output.
 	const jobFields = `j.state::text, j.attempt, j.scheduled_at,
 		COALESCE(j.errors[array_length(j.errors, 1)]->>'error', ''),
 		COALESCE((j.errors[array_length(j.errors, 1)]->>'attempt')::int, 0),
@@ -123,12 +139,19 @@ func reconcileCandidates(ctx context.Context, tx pgx.Tx) ([]reconcileRow, error)
 		}
 		got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (reconcileRow, error) {
 			var r reconcileRow
-			dest := []any{&r.RunID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Attempt, &r.runStatus}
+			var sweepID *uuid.UUID
+			dest := []any{&r.RunID, &r.UserID, &r.StrategyID, &r.CorrelationID, &r.JobID, &r.Attempt, &sweepID, &r.runStatus}
 			if withJob {
 				dest = append(dest, &r.jobState, &r.jobAttempt, &r.scheduledAt, &r.lastError, &r.lastErrorAttempt,
 					&r.outputStatus, &r.outputCode, &r.outputMessage)
 			}
-			return r, row.Scan(dest...)
+			if err := row.Scan(dest...); err != nil {
+				return r, err
+			}
+			if sweepID != nil {
+				r.SweepID = *sweepID
+			}
+			return r, nil
 		})
 		out = append(out, got...)
 		return err
@@ -172,17 +195,17 @@ func decide(row reconcileRow) (Reconciled, openAttempt, bool) {
 	switch {
 	case row.jobState == "":
 		rec.Status, rec.Reason = StatusCancelled, ReasonJobDeleted
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeJobDeleted, "its River job was deleted", "job_deleted"
+		rec.ErrorCode, rec.Error = ErrorCodeJobDeleted, "its River job was deleted"
 	case row.jobState == "cancelled" && failedByWorker:
 		rec.Status, rec.Reason = StatusFailed, ReasonJobCancelled
-		rec.ErrorCode, rec.Error, rec.ErrorType = row.outputCode, row.outputMessage, "job_cancelled"
+		rec.ErrorCode, rec.Error = row.outputCode, row.outputMessage
 		lost = openAttempt{outcome: OutcomeFailed, code: row.outputCode, message: row.outputMessage}
 	case row.jobState == "cancelled":
 		rec.Status, rec.Reason = StatusCancelled, ReasonJobCancelled
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeCancelled, "its River job was cancelled", "job_cancelled"
+		rec.ErrorCode, rec.Error = ErrorCodeCancelled, "its River job was cancelled"
 	case row.jobState == "discarded":
 		rec.Status, rec.Reason = StatusFailed, ReasonJobDiscarded
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeJobDiscarded, row.lastError, "job_discarded"
+		rec.ErrorCode, rec.Error = ErrorCodeJobDiscarded, row.lastError
 		if failedByWorker {
 			rec.ErrorCode, rec.Error = row.outputCode, row.outputMessage
 			lost = openAttempt{outcome: OutcomeFailed, code: row.outputCode, message: row.outputMessage}
@@ -194,7 +217,7 @@ func decide(row reconcileRow) (Reconciled, openAttempt, bool) {
 		// The attempt's error is on the job, not on the run: its worker
 		// never reported it.
 		rec.Status, rec.Reason = StatusRetrying, ReasonJobRescued
-		rec.ErrorCode, rec.Error, rec.ErrorType = ErrorCodeWorkerLost, row.lastError, "job_rescued"
+		rec.ErrorCode, rec.Error = ErrorCodeWorkerLost, row.lastError
 	case row.runStatus == StatusRunning:
 		// A shutdown's interruption that the worker could not write: River
 		// took the attempt back.
@@ -203,6 +226,10 @@ func decide(row reconcileRow) (Reconciled, openAttempt, bool) {
 		rec.Status, rec.Reason = StatusQueued, ReasonJobRetried
 	default:
 		return Reconciled{}, openAttempt{}, false
+	}
+	if rec.ErrorCode != "" {
+		// What River did is the error's type, which no Go error has here.
+		rec.ErrorType = rec.Reason
 	}
 	return rec, lost, true
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -26,28 +25,27 @@ type SweepFinished struct {
 	FinishedAt                   time.Time
 }
 
-// Context returns ctx with the sweep's fields bound instead of ctx's own,
-// for its sweep_finished line: the line is the sweep's, whoever writes it
-// (the worker that ended its last run, the reconciliation, the server's
-// cancel with a correlation ID of its own), and is found by the sweep's
-// correlation ID like its runs' lines.
-func (f SweepFinished) Context(ctx context.Context) context.Context {
+// Log writes the sweep's sweep_finished line (EventSweepFinished) to
+// logger: once per sweep, by whoever marked it (FinishSweep,
+// FinishSettledSweeps).
+func (f SweepFinished) Log(ctx context.Context, logger *slog.Logger) {
+	logger.LogAttrs(f.logContext(ctx), slog.LevelInfo, obs.EventSweepFinished,
+		slog.Int(obs.KeySucceededCount, f.Succeeded),
+		slog.Int(obs.KeyFailedCount, f.Failed),
+		slog.Int(obs.KeyCancelledCount, f.Cancelled),
+		slog.Int64(obs.KeyDurationMS, max(f.FinishedAt.Sub(f.CreatedAt).Milliseconds(), 0)))
+}
+
+// logContext returns ctx with the sweep's fields bound instead of ctx's own:
+// the line is the sweep's, whoever writes it (the worker that ended its
+// last run, the reconciliation, the server's cancel with a correlation ID
+// of its own), and is found by the sweep's correlation ID like its runs'
+// lines.
+func (f SweepFinished) logContext(ctx context.Context) context.Context {
 	return obs.WithAttrs(obs.ResetAttrs(ctx),
 		slog.String(obs.KeyCorrelationID, f.CorrelationID),
 		slog.String(obs.KeyUserID, f.UserID.String()),
 		slog.String(obs.KeySweepID, f.ID.String()))
-}
-
-// Attrs are the fields of the sweep's sweep_finished line besides those
-// Context binds: logged as
-// logger.LogAttrs(f.Context(ctx), slog.LevelInfo, obs.EventSweepFinished, f.Attrs()...).
-func (f SweepFinished) Attrs() []slog.Attr {
-	return []slog.Attr{
-		slog.Int(obs.KeySucceededCount, f.Succeeded),
-		slog.Int(obs.KeyFailedCount, f.Failed),
-		slog.Int(obs.KeyCancelledCount, f.Cancelled),
-		slog.Int64(obs.KeyDurationMS, max(f.FinishedAt.Sub(f.CreatedAt).Milliseconds(), 0)),
-	}
 }
 
 // finishSweepSQL marks finished the sweeps of ids (one, or the candidates
@@ -79,10 +77,10 @@ const finishSweepSQL = `
 	ORDER BY m.created_at, m.id`
 
 // FinishSweep marks sweep id finished if all its runs are final and no one
-// marked it before, and returns it with ok true: the caller then logs
-// sweep_finished (EventSweepFinished) with its Attrs, once for the sweep.
-// Call it after the write that made one of its runs final has committed
-// (a worker's end of an attempt, the API's cancel): before, the run would
+// marked it before, and returns it with ok true: the caller then logs its
+// sweep_finished line (SweepFinished.Log), once for the sweep. Call it
+// after the write that made one of its runs final has committed (a
+// worker's end of an attempt, the API's cancel): before, the run would
 // still count as unfinished. ok is false when the sweep has runs still to
 // finish, was already marked, or does not exist.
 func (q *Queries) FinishSweep(ctx context.Context, id uuid.UUID) (SweepFinished, bool, error) {
@@ -124,13 +122,9 @@ func (q *Queries) finishSweeps(ctx context.Context, ids []uuid.UUID) ([]SweepFin
 	if err != nil {
 		return nil, err
 	}
-	got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SweepFinished, error) {
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (SweepFinished, error) {
 		var f SweepFinished
 		err := row.Scan(&f.ID, &f.UserID, &f.CorrelationID, &f.CreatedAt, &f.FinishedAt, &f.Succeeded, &f.Failed, &f.Cancelled)
 		return f, err
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	return got, err
 }

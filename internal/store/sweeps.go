@@ -288,12 +288,7 @@ func (q *Queries) CancelWaitingJobs(ctx context.Context, jobIDs []int64) (map[in
 // CancelSweepRuns marks the unfinished runs ids cancelled at once, with
 // error code cancelled and message, and counts them.
 func (q *Queries) CancelSweepRuns(ctx context.Context, ids []uuid.UUID, message string) (int, error) {
-	tag, err := q.db.Exec(ctx, `
-		UPDATE backtest_runs
-		SET status = 'cancelled', error_code = $2, error_message = $3, error_type = NULL,
-		    next_attempt_at = NULL, finished_at = now(), updated_at = now()
-		WHERE id = ANY($1) AND status IN ('queued', 'running', 'retrying')`,
-		ids, ErrorCodeCancelled, capText(message, MaxErrorBytes))
+	tag, err := q.db.Exec(ctx, cancelRunsSQL, ids, ErrorCodeCancelled, capText(message, MaxErrorBytes))
 	if err != nil {
 		return 0, fmt.Errorf("cancel %d runs: %w", len(ids), err)
 	}
@@ -303,10 +298,7 @@ func (q *Queries) CancelSweepRuns(ctx context.Context, ids []uuid.UUID, message 
 // RequestSweepRunsCancel records that a cancel was asked of the runs ids,
 // whose jobs are running: each ends when its attempt does.
 func (q *Queries) RequestSweepRunsCancel(ctx context.Context, ids []uuid.UUID) error {
-	_, err := q.db.Exec(ctx, `
-		UPDATE backtest_runs
-		SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
-		WHERE id = ANY($1) AND status IN ('queued', 'running', 'retrying')`, ids)
+	_, err := q.db.Exec(ctx, requestCancelSQL, ids)
 	if err != nil {
 		return fmt.Errorf("request cancel of %d runs: %w", len(ids), err)
 	}
